@@ -1,0 +1,20 @@
+"""Cloud Functions entry points. Thin on purpose: imports stay lazy for cold start."""
+
+from typing import Any
+
+import flask
+import functions_framework
+
+
+@functions_framework.http
+def api(request: flask.Request) -> flask.Response:
+    from buddy.entrypoints.http import handle
+
+    return handle(request)
+
+
+@functions_framework.cloud_event
+def worker(event: Any) -> None:
+    from buddy.entrypoints.worker import handle
+
+    handle(event)

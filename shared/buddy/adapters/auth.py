@@ -1,0 +1,29 @@
+"""Verifying Firebase ID tokens with firebase-admin."""
+
+from __future__ import annotations
+
+import firebase_admin
+from firebase_admin import auth
+
+
+class InvalidToken(Exception):
+    """The bearer token is missing, malformed, expired or forged."""
+
+
+class FirebaseTokenVerifier:
+    def __init__(self, project_id: str) -> None:
+        name = f"buddy-{project_id}"
+        try:
+            self._app = firebase_admin.get_app(name)
+        except ValueError:
+            self._app = firebase_admin.initialize_app(options={"projectId": project_id}, name=name)
+
+    def verify(self, token: str) -> str:
+        """Returns the token's uid."""
+        try:
+            claims = auth.verify_id_token(token, app=self._app)
+        except (ValueError, auth.InvalidIdTokenError, auth.ExpiredIdTokenError,
+                auth.RevokedIdTokenError, auth.UserDisabledError,
+                auth.CertificateFetchError) as e:
+            raise InvalidToken(str(e)) from e
+        return str(claims["uid"])

@@ -1,0 +1,127 @@
+"""MissionStore on Cloud Firestore (or its emulator)."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any, ParamSpec, TypeVar
+
+from google.api_core import exceptions as gexc
+from google.cloud import firestore
+
+from buddy.domain.lifecycle import MissionNotFound, NewEvent, with_updates
+from buddy.domain.progress import Clock, iso
+from buddy.service.ports import Decide, DependencyUnavailable
+
+P = ParamSpec("P")
+R = TypeVar("R")
+TIMEOUT_SECONDS = 10.0
+
+
+def _unavailable_is_ours(method: Callable[P, R]) -> Callable[P, R]:
+    """Firestore being down or slow becomes DependencyUnavailable (HTTP 503)."""
+
+    @functools.wraps(method)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return method(*args, **kwargs)
+        except (gexc.ServiceUnavailable, gexc.DeadlineExceeded, gexc.RetryError) as e:
+            raise DependencyUnavailable("Firestore is unavailable") from e
+
+    return wrapper
+
+
+class FirestoreMissionStore:
+    def __init__(self, client: firestore.Client, clock: Clock) -> None:
+        self._db = client
+        self._clock = clock
+        self._missions = client.collection("missions")
+        self._artifacts = client.collection("artifacts")
+
+    def _event_doc(self, doc: dict[str, Any], seq: int, event: NewEvent) -> dict[str, Any]:
+        return {
+            "seq": seq,
+            "type": event.type,
+            "step_name": event.step_name,
+            "progress_percent": event.progress_percent,
+            "message": event.message,
+            "attempt": event.attempt,
+            "timestamp": iso(self._clock()),
+            "owner_uid": doc["owner_uid"],
+        }
+
+    @_unavailable_is_ours
+    def create(self, doc: dict[str, Any], event: NewEvent) -> dict[str, Any]:
+        ref = self._missions.document(doc["mission_id"])
+        stored = {**doc, "event_seq": 1}
+        batch = self._db.batch()
+        batch.create(ref, stored)
+        batch.create(ref.collection("events").document("1"), self._event_doc(doc, 1, event))
+        batch.commit(timeout=TIMEOUT_SECONDS)
+        return stored
+
+    @_unavailable_is_ours
+    def get(self, mission_id: str) -> dict[str, Any] | None:
+        snapshot = self._missions.document(mission_id).get(timeout=TIMEOUT_SECONDS)
+        return snapshot.to_dict() if snapshot.exists else None
+
+    @_unavailable_is_ours
+    def apply(self, mission_id: str, decide: Decide) -> dict[str, Any]:
+        ref = self._missions.document(mission_id)
+        events = ref.collection("events")
+
+        @firestore.transactional
+        def run(transaction: firestore.Transaction) -> dict[str, Any]:
+            snapshot = ref.get(transaction=transaction)
+            if not snapshot.exists:
+                raise MissionNotFound(mission_id)
+            doc = snapshot.to_dict()
+            change = decide(doc)
+            if not change.updates and not change.events and change.retract_seq is None:
+                return doc
+            seq = int(doc.get("event_seq", 0))
+            if change.retract_seq is not None and change.retract_seq == seq:
+                transaction.delete(events.document(str(seq)))
+                seq -= 1
+            for event in change.events:
+                seq += 1
+                transaction.create(events.document(str(seq)), self._event_doc(doc, seq, event))
+            updates = {**change.updates, "event_seq": seq}
+            transaction.update(ref, updates)
+            return with_updates(doc, updates)
+
+        return run(self._db.transaction())
+
+    @_unavailable_is_ours
+    def list(self, owner_uid: str, status: str | None, limit: int) -> list[dict[str, Any]]:
+        query = self._missions.where(filter=firestore.FieldFilter("owner_uid", "==", owner_uid))
+        if status is not None:
+            query = query.where(filter=firestore.FieldFilter("status", "==", status))
+        query = query.order_by("created_at", direction=firestore.Query.DESCENDING).limit(limit)
+        return [s.to_dict() for s in query.stream(timeout=TIMEOUT_SECONDS)]
+
+    @_unavailable_is_ours
+    def events(self, mission_id: str, after_seq: int) -> list[dict[str, Any]]:
+        query = (
+            self._missions.document(mission_id)
+            .collection("events")
+            .where(filter=firestore.FieldFilter("seq", ">", after_seq))
+            .order_by("seq")
+            .limit(1000)
+        )
+        return [s.to_dict() for s in query.stream(timeout=TIMEOUT_SECONDS)]
+
+    @_unavailable_is_ours
+    def put_artifact_once(self, artifact: dict[str, Any]) -> bool:
+        try:
+            self._artifacts.document(artifact["artifact_id"]).create(
+                artifact, timeout=TIMEOUT_SECONDS
+            )
+        except gexc.AlreadyExists:
+            return False
+        return True
+
+    @_unavailable_is_ours
+    def get_artifact(self, artifact_id: str) -> dict[str, Any] | None:
+        snapshot = self._artifacts.document(artifact_id).get(timeout=TIMEOUT_SECONDS)
+        return snapshot.to_dict() if snapshot.exists else None

@@ -1,0 +1,194 @@
+"""The local stack: emulators, the API and the stage worker on the ports of SPEC §2.
+
+    python -m buddy.devstack up            # everything, until Ctrl-C
+    python -m buddy.devstack emulator-env  # shell exports for offline emulator binaries
+
+Used by scripts/run.sh and by the test suite, which starts the API and the
+worker the same way inside `firebase emulators:exec`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import zipfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+CACHE = ROOT / ".cache"
+SDK = Path("/usr/lib/google-cloud-sdk/platform")
+FIRESTORE_JAR = SDK / "cloud-firestore-emulator" / "cloud-firestore-emulator.jar"
+FIRESTORE_MAIN = "com.google.cloud.datastore.emulator.firestore.CloudFirestore"
+PUBSUB_LAUNCHER = SDK / "pubsub-emulator" / "bin" / "cloud-pubsub-emulator"
+EMULATORS = "auth,firestore,pubsub,hosting"
+EMULATOR_PORTS = {"Firestore": 8080, "Pub/Sub": 8085, "Auth": 9099, "Dashboard (Hosting)": 5000}
+API_PORT = int(os.environ.get("BUDDY_API_PORT", "5001"))
+WORKER_PORT = int(os.environ.get("BUDDY_WORKER_PORT", "5002"))
+
+
+def emulator_binary_env() -> dict[str, str]:
+    """Point firebase-tools at the Cloud SDK's emulators when this machine has them.
+
+    Without them, firebase-tools downloads its own (needs the internet).
+    """
+    env: dict[str, str] = {}
+    if FIRESTORE_JAR.is_file():
+        # firebase-tools runs `java -jar`; the SDK jar has no Main-Class, so wrap it.
+        wrapper = CACHE / "firestore-emulator-wrapper.jar"
+        if not wrapper.is_file():
+            CACHE.mkdir(exist_ok=True)
+            manifest = (
+                "Manifest-Version: 1.0\n"
+                f"Main-Class: {FIRESTORE_MAIN}\n"
+                f"Class-Path: {FIRESTORE_JAR.as_uri()}\n\n"
+            )
+            with zipfile.ZipFile(wrapper, "w") as jar:
+                jar.writestr("META-INF/MANIFEST.MF", manifest)
+        env["FIRESTORE_EMULATOR_BINARY_PATH"] = str(wrapper)
+    if PUBSUB_LAUNCHER.is_file():
+        env["PUBSUB_EMULATOR_BINARY_PATH"] = str(PUBSUB_LAUNCHER)
+    return env
+
+
+def wait_for_port(port: int, timeout: float = 90.0, host: str = "127.0.0.1") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            sock.settimeout(0.5)
+            if sock.connect_ex((host, port)) == 0:
+                return
+        time.sleep(0.2)
+    raise TimeoutError(f"nothing listens on {host}:{port} after {timeout:.0f}s")
+
+
+def wait_for_http(url: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+        time.sleep(0.1)
+
+
+@dataclass
+class Function:
+    """A functions-framework process serving one target of functions/main.py."""
+
+    target: str
+    port: int
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, env: Mapping[str, str] | None = None, log_path: Path | None = None) -> None:
+        command = [
+            sys.executable, "-m", "functions_framework",
+            "--source", str(ROOT / "functions" / "main.py"),
+            "--target", self.target, "--host", "127.0.0.1", "--port", str(self.port),
+        ]
+        output = open(log_path, "ab") if log_path else None  # noqa: SIM115 - lives with the process
+        self.process = subprocess.Popen(
+            command, env={**os.environ, **(env or {})}, stdout=output, stderr=output,
+            start_new_session=True,
+        )
+        wait_for_port(self.port, timeout=30)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+
+
+def set_up_pubsub(worker_url: str) -> None:
+    from buddy.adapters.pubsub import ensure_execution_topology
+    from buddy.config import Settings
+
+    settings = Settings.from_env()
+    ensure_execution_topology(
+        settings.project_id, settings.executions_topic, settings.dead_letter_topic, worker_url
+    )
+
+
+def up() -> int:
+    from buddy.config import Settings
+
+    project = Settings.from_env().project_id
+    emulators = subprocess.Popen(
+        ["firebase", "emulators:start", "--only", EMULATORS, "--project", project],
+        cwd=ROOT, env={**os.environ, **emulator_binary_env()}, start_new_session=True,
+    )
+    functions = [Function("api", API_PORT), Function("worker", WORKER_PORT)]
+    stopping = False
+
+    def stop(*_: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        for port in EMULATOR_PORTS.values():
+            wait_for_port(port, timeout=120)
+        local = {
+            "GCLOUD_PROJECT": project,
+            "FIRESTORE_EMULATOR_HOST": "127.0.0.1:8080",
+            "PUBSUB_EMULATOR_HOST": "127.0.0.1:8085",
+            "FIREBASE_AUTH_EMULATOR_HOST": "127.0.0.1:9099",
+        }
+        os.environ.update(local)
+        for function in functions:
+            function.start(local)
+        set_up_pubsub(functions[1].url)
+        wait_for_http(functions[0].url + "/healthz")
+        print("\nBuddy Missions is up (Ctrl-C stops everything):", flush=True)
+        for name, port in EMULATOR_PORTS.items():
+            print(f"  {name:<20} http://127.0.0.1:{port}")
+        print(f"  {'HTTP API':<20} {functions[0].url}")
+        print(f"  {'Stage worker':<20} {functions[1].url}", flush=True)
+        while not stopping and emulators.poll() is None:
+            time.sleep(0.5)
+        return 0 if stopping else 1
+    finally:
+        print("\nStopping…", flush=True)
+        for function in functions:
+            function.stop()
+        if emulators.poll() is None:
+            os.killpg(emulators.pid, signal.SIGINT)
+            try:
+                emulators.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(emulators.pid, signal.SIGKILL)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m buddy.devstack")
+    parser.add_argument("command", choices=["up", "emulator-env"])
+    args = parser.parse_args(argv)
+    if args.command == "emulator-env":
+        for name, value in emulator_binary_env().items():
+            print(f"export {name}={shlex.quote(value)}")
+        return 0
+    return up()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

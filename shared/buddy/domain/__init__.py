@@ -1,0 +1,1 @@
+"""Pure domain: mission lifecycle, progress tracking, intent. No SDK imports."""

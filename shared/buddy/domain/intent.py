@@ -1,0 +1,54 @@
+"""Objective → intent, by transparent rules, behind a small interface."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Protocol
+
+CALCULATE, EXTRACT, SEARCH, UNKNOWN = "calculate", "extract", "search", "unknown"
+
+_URL = re.compile(r"https?://\S+", re.IGNORECASE)
+_ARITHMETIC = re.compile(r"\d\s*(\*\*|[-+*/%^])\s*[\d(]|\(\s*\d")
+_CALC_VERBS = re.compile(r"^\s*(calculate|compute|evaluate|what is|what's|how much is)\b", re.I)
+_EXTRACT_VERBS = re.compile(r"\b(extract|summari[sz]e|read|scrape|fetch|get the)\b", re.I)
+_SEARCH_VERBS = re.compile(r"\b(find|search|look up|lookup|research|discover|list)\b", re.I)
+
+
+@dataclass(frozen=True)
+class Intent:
+    name: str
+    confidence: float
+    reason: str
+
+
+class IntentClassifier(Protocol):
+    def classify(self, objective: str) -> Intent: ...
+
+
+class RuleBasedClassifier:
+    """Cheap, explainable rules; an LLM classifier can replace it behind the same protocol."""
+
+    def classify(self, objective: str) -> Intent:
+        if _URL.search(objective):
+            if _EXTRACT_VERBS.search(objective):
+                return Intent(EXTRACT, 0.95, "a URL and an extraction verb")
+            return Intent(EXTRACT, 0.8, "the objective names a URL")
+        if _ARITHMETIC.search(objective):
+            if _CALC_VERBS.search(objective):
+                return Intent(CALCULATE, 0.95, "a calculation verb and an arithmetic expression")
+            return Intent(CALCULATE, 0.75, "an arithmetic expression")
+        if _SEARCH_VERBS.search(objective):
+            return Intent(SEARCH, 0.7, "a search verb")
+        if _CALC_VERBS.search(objective):
+            return Intent(CALCULATE, 0.4, "a calculation verb without an expression")
+        return Intent(UNKNOWN, 0.1, "no rule matched")
+
+
+def first_url(text: str) -> str | None:
+    match = _URL.search(text)
+    return match.group(0).rstrip(".,;:!?)\"'") if match else None
+
+
+def strip_calculation_verb(objective: str) -> str:
+    return _CALC_VERBS.sub("", objective).strip().rstrip("?=").strip()

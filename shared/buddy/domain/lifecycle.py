@@ -1,0 +1,140 @@
+"""The mission state machine and the changes it asks storage to make.
+
+Decisions are pure functions of the stored mission document: they return a
+`Change` (field updates plus events to append) or raise a `LifecycleError`.
+Storage applies a change atomically and numbers its events.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+
+class Status(StrEnum):
+    PROPOSED = "proposed"
+    APPROVED = "approved"
+    QUEUED = "queued"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+TERMINAL = frozenset({Status.COMPLETED, Status.FAILED, Status.CANCELLED})
+ACTIVE = frozenset({Status.QUEUED, Status.RUNNING})
+
+
+class LifecycleError(Exception):
+    """A request that the mission's current state does not allow."""
+
+
+class MissionNotFound(LifecycleError):
+    def __init__(self, mission_id: str) -> None:
+        super().__init__(f"Mission {mission_id} not found")
+
+
+class InvalidTransition(LifecycleError):
+    def __init__(self, action: str, status: str, allowed: str) -> None:
+        super().__init__(f"Cannot {action} a mission that is {status}; it must be {allowed}")
+
+
+@dataclass(frozen=True)
+class NewEvent:
+    """An event to append to a mission's log; storage gives it `seq` and `timestamp`."""
+
+    type: str
+    message: str
+    step_name: str | None = None
+    progress_percent: int | None = None
+    attempt: int | None = None
+
+
+@dataclass(frozen=True)
+class Change:
+    updates: dict[str, Any] = field(default_factory=dict)
+    events: tuple[NewEvent, ...] = ()
+    # Retracts the newest event when it has this seq (undoing an action that
+    # never took effect, such as a queueing whose message could not be published).
+    retract_seq: int | None = None
+
+
+def status_of(doc: dict[str, Any]) -> Status:
+    return Status(doc["status"])
+
+
+def percent_of(doc: dict[str, Any]) -> int:
+    tracker = (doc.get("execution_record") or {}).get("progress_tracker") or {}
+    return int(tracker.get("progress_percent") or 0)
+
+
+def approve(doc: dict[str, Any], now: datetime) -> Change:
+    _require(doc, "approve", {Status.PROPOSED})
+    return Change(
+        updates={"status": Status.APPROVED, "approved_at": now, "updated_at": now},
+        events=(NewEvent("mission_approved", "Mission approved"),),
+    )
+
+
+def queue(doc: dict[str, Any], now: datetime) -> Change:
+    _require(doc, "execute", {Status.APPROVED})
+    return Change(
+        updates={"status": Status.QUEUED, "queued_at": now, "updated_at": now},
+        events=(NewEvent("mission_queued", "Mission queued for execution"),),
+    )
+
+
+def unqueue(doc: dict[str, Any], queued_seq: int, now: datetime) -> Change:
+    """Undo `queue` when its message never left: the mission is as it was."""
+    if status_of(doc) != Status.QUEUED or doc.get("event_seq") != queued_seq:
+        return Change()
+    return Change(
+        updates={"status": Status.APPROVED, "queued_at": None, "updated_at": now},
+        retract_seq=queued_seq,
+    )
+
+
+def cancel(doc: dict[str, Any], now: datetime) -> Change:
+    status = status_of(doc)
+    if status in TERMINAL:
+        raise InvalidTransition("cancel", status, "proposed, approved, queued or running")
+    if status == Status.RUNNING:
+        # The worker stops at the next step boundary and records the cancellation.
+        return Change(updates={"cancel_requested": True, "updated_at": now})
+    return Change(
+        updates={
+            "status": Status.CANCELLED,
+            "cancel_requested": True,
+            "finished_at": now,
+            "updated_at": now,
+        },
+        events=(
+            NewEvent(
+                "mission_cancelled",
+                f"Mission cancelled before it ran (was {status})",
+                progress_percent=percent_of(doc),
+            ),
+        ),
+    )
+
+
+def _require(doc: dict[str, Any], action: str, allowed: set[Status]) -> None:
+    status = status_of(doc)
+    if status not in allowed:
+        raise InvalidTransition(action, status, " or ".join(sorted(allowed)))
+
+
+def with_updates(doc: dict[str, Any], updates: dict[str, Any]) -> dict[str, Any]:
+    """The document after Firestore-style updates (dotted keys reach into maps)."""
+    result = dict(doc)
+    for path, value in updates.items():
+        *parents, leaf = path.split(".")
+        target = result
+        for key in parents:
+            child = target.get(key)
+            target[key] = child = dict(child) if isinstance(child, dict) else {}
+            target = child
+        target[leaf] = value
+    return result

@@ -1,0 +1,1 @@
+"""Entry points: translate HTTP requests and CloudEvents into service calls."""

@@ -1,0 +1,45 @@
+"""The stage worker: a Pub/Sub push delivered as a CloudEvent runs one mission.
+
+Returning acknowledges the message; raising asks Pub/Sub to redeliver it.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+from typing import Any
+
+from buddy import bootstrap
+from buddy.logs import configure_logging
+from buddy.schemas import valid_mission_id
+
+log = logging.getLogger(__name__)
+
+
+class PoisonMessage(ValueError):
+    """A message no retry can fix: acknowledged and logged, never retried."""
+
+
+def mission_id_of(data: dict[str, Any]) -> str:
+    try:
+        payload = json.loads(base64.b64decode(data["message"]["data"], validate=True))
+        mission_id = payload["mission_id"]
+    except (KeyError, TypeError, ValueError, binascii.Error) as e:
+        raise PoisonMessage(f"not an execution message: {e!r}") from e
+    if not isinstance(mission_id, str) or not valid_mission_id(mission_id):
+        raise PoisonMessage("mission_id is not a valid id")
+    return mission_id
+
+
+def handle(event: Any) -> None:
+    configure_logging()
+    try:
+        mission_id = mission_id_of(event.data or {})
+    except PoisonMessage as e:
+        log.error("dropping poison message", extra={"event_id": event["id"], "reason": str(e)})
+        return
+    outcome = bootstrap.mission_runner().run(mission_id)
+    log.info("delivery handled", extra={"mission_id": mission_id, "event_id": event["id"],
+                                        "outcome": outcome.value})

@@ -1,0 +1,1 @@
+"""Service layer: use cases over the domain, talking to the world through ports."""

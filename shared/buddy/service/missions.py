@@ -1,0 +1,146 @@
+"""Use cases of the HTTP API: the mission lifecycle as its owner sees it."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from buddy.domain import lifecycle
+from buddy.domain.lifecycle import Change, MissionNotFound, NewEvent, Status
+from buddy.domain.progress import Clock, rate_based_eta
+from buddy.schemas import CreateMission
+from buddy.service.ports import (
+    DependencyUnavailable,
+    ExecutionPublisher,
+    MissionStore,
+    ValidationFailed,
+)
+from buddy.tools import ToolRegistry
+
+log = logging.getLogger(__name__)
+
+MAX_LIST_LIMIT = 100
+DEFAULT_LIST_LIMIT = 20
+
+
+def new_mission_id() -> str:
+    return "m_" + secrets.token_urlsafe(12)
+
+
+@dataclass
+class MissionService:
+    store: MissionStore
+    publisher: ExecutionPublisher
+    tools: ToolRegistry
+    clock: Clock
+
+    def create(self, owner_uid: str, request: CreateMission) -> dict[str, Any]:
+        if request.tool is not None and self.tools.get(request.tool) is None:
+            known = ", ".join(self.tools.names())
+            raise ValidationFailed(f"Unknown tool {request.tool!r}; available tools: {known}")
+        now = self.clock()
+        mission_id = new_mission_id()
+        doc = {
+            "mission_id": mission_id,
+            "owner_uid": owner_uid,
+            "objective": request.objective,
+            "scope": request.scope.model_dump(),
+            "budget_usd": request.budget_usd,
+            "tool": request.tool,
+            "inputs": request.inputs,
+            "status": Status.PROPOSED.value,
+            "created_at": now,
+            "updated_at": now,
+            "approved_at": None,
+            "queued_at": None,
+            "started_at": None,
+            "finished_at": None,
+            "cancel_requested": False,
+            "execution_record": None,
+        }
+        created = self.store.create(doc, NewEvent("mission_created", "Mission proposed"))
+        log.info("mission created", extra={"mission_id": mission_id})
+        return created
+
+    def get(self, owner_uid: str, mission_id: str) -> dict[str, Any]:
+        doc = self.store.get(mission_id)
+        if doc is None or doc.get("owner_uid") != owner_uid:
+            # Another user's mission is indistinguishable from a missing one.
+            raise MissionNotFound(mission_id)
+        return doc
+
+    def list(self, owner_uid: str, status: str | None, limit: int) -> list[dict[str, Any]]:
+        if status is not None and status not in {s.value for s in Status}:
+            raise ValidationFailed(f"Unknown status {status!r}")
+        if not 1 <= limit <= MAX_LIST_LIMIT:
+            raise ValidationFailed(f"limit must be between 1 and {MAX_LIST_LIMIT}")
+        return self.store.list(owner_uid, status, limit)
+
+    def approve(self, owner_uid: str, mission_id: str) -> dict[str, Any]:
+        return self._transition(owner_uid, mission_id, lifecycle.approve)
+
+    def execute(self, owner_uid: str, mission_id: str) -> dict[str, Any]:
+        queued = self._transition(owner_uid, mission_id, lifecycle.queue)
+        try:
+            self.publisher.publish_execution(mission_id)
+        except DependencyUnavailable:
+            seq = queued["event_seq"]
+            self.store.apply(mission_id, lambda doc: lifecycle.unqueue(doc, seq, self.clock()))
+            raise
+        log.info("mission queued", extra={"mission_id": mission_id})
+        return {"mission_id": mission_id, "status": Status.QUEUED.value}
+
+    def cancel(self, owner_uid: str, mission_id: str) -> dict[str, Any]:
+        return self._transition(owner_uid, mission_id, lifecycle.cancel)
+
+    def progress(self, owner_uid: str, mission_id: str) -> dict[str, Any]:
+        return progress_view(self.get(owner_uid, mission_id), self.clock)
+
+    def events(self, owner_uid: str, mission_id: str, after_seq: int) -> list[dict[str, Any]]:
+        if after_seq < 0:
+            raise ValidationFailed("after_seq must be 0 or more")
+        self.get(owner_uid, mission_id)
+        return self.store.events(mission_id, after_seq)
+
+    def artifact(self, owner_uid: str, mission_id: str) -> dict[str, Any]:
+        record = self.get(owner_uid, mission_id).get("execution_record") or {}
+        reference = record.get("artifact_reference")
+        artifact = self.store.get_artifact(reference["artifact_id"]) if reference else None
+        if artifact is None:
+            raise MissionNotFound(mission_id) from None
+        return artifact
+
+    def _transition(
+        self, owner_uid: str, mission_id: str, action: Callable[[dict[str, Any], datetime], Change]
+    ) -> dict[str, Any]:
+        def decide(doc: dict[str, Any]) -> Change:
+            if doc.get("owner_uid") != owner_uid:
+                raise MissionNotFound(mission_id)
+            return action(doc, self.clock())
+
+        return self.store.apply(mission_id, decide)
+
+
+def progress_view(doc: dict[str, Any], clock: Clock) -> dict[str, Any]:
+    """The original design's progress shape, with elapsed time and ETA as of now."""
+    status = Status(doc["status"])
+    tracker = (doc.get("execution_record") or {}).get("progress_tracker") or {}
+    percent = int(tracker.get("progress_percent") or 0)
+    elapsed = float(tracker.get("elapsed_seconds") or 0.0)
+    started = doc.get("started_at")
+    if status == Status.RUNNING and started is not None:
+        elapsed = round((clock() - started).total_seconds(), 3)
+    terminal = status in lifecycle.TERMINAL
+    return {
+        "mission_id": doc["mission_id"],
+        "status": status.value,
+        "current_step": tracker.get("current_step"),
+        "completed_steps": tracker.get("completed_steps", []),
+        "progress_percent": percent,
+        "elapsed_seconds": elapsed,
+        "estimated_time_remaining": 0.0 if terminal else rate_based_eta(percent, elapsed),
+    }

@@ -1,0 +1,50 @@
+"""What the service layer needs from the outside world, and the errors it raises."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from buddy.domain.lifecycle import Change, NewEvent
+
+Decide = Callable[[dict[str, Any]], Change]
+
+
+class ServiceError(Exception):
+    """Base of the errors the service layer reports to entry points."""
+
+
+class ValidationFailed(ServiceError):
+    """The request is well-formed but its content is not acceptable."""
+
+
+class DependencyUnavailable(ServiceError):
+    """Firestore, Pub/Sub or Auth could not be reached; nothing was changed."""
+
+
+class MissionStore(Protocol):
+    def create(self, doc: dict[str, Any], event: NewEvent) -> dict[str, Any]:
+        """Stores a new mission with its first event (seq 1)."""
+
+    def get(self, mission_id: str) -> dict[str, Any] | None: ...
+
+    def apply(self, mission_id: str, decide: Decide) -> dict[str, Any]:
+        """Atomically: read the mission, `decide` a change, write it and number its events.
+
+        Raises MissionNotFound, or whatever `decide` raises (then nothing is written).
+        Returns the mission as written.
+        """
+
+    def list(self, owner_uid: str, status: str | None, limit: int) -> list[dict[str, Any]]: ...
+
+    def events(self, mission_id: str, after_seq: int) -> list[dict[str, Any]]: ...
+
+    def put_artifact_once(self, artifact: dict[str, Any]) -> bool:
+        """Creates the artifact unless one with its id exists; True when it was created."""
+
+    def get_artifact(self, artifact_id: str) -> dict[str, Any] | None: ...
+
+
+class ExecutionPublisher(Protocol):
+    def publish_execution(self, mission_id: str) -> None:
+        """Publishes one execution message; raises DependencyUnavailable when it can't."""

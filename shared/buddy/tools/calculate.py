@@ -1,0 +1,88 @@
+"""Safe arithmetic: a whitelist evaluator (simpleeval), never `eval`."""
+
+from __future__ import annotations
+
+import ast
+import math
+import operator
+from typing import Any
+
+import simpleeval
+
+from buddy.domain.intent import CALCULATE, strip_calculation_verb
+from buddy.tools.base import Reporter, ToolError, ToolResult
+
+MAX_EXPRESSION_LENGTH = 500
+MAX_EXPONENT = 1000
+MAX_MAGNITUDE = 1e300
+
+
+def _bounded_power(base: Any, exponent: Any) -> Any:
+    if abs(exponent) > MAX_EXPONENT:
+        raise ToolError(f"Exponent {exponent} is too large (limit {MAX_EXPONENT})")
+    return operator.pow(base, exponent)
+
+
+_OPERATORS = {
+    ast.Add: operator.add,
+    ast.Sub: operator.sub,
+    ast.Mult: operator.mul,
+    ast.Div: operator.truediv,
+    ast.FloorDiv: operator.floordiv,
+    ast.Mod: operator.mod,
+    ast.Pow: _bounded_power,
+    ast.BitXor: _bounded_power,  # people write 2^10 and mean a power
+    ast.USub: operator.neg,
+    ast.UAdd: operator.pos,
+}
+_FUNCTIONS = {"sqrt": math.sqrt, "abs": abs, "round": round, "min": min, "max": max}
+_NAMES = {"pi": math.pi, "e": math.e}
+
+
+def evaluate(expression: str) -> int | float:
+    text = expression.strip()
+    if not text:
+        raise ToolError("No expression to calculate")
+    if len(text) > MAX_EXPRESSION_LENGTH:
+        raise ToolError(f"Expression is longer than {MAX_EXPRESSION_LENGTH} characters")
+    evaluator = simpleeval.SimpleEval(operators=_OPERATORS, functions=_FUNCTIONS, names=_NAMES)
+    try:
+        value = evaluator.eval(text.replace("×", "*").replace("÷", "/"))
+    except ToolError:
+        raise
+    except ZeroDivisionError as e:
+        raise ToolError("division by zero") from e
+    except (simpleeval.InvalidExpression, SyntaxError, TypeError, ValueError) as e:
+        raise ToolError(f"not an arithmetic expression: {text!r}") from e
+    except OverflowError as e:
+        raise ToolError("the result is too large") from e
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ToolError(f"not an arithmetic expression: {text!r}")
+    if abs(value) > MAX_MAGNITUDE:
+        raise ToolError("the result is too large")
+    return value
+
+
+def format_number(value: int | float) -> str:
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    return f"{value:.12g}" if isinstance(value, float) else str(value)
+
+
+class CalculateTool:
+    name = "calculate"
+    description = "Evaluates an arithmetic expression (+ - * / // % ** and sqrt, abs, round)."
+    intents = frozenset({CALCULATE})
+    estimated_cost_usd = 0.0001
+
+    def run(self, objective: str, inputs: dict[str, Any], report: Reporter) -> ToolResult:
+        expression = str(inputs.get("expression") or strip_calculation_verb(objective))
+        result = format_number(evaluate(expression))
+        return ToolResult(
+            title=f"{expression} = {result}",
+            summary=f"{expression} = {result}",
+            content=result,
+            type="calculation",
+            data={"expression": expression, "result": result},
+            cost_usd=self.estimated_cost_usd,
+        )
