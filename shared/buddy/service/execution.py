@@ -50,7 +50,9 @@ class StepFailed(Exception):
 
 
 def money(amount: float) -> str:
-    return f"${amount:.2f}" if amount >= 0.01 or amount == 0 else f"${amount:.4f}"
+    """Dollars with cents, and with the digits that tell small amounts apart: $0.00005."""
+    whole, _, cents = f"{amount:.6f}".rstrip("0").partition(".")
+    return f"${whole}.{cents.ljust(2, '0')}"
 
 
 @dataclass

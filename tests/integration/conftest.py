@@ -1,0 +1,186 @@
+"""Fixtures for tests against the real emulators, started by scripts/test.sh.
+
+The API and the stage worker run as real functions-framework processes on free
+ports, fed by a real Pub/Sub push subscription.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from google.cloud import firestore
+
+from buddy.devstack import Function, set_up_pubsub, wait_for_http
+
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+TERMINAL = {"completed", "failed", "cancelled"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "integration" in item.path.parts:
+            item.add_marker(pytest.mark.emulators)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _emulators_running() -> None:
+    missing = [v for v in ("FIRESTORE_EMULATOR_HOST", "PUBSUB_EMULATOR_HOST",
+                           "FIREBASE_AUTH_EMULATOR_HOST") if not os.environ.get(v)]
+    if missing:
+        pytest.fail(f"{', '.join(missing)} not set: run these tests with scripts/test.sh")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Stack:
+    api_url: str
+    worker: Function
+    worker_log: Path
+
+
+@pytest.fixture(scope="session")
+def stack() -> Iterator[Stack]:
+    ARTIFACTS.mkdir(exist_ok=True)
+    env = {"BUDDY_PROGRESS_MIN_INTERVAL_SECONDS": "0.2", "THREADS": "32"}
+    api = Function("api", _free_port())
+    worker = Function("worker", _free_port())
+    worker_log = ARTIFACTS / "worker.log"
+    worker_log.unlink(missing_ok=True)
+    api.start(env, ARTIFACTS / "api.log")
+    worker.start(env, worker_log)
+    set_up_pubsub(worker.url)
+    wait_for_http(api.url + "/healthz")
+    yield Stack(api.url, worker, worker_log)
+    api.stop()
+    worker.stop()
+
+
+@pytest.fixture(scope="session")
+def db() -> firestore.Client:
+    return firestore.Client(project=os.environ.get("GCLOUD_PROJECT", "demo-buddy"))
+
+
+@dataclass
+class User:
+    """A signed-in person calling the API with their own ID token."""
+
+    uid: str
+    token: str
+    api_url: str
+    session: requests.Session = field(default_factory=requests.Session)
+
+    def call(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        headers = {"Authorization": f"Bearer {self.token}", **kwargs.pop("headers", {})}
+        return self.session.request(method, self.api_url + path, headers=headers, timeout=30,
+                                    **kwargs)
+
+    def create(self, objective: str = "calculate 2*(3+4)", **fields: Any) -> dict[str, Any]:
+        response = self.call("POST", "/missions", json={"objective": objective, **fields})
+        assert response.status_code == 201, response.text
+        return dict(response.json())
+
+    def launch(self, objective: str = "calculate 2*(3+4)", **fields: Any) -> str:
+        """Creates, approves and executes a mission; returns its id."""
+        mission_id = str(self.create(objective, **fields)["mission_id"])
+        assert self.call("POST", f"/missions/{mission_id}/approve").status_code == 200
+        response = self.call("POST", f"/missions/{mission_id}/execute")
+        assert response.status_code == 202, response.text
+        return mission_id
+
+
+def sign_up() -> tuple[str, str]:
+    host = os.environ["FIREBASE_AUTH_EMULATOR_HOST"]
+    response = requests.post(
+        f"http://{host}/identitytoolkit.googleapis.com/v1/accounts:signUp?key=emulator",
+        json={"returnSecureToken": True}, timeout=10,
+    )
+    response.raise_for_status()
+    body = response.json()
+    return body["localId"], body["idToken"]
+
+
+@pytest.fixture
+def make_user(stack: Stack) -> Callable[[], User]:
+    def make() -> User:
+        uid, token = sign_up()
+        return User(uid, token, stack.api_url)
+
+    return make
+
+
+@pytest.fixture
+def alice(make_user: Callable[[], User]) -> User:
+    return make_user()
+
+
+@pytest.fixture
+def bob(make_user: Callable[[], User]) -> User:
+    return make_user()
+
+
+class MissionWatcher:
+    """Records every snapshot of a mission document, as a client listener sees them."""
+
+    def __init__(self, db: firestore.Client, mission_id: str) -> None:
+        self.snapshots: list[dict[str, Any]] = []
+        self._terminal = threading.Event()
+        self._watch = db.collection("missions").document(mission_id).on_snapshot(self._on)
+
+    def _on(self, docs: list[Any], _changes: Any, _read_time: Any) -> None:
+        for doc in docs:
+            data = doc.to_dict()
+            if data:
+                self.snapshots.append(data)
+                if data["status"] in TERMINAL:
+                    self._terminal.set()
+
+    def wait_terminal(self, timeout: float = 30) -> dict[str, Any]:
+        assert self._terminal.wait(timeout), f"not terminal after {timeout}s: {self.last}"
+        self._watch.unsubscribe()
+        return self.last
+
+    @property
+    def last(self) -> dict[str, Any] | None:
+        return self.snapshots[-1] if self.snapshots else None
+
+    def percents(self) -> list[int]:
+        return [
+            ((s.get("execution_record") or {}).get("progress_tracker") or {}).get(
+                "progress_percent", 0)
+            for s in self.snapshots
+        ]
+
+
+@pytest.fixture
+def watch(db: firestore.Client) -> Callable[[str], MissionWatcher]:
+    return lambda mission_id: MissionWatcher(db, mission_id)
+
+
+def wait_for_status(user: User, mission_id: str, statuses: set[str], timeout: float = 30
+                    ) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        mission = user.call("GET", f"/missions/{mission_id}").json()
+        if mission["status"] in statuses or time.monotonic() > deadline:
+            assert mission["status"] in statuses, mission
+            return dict(mission)
+        time.sleep(0.1)
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
