@@ -23,7 +23,7 @@ def settings() -> Settings:
 
 
 @functools.cache
-def _store() -> "FirestoreMissionStore":
+def _store() -> FirestoreMissionStore:
     from google.cloud import firestore
 
     from buddy.adapters.firestore_store import FirestoreMissionStore
@@ -41,7 +41,7 @@ def mission_service() -> MissionService:
 
 
 @functools.cache
-def token_verifier() -> "FirebaseTokenVerifier":
+def token_verifier() -> FirebaseTokenVerifier:
     from buddy.adapters.auth import FirebaseTokenVerifier
 
     return FirebaseTokenVerifier(settings().project_id)

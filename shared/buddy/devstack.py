@@ -97,13 +97,24 @@ class Function:
 
     def start(self, env: Mapping[str, str] | None = None, log_path: Path | None = None) -> None:
         command = [
-            sys.executable, "-m", "functions_framework",
-            "--source", str(ROOT / "functions" / "main.py"),
-            "--target", self.target, "--host", "127.0.0.1", "--port", str(self.port),
+            sys.executable,
+            "-m",
+            "functions_framework",
+            "--source",
+            str(ROOT / "functions" / "main.py"),
+            "--target",
+            self.target,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
         ]
         output = open(log_path, "ab") if log_path else None  # noqa: SIM115 - lives with the process
         self.process = subprocess.Popen(
-            command, env={**os.environ, **(env or {})}, stdout=output, stderr=output,
+            command,
+            env={**os.environ, **(env or {})},
+            stdout=output,
+            stderr=output,
             start_new_session=True,
         )
         wait_for_port(self.port, timeout=30)
@@ -134,7 +145,9 @@ def up() -> int:
     project = Settings.from_env().project_id
     emulators = subprocess.Popen(
         ["firebase", "emulators:start", "--only", EMULATORS, "--project", project],
-        cwd=ROOT, env={**os.environ, **emulator_binary_env()}, start_new_session=True,
+        cwd=ROOT,
+        env={**os.environ, **emulator_binary_env()},
+        start_new_session=True,
     )
     functions = [Function("api", API_PORT), Function("worker", WORKER_PORT)]
     stopping = False

@@ -19,7 +19,9 @@ def normalise_hostname(value: str) -> str:
     host = value.strip().lower().rstrip(".")
     labels = host.split(".")
     if not host or len(host) > 253 or not all(_HOSTNAME_LABEL.fullmatch(x) for x in labels):
-        raise ValueError(f"{value!r} is not a hostname (give e.g. 'example.com', no scheme or path)")
+        raise ValueError(
+            f"{value!r} is not a hostname (give e.g. 'example.com', no scheme or path)"
+        )
     return host
 
 

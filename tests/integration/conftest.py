@@ -34,8 +34,11 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture(scope="session", autouse=True)
 def _emulators_running() -> None:
-    missing = [v for v in ("FIRESTORE_EMULATOR_HOST", "PUBSUB_EMULATOR_HOST",
-                           "FIREBASE_AUTH_EMULATOR_HOST") if not os.environ.get(v)]
+    missing = [
+        v
+        for v in ("FIRESTORE_EMULATOR_HOST", "PUBSUB_EMULATOR_HOST", "FIREBASE_AUTH_EMULATOR_HOST")
+        if not os.environ.get(v)
+    ]
     if missing:
         pytest.fail(f"{', '.join(missing)} not set: run these tests with scripts/test.sh")
 
@@ -86,8 +89,9 @@ class User:
 
     def call(self, method: str, path: str, **kwargs: Any) -> requests.Response:
         headers = {"Authorization": f"Bearer {self.token}", **kwargs.pop("headers", {})}
-        return self.session.request(method, self.api_url + path, headers=headers, timeout=30,
-                                    **kwargs)
+        return self.session.request(
+            method, self.api_url + path, headers=headers, timeout=30, **kwargs
+        )
 
     def create(self, objective: str = "calculate 2*(3+4)", **fields: Any) -> dict[str, Any]:
         response = self.call("POST", "/missions", json={"objective": objective, **fields})
@@ -107,7 +111,8 @@ def sign_up() -> tuple[str, str]:
     host = os.environ["FIREBASE_AUTH_EMULATOR_HOST"]
     response = requests.post(
         f"http://{host}/identitytoolkit.googleapis.com/v1/accounts:signUp?key=emulator",
-        json={"returnSecureToken": True}, timeout=10,
+        json={"returnSecureToken": True},
+        timeout=10,
     )
     response.raise_for_status()
     body = response.json()
@@ -161,7 +166,8 @@ class MissionWatcher:
     def percents(self) -> list[int]:
         return [
             ((s.get("execution_record") or {}).get("progress_tracker") or {}).get(
-                "progress_percent", 0)
+                "progress_percent", 0
+            )
             for s in self.snapshots
         ]
 
@@ -171,8 +177,9 @@ def watch(db: firestore.Client) -> Callable[[str], MissionWatcher]:
     return lambda mission_id: MissionWatcher(db, mission_id)
 
 
-def wait_for_status(user: User, mission_id: str, statuses: set[str], timeout: float = 30
-                    ) -> dict[str, Any]:
+def wait_for_status(
+    user: User, mission_id: str, statuses: set[str], timeout: float = 30
+) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while True:
         mission = user.call("GET", f"/missions/{mission_id}").json()

@@ -20,8 +20,9 @@ STEP_NAMES = [stage.name for stage in STAGES]
 END_PERCENTS = [stage.end_percent for stage in STAGES]
 
 
-def start_watched(user: User, watch: Callable[[str], MissionWatcher], objective: str,
-                  **fields: object) -> tuple[str, MissionWatcher]:
+def start_watched(
+    user: User, watch: Callable[[str], MissionWatcher], objective: str, **fields: object
+) -> tuple[str, MissionWatcher]:
     """Creates and approves a mission, attaches a listener, then executes it."""
     mission_id = user.create(objective, **fields)["mission_id"]
     assert user.call("POST", f"/missions/{mission_id}/approve").status_code == 200
@@ -101,17 +102,36 @@ def test_listener_sees_steps_as_they_happen(
 @pytest.mark.parametrize(
     ("objective", "fields", "step", "message"),
     [
-        pytest.param("calculate 2+2", {"budget_usd": 0.00005}, "budget_check",
-                     "Budget exceeded: $0.0001 > $0.00005 limit", id="budget-exceeded"),
-        pytest.param("hello there", {}, "tool_selection",
-                     "Tool selection failed: confidence 0.10 < 0.15", id="low-confidence"),
-        pytest.param("calculate 1/0", {}, "tool_execution",
-                     "Tool execution failed: division by zero", id="tool-error"),
+        pytest.param(
+            "calculate 2+2",
+            {"budget_usd": 0.00005},
+            "budget_check",
+            "Budget exceeded: $0.0001 > $0.00005 limit",
+            id="budget-exceeded",
+        ),
+        pytest.param(
+            "hello there",
+            {},
+            "tool_selection",
+            "Tool selection failed: confidence 0.10 < 0.15",
+            id="low-confidence",
+        ),
+        pytest.param(
+            "calculate 1/0",
+            {},
+            "tool_execution",
+            "Tool execution failed: division by zero",
+            id="tool-error",
+        ),
     ],
 )
 def test_failure_scenarios_end_failed_at_their_step(
-    alice: User, watch: Callable[[str], MissionWatcher], objective: str,
-    fields: dict[str, object], step: str, message: str,
+    alice: User,
+    watch: Callable[[str], MissionWatcher],
+    objective: str,
+    fields: dict[str, object],
+    step: str,
+    message: str,
 ) -> None:
     """Each failure ends `failed` at the right step, with a message a person understands."""
     mission_id, watcher = start_watched(alice, watch, objective, **fields)
@@ -131,8 +151,9 @@ def test_failure_scenarios_end_failed_at_their_step(
 
 def publish_raw(data: bytes) -> None:
     publisher = pubsub_v1.PublisherClient()
-    topic = publisher.topic_path(os.environ.get("GCLOUD_PROJECT", "demo-buddy"),
-                                 "mission-executions")
+    topic = publisher.topic_path(
+        os.environ.get("GCLOUD_PROJECT", "demo-buddy"), "mission-executions"
+    )
     publisher.publish(topic, data).result(timeout=10)
 
 
@@ -167,12 +188,14 @@ def test_five_concurrent_missions_track_independently(
 ) -> None:
     """Five missions executed at once each complete with their own steps and result."""
     users = [make_user() for _ in range(5)]
-    runs = [start_watched(u, watch, f"calculate {n} * 1000 + {n}")
-            for n, u in enumerate(users, start=1)]
+    runs = [
+        start_watched(u, watch, f"calculate {n} * 1000 + {n}") for n, u in enumerate(users, start=1)
+    ]
     with ThreadPoolExecutor(5) as pool:
         finals = list(pool.map(lambda run: run[1].wait_terminal(), runs))
     for n, ((mission_id, watcher), final, user) in enumerate(
-            zip(runs, finals, users, strict=True), start=1):
+        zip(runs, finals, users, strict=True), start=1
+    ):
         assert final["status"] == "completed"
         assert final["execution_record"]["result_summary"].endswith(f"= {n * 1000 + n}")
         steps = final["execution_record"]["progress_tracker"]["completed_steps"]

@@ -23,11 +23,18 @@ def as_user(user: User | None) -> dict[str, str]:
 
 
 def owner_query(user: User, collection: str, owner_field_value: str) -> dict:
-    return {"structuredQuery": {
-        "from": [{"collectionId": collection}],
-        "where": {"fieldFilter": {"field": {"fieldPath": "owner_uid"}, "op": "EQUAL",
-                                  "value": {"stringValue": owner_field_value}}},
-    }}
+    return {
+        "structuredQuery": {
+            "from": [{"collectionId": collection}],
+            "where": {
+                "fieldFilter": {
+                    "field": {"fieldPath": "owner_uid"},
+                    "op": "EQUAL",
+                    "value": {"stringValue": owner_field_value},
+                }
+            },
+        }
+    }
 
 
 @pytest.fixture
@@ -61,8 +68,12 @@ def test_clients_write_nothing(alice: User, finished_mission: dict[str, str], ki
     assert requests.patch(rest(path), json=body, headers=headers, timeout=10).status_code == 403
     assert requests.delete(rest(path), headers=headers, timeout=10).status_code == 403
     parent = path.rsplit("/", 1)[0]
-    created = requests.post(rest(parent), json={"fields": {"owner_uid": {"stringValue": alice.uid}}},
-                            headers=headers, timeout=10)
+    created = requests.post(
+        rest(parent),
+        json={"fields": {"owner_uid": {"stringValue": alice.uid}}},
+        headers=headers,
+        timeout=10,
+    )
     assert created.status_code == 403
 
 
@@ -71,24 +82,33 @@ def test_list_must_be_constrained_to_the_owner(
 ) -> None:
     """A query filtered on the caller's uid is allowed; unfiltered or someone else's is denied."""
     run = rest(":runQuery")
-    mine = requests.post(run, json=owner_query(alice, "missions", alice.uid),
-                         headers=as_user(alice), timeout=10)
+    mine = requests.post(
+        run, json=owner_query(alice, "missions", alice.uid), headers=as_user(alice), timeout=10
+    )
     assert mine.status_code == 200
     assert any("document" in row for row in mine.json())
     unconstrained = {"structuredQuery": {"from": [{"collectionId": "missions"}]}}
-    assert requests.post(run, json=unconstrained, headers=as_user(alice),
-                         timeout=10).status_code == 403
-    theirs = requests.post(run, json=owner_query(bob, "missions", alice.uid),
-                           headers=as_user(bob), timeout=10)
+    assert (
+        requests.post(run, json=unconstrained, headers=as_user(alice), timeout=10).status_code
+        == 403
+    )
+    theirs = requests.post(
+        run, json=owner_query(bob, "missions", alice.uid), headers=as_user(bob), timeout=10
+    )
     assert theirs.status_code == 403
 
 
-def test_owner_lists_the_event_log(alice: User, bob: User, finished_mission: dict[str, str]
-                                   ) -> None:
+def test_owner_lists_the_event_log(
+    alice: User, bob: User, finished_mission: dict[str, str]
+) -> None:
     """The owner can list a mission's events (what a live log listens to); others can't."""
     parent = rest(finished_mission["mission"])
-    query = {"structuredQuery": {"from": [{"collectionId": "events"}],
-                                 "orderBy": [{"field": {"fieldPath": "seq"}}]}}
+    query = {
+        "structuredQuery": {
+            "from": [{"collectionId": "events"}],
+            "orderBy": [{"field": {"fieldPath": "seq"}}],
+        }
+    }
     mine = requests.post(parent + ":runQuery", json=query, headers=as_user(alice), timeout=10)
     assert mine.status_code == 200
     assert len([row for row in mine.json() if "document" in row]) >= 18

@@ -22,8 +22,13 @@ class FirebaseTokenVerifier:
         """Returns the token's uid."""
         try:
             claims = auth.verify_id_token(token, app=self._app)
-        except (ValueError, auth.InvalidIdTokenError, auth.ExpiredIdTokenError,
-                auth.RevokedIdTokenError, auth.UserDisabledError,
-                auth.CertificateFetchError) as e:
+        except (
+            ValueError,
+            auth.InvalidIdTokenError,
+            auth.ExpiredIdTokenError,
+            auth.RevokedIdTokenError,
+            auth.UserDisabledError,
+            auth.CertificateFetchError,
+        ) as e:
             raise InvalidToken(str(e)) from e
         return str(claims["uid"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 
@@ -51,10 +52,8 @@ def ensure_execution_topology(
     topic_path = publisher.topic_path(project_id, topic)
     dead_path = publisher.topic_path(project_id, dead_letter_topic)
     for path in (topic_path, dead_path):
-        try:
+        with contextlib.suppress(gexc.AlreadyExists):
             publisher.create_topic(name=path)
-        except gexc.AlreadyExists:
-            pass
     subscriptions = {
         subscriber.subscription_path(project_id, f"{topic}-worker"): {
             "topic": topic_path,

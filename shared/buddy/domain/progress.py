@@ -156,8 +156,10 @@ class MissionProgressTracker:
     def complete_step(self, message: str, progress_percent: int | None = None) -> ExecutionStep:
         step = self._running_step()
         stage = STAGE_BY_NAME.get(step.step_name)
-        target = progress_percent if progress_percent is not None else (
-            stage.end_percent if stage else step.progress_percent
+        target = (
+            progress_percent
+            if progress_percent is not None
+            else (stage.end_percent if stage else step.progress_percent)
         )
         self._raise_percent(target)
         done = self._finish(step, "completed", message)

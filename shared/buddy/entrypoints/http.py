@@ -141,7 +141,9 @@ def _int_arg(request: flask.Request, name: str, default: int) -> int:
 Route = Callable[[MissionService, str, flask.Request, str | None], tuple[Any, int]]
 
 
-def _create(service: MissionService, uid: str, request: flask.Request, _: str | None) -> tuple[Any, int]:
+def _create(
+    service: MissionService, uid: str, request: flask.Request, _: str | None
+) -> tuple[Any, int]:
     try:
         command = CreateMission.model_validate(_body(request))
     except pydantic.ValidationError as e:
@@ -149,21 +151,27 @@ def _create(service: MissionService, uid: str, request: flask.Request, _: str | 
     return _public(service.create(uid, command)), 201
 
 
-def _list(service: MissionService, uid: str, request: flask.Request, _: str | None) -> tuple[Any, int]:
+def _list(
+    service: MissionService, uid: str, request: flask.Request, _: str | None
+) -> tuple[Any, int]:
     limit = _int_arg(request, "limit", DEFAULT_LIST_LIMIT)
     missions = service.list(uid, request.args.get("status") or None, limit)
     return {"missions": [_public(m) for m in missions]}, 200
 
 
 def _mission_route(action: Callable[[MissionService, str, str], Any], status: int = 200) -> Route:
-    def route(service: MissionService, uid: str, request: flask.Request, mission_id: str | None) -> tuple[Any, int]:
+    def route(
+        service: MissionService, uid: str, request: flask.Request, mission_id: str | None
+    ) -> tuple[Any, int]:
         assert mission_id is not None
         return _public(action(service, uid, mission_id)), status
 
     return route
 
 
-def _events(service: MissionService, uid: str, request: flask.Request, mission_id: str | None) -> tuple[Any, int]:
+def _events(
+    service: MissionService, uid: str, request: flask.Request, mission_id: str | None
+) -> tuple[Any, int]:
     assert mission_id is not None
     events = service.events(uid, mission_id, _int_arg(request, "after_seq", 0))
     return {"events": events}, 200

@@ -41,5 +41,7 @@ def handle(event: Any) -> None:
         log.error("dropping poison message", extra={"event_id": event["id"], "reason": str(e)})
         return
     outcome = bootstrap.mission_runner().run(mission_id)
-    log.info("delivery handled", extra={"mission_id": mission_id, "event_id": event["id"],
-                                        "outcome": outcome.value})
+    log.info(
+        "delivery handled",
+        extra={"mission_id": mission_id, "event_id": event["id"], "outcome": outcome.value},
+    )

@@ -96,7 +96,11 @@ class ProgressWriter:
         elif event == "step_completed":
             self._boundary = self.tracker.to_dict()
         elif event == "step_failed":
-            error = {"step_name": step["step_name"], "code": "step_failed", "message": step["message"]}
+            error = {
+                "step_name": step["step_name"],
+                "code": "step_failed",
+                "message": step["message"],
+            }
             self.include(error=error)
             self._flush(terminal=Status.FAILED)
 
@@ -140,15 +144,16 @@ class ProgressWriter:
             "execution_record.attempt": 1,
         }
 
-    def _cancellation(
-        self, changes: dict[str, Any], events: list[NewEvent], now: Any
-    ) -> Change:
+    def _cancellation(self, changes: dict[str, Any], events: list[NewEvent], now: Any) -> Change:
         # Stop at the boundary: the step that was about to start never ran.
         boundary = self._boundary or {}
         percent = boundary.get("progress_percent", 0)
         kept = [e for e in events if e.type != "step_started"]
-        kept.append(NewEvent("mission_cancelled", f"Mission cancelled at {percent}%",
-                             progress_percent=percent))
+        kept.append(
+            NewEvent(
+                "mission_cancelled", f"Mission cancelled at {percent}%", progress_percent=percent
+            )
+        )
         changes.update(self._terminal(Status.CANCELLED, now))
         changes["execution_record.progress_tracker"] = {**boundary, "estimated_time_remaining": 0}
         return Change(updates=changes, events=tuple(kept))
@@ -189,8 +194,10 @@ class MissionRunner:
             log.warning("execution message for a missing mission", extra={"mission_id": mission_id})
             return Outcome.SKIPPED
         if status_of(doc) not in CLAIMABLE:
-            log.info("mission not claimable, skipping delivery",
-                     extra={"mission_id": mission_id, "status": doc["status"]})
+            log.info(
+                "mission not claimable, skipping delivery",
+                extra={"mission_id": mission_id, "status": doc["status"]},
+            )
             return Outcome.SKIPPED
         tracker = MissionProgressTracker(mission_id, self.clock)
         writer = ProgressWriter(self.store, tracker, self.clock, self.progress_min_interval_seconds)
@@ -198,14 +205,18 @@ class MissionRunner:
         try:
             outcome = self._run_stages(doc, tracker, writer)
         except NotClaimable as e:
-            log.info("another delivery owns the mission", extra={"mission_id": mission_id,
-                                                                 "reason": str(e)})
+            log.info(
+                "another delivery owns the mission",
+                extra={"mission_id": mission_id, "reason": str(e)},
+            )
             return Outcome.SKIPPED
         except MissionCancelled:
             log.info("mission cancelled", extra={"mission_id": mission_id})
             return Outcome.CANCELLED
-        log.info("mission finished", extra={"mission_id": mission_id, "outcome": outcome.value,
-                                             "writes": writer.writes})
+        log.info(
+            "mission finished",
+            extra={"mission_id": mission_id, "outcome": outcome.value, "writes": writer.writes},
+        )
         return outcome
 
     def _run_stages(
@@ -289,7 +300,9 @@ class MissionRunner:
         except ToolError as e:
             raise StepFailed(f"Tool execution failed: {e}") from e
 
-    def _write_artifact(self, doc: dict[str, Any], tool: Tool, result: ToolResult) -> dict[str, Any]:
+    def _write_artifact(
+        self, doc: dict[str, Any], tool: Tool, result: ToolResult
+    ) -> dict[str, Any]:
         artifact_id = "a_" + doc["mission_id"]
         artifact = {
             "artifact_id": artifact_id,
@@ -306,4 +319,3 @@ class MissionRunner:
         }
         self.store.put_artifact_once(artifact)
         return {"artifact_id": artifact_id, "title": result.title, "type": result.type}
-

@@ -47,7 +47,8 @@ def evaluate(expression: str) -> int | float:
         raise ToolError(f"Expression is longer than {MAX_EXPRESSION_LENGTH} characters")
     evaluator = simpleeval.SimpleEval(operators=_OPERATORS, functions=_FUNCTIONS, names=_NAMES)
     try:
-        value = evaluator.eval(text.replace("×", "*").replace("÷", "/"))
+        # People paste the typographic signs for times and divide.
+        value = evaluator.eval(text.replace("\u00d7", "*").replace("\u00f7", "/"))
     except ToolError:
         raise
     except ZeroDivisionError as e:

@@ -1,0 +1,43 @@
+"""Fixtures for the unit tests: fakes only, no emulators, no network."""
+
+from __future__ import annotations
+
+import pytest
+
+from buddy.domain.intent import RuleBasedClassifier
+from buddy.service.execution import MissionRunner
+from buddy.service.missions import MissionService
+from buddy.tools import ToolRegistry, default_registry
+
+from .fakes import FakeClock, FakeMissionStore, FakePublisher
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def store(clock: FakeClock) -> FakeMissionStore:
+    return FakeMissionStore(clock)
+
+
+@pytest.fixture
+def publisher() -> FakePublisher:
+    return FakePublisher()
+
+
+@pytest.fixture
+def service(store: FakeMissionStore, publisher: FakePublisher, clock: FakeClock) -> MissionService:
+    return MissionService(store, publisher, default_registry(), clock)
+
+
+@pytest.fixture
+def make_runner(store: FakeMissionStore, clock: FakeClock):
+    """Builds a MissionRunner over the fake store, with the default tools unless given."""
+
+    def make(tools: ToolRegistry | None = None, interval: float = 1.0) -> MissionRunner:
+        return MissionRunner(store, tools or default_registry(), RuleBasedClassifier(), clock,
+                             progress_min_interval_seconds=interval)
+
+    return make

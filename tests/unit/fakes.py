@@ -1,0 +1,187 @@
+"""Hand-written fakes for the service ports, plus helpers to seed missions."""
+
+from __future__ import annotations
+
+import copy
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from buddy.domain import lifecycle
+from buddy.domain.lifecycle import MissionNotFound, NewEvent, with_updates
+from buddy.domain.progress import iso
+from buddy.service.ports import Decide, DependencyUnavailable
+from buddy.tools import Reporter, ToolResult
+
+START = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
+
+
+class FakeClock:
+    """A clock that only moves when told to."""
+
+    def __init__(self, start: datetime = START) -> None:
+        self.now = start
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+class FakeMissionStore:
+    """MissionStore on plain dicts, with the Firestore adapter's `apply` semantics."""
+
+    def __init__(self, clock: FakeClock | None = None) -> None:
+        self.clock = clock or FakeClock()
+        self.missions: dict[str, dict[str, Any]] = {}
+        self.event_log: dict[str, list[dict[str, Any]]] = {}
+        self.artifacts: dict[str, dict[str, Any]] = {}
+        self.apply_calls = 0
+        self.writes: list[dict[str, Any]] = []  # the updates of each apply that wrote
+
+    def _event_doc(self, doc: dict[str, Any], seq: int, event: NewEvent) -> dict[str, Any]:
+        return {
+            "seq": seq,
+            "type": event.type,
+            "step_name": event.step_name,
+            "progress_percent": event.progress_percent,
+            "message": event.message,
+            "attempt": event.attempt,
+            "timestamp": iso(self.clock()),
+            "owner_uid": doc["owner_uid"],
+        }
+
+    def create(self, doc: dict[str, Any], event: NewEvent) -> dict[str, Any]:
+        stored = {**copy.deepcopy(doc), "event_seq": 1}
+        self.missions[doc["mission_id"]] = stored
+        self.event_log[doc["mission_id"]] = [self._event_doc(doc, 1, event)]
+        return copy.deepcopy(stored)
+
+    def get(self, mission_id: str) -> dict[str, Any] | None:
+        return copy.deepcopy(self.missions.get(mission_id))
+
+    def apply(self, mission_id: str, decide: Decide) -> dict[str, Any]:
+        self.apply_calls += 1
+        doc = self.missions.get(mission_id)
+        if doc is None:
+            raise MissionNotFound(mission_id)
+        change = decide(copy.deepcopy(doc))
+        if not change.updates and not change.events and change.retract_seq is None:
+            return copy.deepcopy(doc)
+        log = self.event_log[mission_id]
+        seq = int(doc.get("event_seq", 0))
+        if change.retract_seq is not None and change.retract_seq == seq:
+            if log and log[-1]["seq"] == seq:
+                log.pop()
+            seq -= 1
+        for event in change.events:
+            seq += 1
+            log.append(self._event_doc(doc, seq, event))
+        updates = {**copy.deepcopy(change.updates), "event_seq": seq}
+        self.writes.append(updates)
+        self.missions[mission_id] = with_updates(doc, updates)
+        return copy.deepcopy(self.missions[mission_id])
+
+    def list(self, owner_uid: str, status: str | None, limit: int) -> list[dict[str, Any]]:
+        mine = [
+            m for m in self.missions.values()
+            if m["owner_uid"] == owner_uid and (status is None or m["status"] == status)
+        ]
+        mine.sort(key=lambda m: m["created_at"], reverse=True)
+        return copy.deepcopy(mine[:limit])
+
+    def events(self, mission_id: str, after_seq: int) -> list[dict[str, Any]]:
+        log = self.event_log.get(mission_id, [])
+        return copy.deepcopy([e for e in log if e["seq"] > after_seq][:1000])
+
+    def put_artifact_once(self, artifact: dict[str, Any]) -> bool:
+        if artifact["artifact_id"] in self.artifacts:
+            return False
+        self.artifacts[artifact["artifact_id"]] = copy.deepcopy(artifact)
+        return True
+
+    def get_artifact(self, artifact_id: str) -> dict[str, Any] | None:
+        return copy.deepcopy(self.artifacts.get(artifact_id))
+
+    # Test helpers, not part of the port.
+    def event_types(self, mission_id: str) -> list[str]:
+        return [e["type"] for e in self.event_log[mission_id]]
+
+    def written_percents(self) -> list[int]:
+        return [
+            w["execution_record.progress_tracker"]["progress_percent"]
+            for w in self.writes
+            if "execution_record.progress_tracker" in w
+        ]
+
+
+class FakePublisher:
+    """Records published mission ids; `down = True` makes it fail like Pub/Sub would."""
+
+    def __init__(self) -> None:
+        self.published: list[str] = []
+        self.down = False
+
+    def publish_execution(self, mission_id: str) -> None:
+        if self.down:
+            raise DependencyUnavailable("Pub/Sub is unavailable; the mission was not queued")
+        self.published.append(mission_id)
+
+
+class FakeTool:
+    """A configurable tool: its cost, its sub-steps and a hook run inside `run`."""
+
+    def __init__(
+        self,
+        name: str = "fake",
+        intents: frozenset[str] = frozenset({"calculate"}),
+        estimated_cost_usd: float = 0.0,
+        substeps: int = 0,
+        on_run: Any = None,
+        on_substep: Any = None,
+    ) -> None:
+        self.name = name
+        self.description = "A fake tool for tests"
+        self.intents = intents
+        self.estimated_cost_usd = estimated_cost_usd
+        self.substeps = substeps
+        self.on_run = on_run or (lambda: None)
+        self.on_substep = on_substep or (lambda: None)
+
+    def run(self, objective: str, inputs: dict[str, Any], report: Reporter) -> ToolResult:
+        self.on_run()
+        for done in range(1, self.substeps + 1):
+            self.on_substep()
+            report(done, self.substeps, "items", f"item {done}/{self.substeps}")
+        return ToolResult(title="Fake result", summary="fake done", content="fake content",
+                          cost_usd=self.estimated_cost_usd)
+
+
+def seed_mission(
+    store: FakeMissionStore,
+    *,
+    status: str = "queued",
+    mission_id: str = "m_test",
+    owner_uid: str = "alice",
+    objective: str = "calculate 3+4",
+    budget_usd: float = 1.0,
+    tool: str | None = None,
+) -> str:
+    """Stores a mission and walks it to `status` the way the API would."""
+    now = store.clock()
+    doc = {
+        "mission_id": mission_id, "owner_uid": owner_uid, "objective": objective,
+        "scope": {"allowed_domains": []}, "budget_usd": budget_usd, "tool": tool,
+        "inputs": {}, "status": "proposed", "created_at": now, "updated_at": now,
+        "approved_at": None, "queued_at": None, "started_at": None, "finished_at": None,
+        "cancel_requested": False, "execution_record": None,
+    }
+    store.create(doc, NewEvent("mission_created", "Mission proposed"))
+    if status in {"approved", "queued"}:
+        store.apply(mission_id, lambda d: lifecycle.approve(d, now))
+    if status == "queued":
+        store.apply(mission_id, lambda d: lifecycle.queue(d, now))
+    if status not in {"proposed", "approved", "queued"}:
+        store.missions[mission_id]["status"] = status
+    store.apply_calls, store.writes = 0, []
+    return mission_id
