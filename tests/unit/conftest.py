@@ -37,7 +37,12 @@ def make_runner(store: FakeMissionStore, clock: FakeClock):
     """Builds a MissionRunner over the fake store, with the default tools unless given."""
 
     def make(tools: ToolRegistry | None = None, interval: float = 1.0) -> MissionRunner:
-        return MissionRunner(store, tools or default_registry(), RuleBasedClassifier(), clock,
-                             progress_min_interval_seconds=interval)
+        return MissionRunner(
+            store,
+            tools or default_registry(),
+            RuleBasedClassifier(),
+            clock,
+            progress_min_interval_seconds=interval,
+        )
 
     return make

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -38,6 +39,7 @@ class FakeMissionStore:
         self.artifacts: dict[str, dict[str, Any]] = {}
         self.apply_calls = 0
         self.writes: list[dict[str, Any]] = []  # the updates of each apply that wrote
+        self.before_apply: Callable[[], None] = lambda: None  # a concurrent writer's turn
 
     def _event_doc(self, doc: dict[str, Any], seq: int, event: NewEvent) -> dict[str, Any]:
         return {
@@ -62,6 +64,7 @@ class FakeMissionStore:
 
     def apply(self, mission_id: str, decide: Decide) -> dict[str, Any]:
         self.apply_calls += 1
+        self.before_apply()
         doc = self.missions.get(mission_id)
         if doc is None:
             raise MissionNotFound(mission_id)
@@ -84,7 +87,8 @@ class FakeMissionStore:
 
     def list(self, owner_uid: str, status: str | None, limit: int) -> list[dict[str, Any]]:
         mine = [
-            m for m in self.missions.values()
+            m
+            for m in self.missions.values()
             if m["owner_uid"] == owner_uid and (status is None or m["status"] == status)
         ]
         mine.sort(key=lambda m: m["created_at"], reverse=True)
@@ -153,8 +157,12 @@ class FakeTool:
         for done in range(1, self.substeps + 1):
             self.on_substep()
             report(done, self.substeps, "items", f"item {done}/{self.substeps}")
-        return ToolResult(title="Fake result", summary="fake done", content="fake content",
-                          cost_usd=self.estimated_cost_usd)
+        return ToolResult(
+            title="Fake result",
+            summary="fake done",
+            content="fake content",
+            cost_usd=self.estimated_cost_usd,
+        )
 
 
 def seed_mission(
@@ -170,11 +178,22 @@ def seed_mission(
     """Stores a mission and walks it to `status` the way the API would."""
     now = store.clock()
     doc = {
-        "mission_id": mission_id, "owner_uid": owner_uid, "objective": objective,
-        "scope": {"allowed_domains": []}, "budget_usd": budget_usd, "tool": tool,
-        "inputs": {}, "status": "proposed", "created_at": now, "updated_at": now,
-        "approved_at": None, "queued_at": None, "started_at": None, "finished_at": None,
-        "cancel_requested": False, "execution_record": None,
+        "mission_id": mission_id,
+        "owner_uid": owner_uid,
+        "objective": objective,
+        "scope": {"allowed_domains": []},
+        "budget_usd": budget_usd,
+        "tool": tool,
+        "inputs": {},
+        "status": "proposed",
+        "created_at": now,
+        "updated_at": now,
+        "approved_at": None,
+        "queued_at": None,
+        "started_at": None,
+        "finished_at": None,
+        "cancel_requested": False,
+        "execution_record": None,
     }
     store.create(doc, NewEvent("mission_created", "Mission proposed"))
     if status in {"approved", "queued"}:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import pytest
@@ -55,7 +56,10 @@ def test_cancel_before_running_cancels_at_once(status: str) -> None:
     """Cancelling a mission that has not started makes it cancelled with an event."""
     change = lifecycle.cancel(doc(status), START)
     assert change.updates == {
-        "status": "cancelled", "cancel_requested": True, "finished_at": START, "updated_at": START,
+        "status": "cancelled",
+        "cancel_requested": True,
+        "finished_at": START,
+        "updated_at": START,
     }
     (event,) = change.events
     assert event.type == "mission_cancelled"
@@ -104,18 +108,24 @@ def test_unqueue_changes_nothing_once_the_mission_moved_on(status: str, seq: int
 def test_with_updates_reaches_into_maps_without_touching_the_original() -> None:
     """Dotted keys update nested maps in a copy, leaving the original document intact."""
     original = {"status": "running", "execution_record": {"status": "running", "attempt": 1}}
-    updated = with_updates(original, {
-        "status": "completed",
-        "execution_record.status": "completed",
-        "execution_record.progress_tracker.progress_percent": 100,
-    })
+    snapshot = copy.deepcopy(original)
+    updated = with_updates(
+        original,
+        {
+            "status": "completed",
+            "execution_record.status": "completed",
+            "execution_record.progress_tracker.progress_percent": 100,
+        },
+    )
     assert updated == {
         "status": "completed",
         "execution_record": {
-            "status": "completed", "attempt": 1, "progress_tracker": {"progress_percent": 100},
+            "status": "completed",
+            "attempt": 1,
+            "progress_tracker": {"progress_percent": 100},
         },
     }
-    assert original == {"status": "running", "execution_record": {"status": "running", "attempt": 1}}
+    assert original == snapshot
 
 
 def test_with_updates_replaces_a_non_map_parent() -> None:

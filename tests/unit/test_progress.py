@@ -51,8 +51,9 @@ def test_there_are_seven_stages_in_order() -> None:
     assert [s.index for s in STAGES] == list(range(1, 8))
 
 
-@pytest.mark.parametrize(("name", "start", "end"), STAGE_PERCENTS,
-                         ids=[p[0] for p in STAGE_PERCENTS])
+@pytest.mark.parametrize(
+    ("name", "start", "end"), STAGE_PERCENTS, ids=[p[0] for p in STAGE_PERCENTS]
+)
 def test_each_stage_reports_its_start_and_end_percent(
     tracker: MissionProgressTracker, name: str, start: int, end: int
 ) -> None:
@@ -76,16 +77,32 @@ def test_callbacks_receive_started_and_completed_with_step_data(
     clock.advance(2)
     tracker.complete_step("Verified")
     assert seen == [
-        ("step_started", {
-            "step_name": "verification", "step_index": 1, "total_steps": 7,
-            "progress_percent": 5, "status": "started", "message": "Verifying",
-            "timestamp": "2025-01-01T12:00:00Z", "duration_seconds": 0.0,
-        }),
-        ("step_completed", {
-            "step_name": "verification", "step_index": 1, "total_steps": 7,
-            "progress_percent": 10, "status": "completed", "message": "Verified",
-            "timestamp": "2025-01-01T12:00:02Z", "duration_seconds": 2.0,
-        }),
+        (
+            "step_started",
+            {
+                "step_name": "verification",
+                "step_index": 1,
+                "total_steps": 7,
+                "progress_percent": 5,
+                "status": "started",
+                "message": "Verifying",
+                "timestamp": "2025-01-01T12:00:00Z",
+                "duration_seconds": 0.0,
+            },
+        ),
+        (
+            "step_completed",
+            {
+                "step_name": "verification",
+                "step_index": 1,
+                "total_steps": 7,
+                "progress_percent": 10,
+                "status": "completed",
+                "message": "Verified",
+                "timestamp": "2025-01-01T12:00:02Z",
+                "duration_seconds": 2.0,
+            },
+        ),
     ]
 
 
@@ -97,7 +114,11 @@ def test_callbacks_receive_step_failed(tracker: MissionProgressTracker) -> None:
     event, step = seen[-1]
     assert event == "step_failed"
     assert (step["step_name"], step["status"], step["message"], step["progress_percent"]) == (
-        "budget_check", "failed", "Budget exceeded", 30)
+        "budget_check",
+        "failed",
+        "Budget exceeded",
+        30,
+    )
     assert tracker.current_step is not None and tracker.current_step.status == "failed"
 
 
@@ -210,8 +231,14 @@ def test_to_dict_shape(tracker: MissionProgressTracker, clock: FakeClock) -> Non
     clock.advance(4)
     data = tracker.to_dict()
     assert set(data) == {
-        "mission_id", "start_time", "current_step", "completed_steps", "progress_percent",
-        "elapsed_seconds", "estimated_time_remaining", "updated_at",
+        "mission_id",
+        "start_time",
+        "current_step",
+        "completed_steps",
+        "progress_percent",
+        "elapsed_seconds",
+        "estimated_time_remaining",
+        "updated_at",
     }
     assert data["mission_id"] == "m_1"
     assert data["start_time"] == "2025-01-01T12:00:00Z"
@@ -223,9 +250,7 @@ def test_to_dict_shape(tracker: MissionProgressTracker, clock: FakeClock) -> Non
     assert data["estimated_time_remaining"] == 16.0
 
 
-@pytest.mark.parametrize(
-    "finish", ["complete", "fail"], ids=["completed", "failed"]
-)
+@pytest.mark.parametrize("finish", ["complete", "fail"], ids=["completed", "failed"])
 def test_to_dict_eta_is_zero_when_finished(
     tracker: MissionProgressTracker, clock: FakeClock, finish: str
 ) -> None:

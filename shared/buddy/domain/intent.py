@@ -9,6 +9,7 @@ from typing import Protocol
 CALCULATE, EXTRACT, SEARCH, UNKNOWN = "calculate", "extract", "search", "unknown"
 
 _URL = re.compile(r"https?://\S+", re.IGNORECASE)
+_DATE_OR_TIME = re.compile(r"\b\d{4}-\d{1,2}-\d{1,2}\b|\b\d{1,2}:\d{2}(:\d{2})?\b")
 _ARITHMETIC = re.compile(r"\d\s*(\*\*|[-+*/%^])\s*[\d(]|\(\s*\d")
 _CALC_VERBS = re.compile(r"^\s*(calculate|compute|evaluate|what is|what's|how much is)\b", re.I)
 _EXTRACT_VERBS = re.compile(r"\b(extract|summari[sz]e|read|scrape|fetch|get the)\b", re.I)
@@ -34,12 +35,14 @@ class RuleBasedClassifier:
             if _EXTRACT_VERBS.search(objective):
                 return Intent(EXTRACT, 0.95, "a URL and an extraction verb")
             return Intent(EXTRACT, 0.8, "the objective names a URL")
-        if _ARITHMETIC.search(objective):
-            if _CALC_VERBS.search(objective):
-                return Intent(CALCULATE, 0.95, "a calculation verb and an arithmetic expression")
-            return Intent(CALCULATE, 0.75, "an arithmetic expression")
+        # Dates and times (2024-05-01, 10:30) are not sums.
+        arithmetic = _ARITHMETIC.search(_DATE_OR_TIME.sub(" ", objective))
+        if arithmetic and _CALC_VERBS.search(objective):
+            return Intent(CALCULATE, 0.95, "a calculation verb and an arithmetic expression")
         if _SEARCH_VERBS.search(objective):
             return Intent(SEARCH, 0.7, "a search verb")
+        if arithmetic:
+            return Intent(CALCULATE, 0.75, "an arithmetic expression")
         if _CALC_VERBS.search(objective):
             return Intent(CALCULATE, 0.4, "a calculation verb without an expression")
         return Intent(UNKNOWN, 0.1, "no rule matched")

@@ -51,7 +51,7 @@ class StepFailed(Exception):
 
 def money(amount: float) -> str:
     """Dollars with cents, and with the digits that tell small amounts apart: $0.00005."""
-    whole, _, cents = f"{amount:.6f}".rstrip("0").partition(".")
+    whole, _, cents = f"{amount:.10f}".rstrip("0").partition(".")
     return f"${whole}.{cents.ljust(2, '0')}"
 
 
@@ -299,6 +299,12 @@ class MissionRunner:
             return tool.run(doc["objective"], doc.get("inputs") or {}, report)
         except ToolError as e:
             raise StepFailed(f"Tool execution failed: {e}") from e
+        except Exception as e:
+            # A bug or resource blow-up in a tool must still end the mission, not strand it.
+            log.exception(
+                "tool crashed", extra={"mission_id": doc["mission_id"], "tool": tool.name}
+            )
+            raise StepFailed(f"Tool execution failed: unexpected {type(e).__name__}") from e
 
     def _write_artifact(
         self, doc: dict[str, Any], tool: Tool, result: ToolResult

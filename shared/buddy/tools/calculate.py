@@ -20,7 +20,23 @@ MAX_MAGNITUDE = 1e300
 def _bounded_power(base: Any, exponent: Any) -> Any:
     if abs(exponent) > MAX_EXPONENT:
         raise ToolError(f"Exponent {exponent} is too large (limit {MAX_EXPONENT})")
+    # Refuse before computing: nested powers like (10**1000)**1000 would never finish.
+    if base and exponent > 0 and exponent * math.log10(abs(base)) > math.log10(MAX_MAGNITUDE):
+        raise ToolError("the result is too large")
     return operator.pow(base, exponent)
+
+
+def _numbers_only(text: str) -> None:
+    """Strings, bytes and other literals have no place in arithmetic ("a"*10**9 and the like)."""
+    try:
+        tree = ast.parse(text, mode="eval")
+    except SyntaxError as e:
+        raise ToolError(f"not an arithmetic expression: {text!r}") from e
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and (
+            isinstance(node.value, bool) or not isinstance(node.value, int | float)
+        ):
+            raise ToolError(f"only numbers can be calculated, not {node.value!r}")
 
 
 _OPERATORS = {
@@ -45,10 +61,12 @@ def evaluate(expression: str) -> int | float:
         raise ToolError("No expression to calculate")
     if len(text) > MAX_EXPRESSION_LENGTH:
         raise ToolError(f"Expression is longer than {MAX_EXPRESSION_LENGTH} characters")
+    # People paste the typographic signs for times and divide.
+    text = text.replace("\u00d7", "*").replace("\u00f7", "/")
+    _numbers_only(text)
     evaluator = simpleeval.SimpleEval(operators=_OPERATORS, functions=_FUNCTIONS, names=_NAMES)
     try:
-        # People paste the typographic signs for times and divide.
-        value = evaluator.eval(text.replace("\u00d7", "*").replace("\u00f7", "/"))
+        value = evaluator.eval(text)
     except ToolError:
         raise
     except ZeroDivisionError as e:

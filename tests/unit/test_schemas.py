@@ -1,0 +1,114 @@
+"""CreateMission: what the API accepts."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from buddy.schemas import CreateMission, valid_mission_id
+
+
+def test_defaults() -> None:
+    """Only an objective is required; budget defaults to $1 and scope to no domains."""
+    request = CreateMission(objective="  calculate 1+1  ")
+    assert request.objective == "calculate 1+1"
+    assert (request.budget_usd, request.tool, request.inputs) == (1.0, None, {})
+    assert request.scope.allowed_domains == []
+
+
+@pytest.mark.parametrize("length", [1, 2000], ids=["shortest", "longest"])
+def test_objective_length_bounds_are_accepted(length: int) -> None:
+    """Objectives of 1 to 2000 characters are accepted."""
+    assert len(CreateMission(objective="x" * length).objective) == length
+
+
+@pytest.mark.parametrize("objective", ["", "   ", "x" * 2001], ids=["empty", "blank", "too-long"])
+def test_objective_out_of_bounds_is_rejected(objective: str) -> None:
+    """An empty, blank or over-long objective is rejected."""
+    with pytest.raises(ValidationError, match="objective"):
+        CreateMission(objective=objective)
+
+
+@pytest.mark.parametrize("budget", [0.00005, 5, 100], ids=["tiny", "normal", "max"])
+def test_budget_in_range_is_accepted(budget: float) -> None:
+    """A budget above 0 and at most 100 dollars is accepted."""
+    assert CreateMission(objective="x", budget_usd=budget).budget_usd == budget
+
+
+@pytest.mark.parametrize(
+    "budget",
+    [0, -1, 100.01, 101, float("nan"), float("inf"), "lots"],
+    ids=["zero", "negative", "just-over", "over", "nan", "inf", "text"],
+)
+def test_budget_out_of_range_is_rejected(budget: object) -> None:
+    """Zero, negative, over-100, NaN, infinite or non-numeric budgets are rejected."""
+    with pytest.raises(ValidationError, match="budget_usd"):
+        CreateMission(objective="x", budget_usd=budget)
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [{"objective": "x", "priority": 1}, {"objective": "x", "scope": {"max_pages": 3}}],
+    ids=["top-level", "in-scope"],
+)
+def test_unknown_fields_are_rejected(payload: dict) -> None:
+    """Fields the API does not know are refused rather than ignored."""
+    with pytest.raises(ValidationError, match="Extra inputs are not permitted"):
+        CreateMission.model_validate(payload)
+
+
+def test_allowed_domains_are_normalised() -> None:
+    """Hostnames are lower-cased, trimmed, lose a trailing dot and are de-duplicated."""
+    request = CreateMission.model_validate(
+        {
+            "objective": "x",
+            "scope": {"allowed_domains": ["Example.COM.", " docs.python.org ", "example.com"]},
+        }
+    )
+    assert request.scope.allowed_domains == ["example.com", "docs.python.org"]
+
+
+@pytest.mark.parametrize(
+    "domain",
+    ["http://x.com", "a b", "x/y", "", "-bad.com", "x..com", "a" * 64 + ".com"],
+    ids=["scheme", "space", "path", "empty", "leading-hyphen", "empty-label", "long-label"],
+)
+def test_invalid_domains_are_rejected(domain: str) -> None:
+    """Anything but a bare hostname is rejected with a hint."""
+    with pytest.raises(ValidationError, match="is not a hostname"):
+        CreateMission.model_validate({"objective": "x", "scope": {"allowed_domains": [domain]}})
+
+
+def test_at_most_twenty_domains() -> None:
+    """Twenty domains are accepted; twenty-one are rejected."""
+    domains = [f"d{n}.example.com" for n in range(21)]
+    accepted = CreateMission.model_validate(
+        {"objective": "x", "scope": {"allowed_domains": domains[:20]}}
+    )
+    assert len(accepted.scope.allowed_domains) == 20
+    with pytest.raises(ValidationError, match="allowed_domains"):
+        CreateMission.model_validate({"objective": "x", "scope": {"allowed_domains": domains}})
+
+
+@pytest.mark.parametrize("tool", ["", "t" * 65], ids=["empty", "too-long"])
+def test_tool_name_length_is_bounded(tool: str) -> None:
+    """A tool name must be 1 to 64 characters."""
+    with pytest.raises(ValidationError, match="tool"):
+        CreateMission(objective="x", tool=tool)
+
+
+@pytest.mark.parametrize(
+    ("mission_id", "valid"),
+    [
+        ("m_abc-123", True),
+        ("x" * 64, True),
+        ("", False),
+        ("x" * 65, False),
+        ("../etc", False),
+        ("a b", False),
+    ],
+    ids=["normal", "longest", "empty", "too-long", "path", "space"],
+)
+def test_valid_mission_id(mission_id: str, valid: bool) -> None:
+    """Mission ids are 1..64 letters, digits, underscores or hyphens."""
+    assert valid_mission_id(mission_id) is valid
