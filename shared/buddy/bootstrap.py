@@ -10,9 +10,11 @@ from buddy.domain.intent import RuleBasedClassifier
 from buddy.domain.progress import utc_now
 from buddy.service.execution import MissionRunner
 from buddy.service.missions import MissionService
-from buddy.tools import default_registry
+from buddy.tools import ToolRegistry, default_registry
 
 if TYPE_CHECKING:
+    from google.cloud import firestore
+
     from buddy.adapters.auth import FirebaseTokenVerifier
     from buddy.adapters.firestore_store import FirestoreMissionStore
 
@@ -23,12 +25,25 @@ def settings() -> Settings:
 
 
 @functools.cache
-def _store() -> FirestoreMissionStore:
+def _firestore() -> firestore.Client:
     from google.cloud import firestore
 
+    return firestore.Client(project=settings().project_id)
+
+
+@functools.cache
+def _store() -> FirestoreMissionStore:
     from buddy.adapters.firestore_store import FirestoreMissionStore
 
-    return FirestoreMissionStore(firestore.Client(project=settings().project_id), utc_now)
+    return FirestoreMissionStore(_firestore(), utc_now)
+
+
+@functools.cache
+def tools() -> ToolRegistry:
+    config = settings()
+    return default_registry(
+        web_allow_loopback=config.web_allow_loopback, search_url=config.search_url
+    )
 
 
 @functools.cache
@@ -37,7 +52,7 @@ def mission_service() -> MissionService:
 
     config = settings()
     publisher = PubSubPublisher(config.project_id, config.executions_topic)
-    return MissionService(_store(), publisher, default_registry(), utc_now)
+    return MissionService(_store(), publisher, tools(), utc_now)
 
 
 @functools.cache
@@ -49,10 +64,13 @@ def token_verifier() -> FirebaseTokenVerifier:
 
 @functools.cache
 def mission_runner() -> MissionRunner:
+    from buddy.adapters.firestore_store import FirestoreDurationStats
+
     return MissionRunner(
         store=_store(),
-        tools=default_registry(),
+        tools=tools(),
         classifier=RuleBasedClassifier(),
         clock=utc_now,
+        stats=FirestoreDurationStats(_firestore()),
         progress_min_interval_seconds=settings().progress_min_interval_seconds,
     )

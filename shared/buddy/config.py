@@ -17,6 +17,9 @@ class Settings:
     executions_topic: str = "mission-executions"
     dead_letter_topic: str = "mission-executions-dead"
     progress_min_interval_seconds: float = 1.0
+    # Development only: lets web tools fetch from 127.0.0.1 (local test servers).
+    web_allow_loopback: bool = False
+    search_url: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> Settings:
@@ -33,4 +36,6 @@ class Settings:
             progress_min_interval_seconds=float(
                 env.get("BUDDY_PROGRESS_MIN_INTERVAL_SECONDS", cls.progress_min_interval_seconds)
             ),
+            web_allow_loopback=env.get("BUDDY_WEB_ALLOW_LOOPBACK", "").lower() in {"1", "true"},
+            search_url=env.get("BUDDY_SEARCH_URL") or None,
         )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 MISSION_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _HOSTNAME_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
@@ -44,3 +44,12 @@ class CreateMission(BaseModel):
     budget_usd: Annotated[float, Field(gt=0, le=100, allow_inf_nan=False)] = 1.0
     tool: Annotated[str | None, Field(min_length=1, max_length=64)] = None
     inputs: dict[str, Any] = {}
+
+
+def validation_message(error: ValidationError, prefix: str = "") -> str:
+    """Pydantic's errors as one line a person can act on: `field: problem; ...`."""
+    parts = []
+    for item in error.errors(include_url=False, include_input=False):
+        where = ".".join([prefix, *map(str, item["loc"])] if prefix else map(str, item["loc"]))
+        parts.append(f"{where or 'body'}: {item['msg']}")
+    return "; ".join(parts)

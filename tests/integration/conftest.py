@@ -9,8 +9,6 @@ from __future__ import annotations
 import os
 import socket
 import threading
-import time
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +19,8 @@ import requests
 from google.cloud import firestore
 
 from buddy.devstack import Function, set_up_pubsub, wait_for_http
+
+from ..localserver import LocalServer
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 TERMINAL = {"completed", "failed", "cancelled"}
@@ -57,9 +57,23 @@ class Stack:
 
 
 @pytest.fixture(scope="session")
-def stack() -> Iterator[Stack]:
+def site() -> Iterator[LocalServer]:
+    """Web pages and a SearXNG-shaped search API for the worker's tools, on loopback."""
+    server = LocalServer()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def stack(site: LocalServer) -> Iterator[Stack]:
     ARTIFACTS.mkdir(exist_ok=True)
-    env = {"BUDDY_PROGRESS_MIN_INTERVAL_SECONDS": "0.2", "THREADS": "32"}
+    env = {
+        "BUDDY_PROGRESS_MIN_INTERVAL_SECONDS": "0.2",
+        "THREADS": "32",
+        "BUDDY_WEB_ALLOW_LOOPBACK": "1",
+        "BUDDY_SEARCH_URL": site.base_url,
+    }
     api = Function("api", _free_port())
     worker = Function("worker", _free_port())
     worker_log = ARTIFACTS / "worker.log"
@@ -163,13 +177,13 @@ class MissionWatcher:
     def last(self) -> dict[str, Any] | None:
         return self.snapshots[-1] if self.snapshots else None
 
+    def trackers(self) -> list[dict[str, Any]]:
+        """The progress tracker of every snapshot taken once the run had started."""
+        records = (s.get("execution_record") or {} for s in self.snapshots)
+        return [r["progress_tracker"] for r in records if r.get("progress_tracker")]
+
     def percents(self) -> list[int]:
-        return [
-            ((s.get("execution_record") or {}).get("progress_tracker") or {}).get(
-                "progress_percent", 0
-            )
-            for s in self.snapshots
-        ]
+        return [t["progress_percent"] for t in self.trackers()]
 
 
 @pytest.fixture
@@ -177,17 +191,18 @@ def watch(db: firestore.Client) -> Callable[[str], MissionWatcher]:
     return lambda mission_id: MissionWatcher(db, mission_id)
 
 
-def wait_for_status(
-    user: User, mission_id: str, statuses: set[str], timeout: float = 30
-) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        mission = user.call("GET", f"/missions/{mission_id}").json()
-        if mission["status"] in statuses or time.monotonic() > deadline:
-            assert mission["status"] in statuses, mission
-            return dict(mission)
-        time.sleep(0.1)
+def start_watched(
+    user: User, watch: Callable[[str], MissionWatcher], objective: str, **fields: object
+) -> tuple[str, MissionWatcher]:
+    """Creates and approves a mission, attaches a listener, then executes it."""
+    mission_id = user.create(objective, **fields)["mission_id"]
+    assert user.call("POST", f"/missions/{mission_id}/approve").status_code == 200
+    watcher = watch(mission_id)
+    assert user.call("POST", f"/missions/{mission_id}/execute").status_code == 202
+    return mission_id, watcher
 
 
-def unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+def events_of(user: User, mission_id: str) -> list[dict]:
+    response = user.call("GET", f"/missions/{mission_id}/events")
+    assert response.status_code == 200, response.text
+    return list(response.json()["events"])

@@ -14,27 +14,10 @@ from google.cloud import firestore, pubsub_v1
 
 from buddy.domain.progress import STAGES
 
-from .conftest import MissionWatcher, Stack, User
+from .conftest import MissionWatcher, Stack, User, events_of, start_watched
 
 STEP_NAMES = [stage.name for stage in STAGES]
 END_PERCENTS = [stage.end_percent for stage in STAGES]
-
-
-def start_watched(
-    user: User, watch: Callable[[str], MissionWatcher], objective: str, **fields: object
-) -> tuple[str, MissionWatcher]:
-    """Creates and approves a mission, attaches a listener, then executes it."""
-    mission_id = user.create(objective, **fields)["mission_id"]
-    assert user.call("POST", f"/missions/{mission_id}/approve").status_code == 200
-    watcher = watch(mission_id)
-    assert user.call("POST", f"/missions/{mission_id}/execute").status_code == 202
-    return mission_id, watcher
-
-
-def events_of(user: User, mission_id: str) -> list[dict]:
-    response = user.call("GET", f"/missions/{mission_id}/events")
-    assert response.status_code == 200, response.text
-    return list(response.json()["events"])
 
 
 def test_sample_flow_reaches_100_with_seven_steps_in_order(

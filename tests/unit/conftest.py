@@ -9,7 +9,7 @@ from buddy.service.execution import MissionRunner
 from buddy.service.missions import MissionService
 from buddy.tools import ToolRegistry, default_registry
 
-from .fakes import FakeClock, FakeMissionStore, FakePublisher
+from .fakes import FakeClock, FakeDurationStats, FakeMissionStore, FakePublisher
 
 
 @pytest.fixture
@@ -33,7 +33,12 @@ def service(store: FakeMissionStore, publisher: FakePublisher, clock: FakeClock)
 
 
 @pytest.fixture
-def make_runner(store: FakeMissionStore, clock: FakeClock):
+def stats() -> FakeDurationStats:
+    return FakeDurationStats()
+
+
+@pytest.fixture
+def make_runner(store: FakeMissionStore, clock: FakeClock, stats: FakeDurationStats):
     """Builds a MissionRunner over the fake store, with the default tools unless given."""
 
     def make(tools: ToolRegistry | None = None, interval: float = 1.0) -> MissionRunner:
@@ -42,6 +47,7 @@ def make_runner(store: FakeMissionStore, clock: FakeClock):
             tools or default_registry(),
             RuleBasedClassifier(),
             clock,
+            stats,
             progress_min_interval_seconds=interval,
         )
 

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from buddy.domain import lifecycle
+from buddy.domain.eta import DurationStat, updated
 from buddy.domain.lifecycle import MissionNotFound, NewEvent, with_updates
 from buddy.domain.progress import iso
 from buddy.service.ports import Decide, DependencyUnavailable
-from buddy.tools import Reporter, ToolResult
+from buddy.tools import ToolContext, ToolInputs, ToolResult
 
 START = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
 
@@ -133,7 +134,10 @@ class FakePublisher:
 
 
 class FakeTool:
-    """A configurable tool: its cost, its sub-steps and a hook run inside `run`."""
+    """A configurable tool: its cost, its sub-steps and hooks run inside `run`."""
+
+    input_model = ToolInputs
+    unavailable_reason: str | None = None
 
     def __init__(
         self,
@@ -152,17 +156,37 @@ class FakeTool:
         self.on_run = on_run or (lambda: None)
         self.on_substep = on_substep or (lambda: None)
 
-    def run(self, objective: str, inputs: dict[str, Any], report: Reporter) -> ToolResult:
+    def estimate_cost(self, inputs: ToolInputs) -> float:
+        return self.estimated_cost_usd
+
+    def run(self, context: ToolContext) -> ToolResult:
         self.on_run()
         for done in range(1, self.substeps + 1):
             self.on_substep()
-            report(done, self.substeps, "items", f"item {done}/{self.substeps}")
+            context.check_cancelled()
+            context.report(done, self.substeps, "items", f"item {done}/{self.substeps}")
         return ToolResult(
             title="Fake result",
             summary="fake done",
             content="fake content",
             cost_usd=self.estimated_cost_usd,
         )
+
+
+class FakeDurationStats:
+    """Step-duration statistics in a dict, updated like the Firestore shards."""
+
+    def __init__(self) -> None:
+        self.durations: dict[str, DurationStat] = {}
+        self.recorded: list[dict[str, float]] = []
+
+    def load(self) -> dict[str, DurationStat]:
+        return dict(self.durations)
+
+    def record(self, samples: Mapping[str, float]) -> None:
+        self.recorded.append(dict(samples))
+        for key, seconds in samples.items():
+            self.durations[key] = updated(self.durations.get(key), seconds)
 
 
 def seed_mission(

@@ -51,7 +51,7 @@ def test_completed_mission_writes_its_artifact_once(store: FakeMissionStore, mak
     artifact = store.artifacts[f"a_{mid}"]
     assert (artifact["content"], artifact["preview"], artifact["type"]) == (
         "14",
-        "14",
+        "2*(3+4) = 14",
         "calculation",
     )
     assert (artifact["mission_id"], artifact["owner_uid"], artifact["tool"]) == (
@@ -116,7 +116,8 @@ def test_completed_mission_uses_few_writes(store: FakeMissionStore, make_runner)
             "find python tutorials",
             1.0,
             "tool_selection",
-            "Tool selection failed: no available tool for intent 'search'",
+            "Tool selection failed: web_search is not available: no search provider is "
+            "configured (set BUDDY_SEARCH_URL)",
         ),
         (
             "queued",
@@ -316,9 +317,17 @@ def test_substeps_are_written_once_the_interval_passes(
     assert_percent_never_decreases(store)
 
 
-def test_default_registry_has_the_calculator() -> None:
-    """The default tools include calculate, serving the calculate intent."""
+def test_default_registry_maps_each_intent_to_its_tool() -> None:
+    """The default tools serve calculate, extract and search; search needs a provider."""
     tools = default_registry()
-    assert tools.names() == ["calculate"]
-    assert tools.for_intent("calculate") is tools.get("calculate")
-    assert tools.for_intent("search") is None
+    assert tools.names() == ["calculate", "web_extract", "web_search"]
+    for intent, name in [
+        ("calculate", "calculate"),
+        ("extract", "web_extract"),
+        ("search", "web_search"),
+    ]:
+        assert tools.for_intent(intent) is tools.get(name)
+    assert tools.for_intent("unknown") is None
+    assert "BUDDY_SEARCH_URL" in (tools.get("web_search").unavailable_reason or "")
+    configured = default_registry(search_url="http://127.0.0.1:9")
+    assert configured.get("web_search").unavailable_reason is None

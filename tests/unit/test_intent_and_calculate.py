@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from buddy.domain.intent import RuleBasedClassifier, first_url, strip_calculation_verb
-from buddy.tools import ToolError
+from buddy.tools import ToolContext, ToolError
 from buddy.tools.calculate import CalculateTool, evaluate
 
 
@@ -154,13 +154,13 @@ def test_expression_of_exactly_500_characters_is_accepted() -> None:
 
 def test_calculate_tool_strips_the_verb_and_formats_the_result() -> None:
     """The tool evaluates the objective's expression and returns a calculation result."""
-    result = CalculateTool().run("What is 10/4?", {}, lambda *_: None)
+    result = CalculateTool().run(ToolContext("What is 10/4?", {}))
     assert (result.title, result.content, result.type) == ("10/4 = 2.5", "2.5", "calculation")
     assert result.data == {"expression": "10/4", "result": "2.5"}
-    assert result.cost_usd == CalculateTool.estimated_cost_usd
+    assert result.cost_usd == CalculateTool.cost_usd
 
 
 def test_calculate_tool_prefers_an_explicit_expression_input() -> None:
     """An `expression` input wins over the objective text."""
-    result = CalculateTool().run("calculate something", {"expression": "sqrt(16)"}, lambda *_: None)
+    result = CalculateTool().run(ToolContext("calculate something", {"expression": "sqrt(16)"}))
     assert result.content == "4"

@@ -211,13 +211,16 @@ def test_progress_view_eta_is_zero_when_terminal(clock: FakeClock, status: str) 
 
 
 def test_progress_view_of_running_mission_counts_elapsed_from_start(clock: FakeClock) -> None:
-    """While running, elapsed time is measured to now and the ETA follows the rate."""
+    """While running, elapsed time runs to now and the worker's ETA counts down since it wrote."""
+    tracker = {"progress_percent": 50, "elapsed_seconds": 1.0, "estimated_time_remaining": 12.0}
     doc = {
         "mission_id": "m_1",
         "status": "running",
         "started_at": clock(),
-        "execution_record": {"progress_tracker": {"progress_percent": 50, "elapsed_seconds": 1.0}},
+        "execution_record": {"progress_tracker": tracker},
     }
     clock.advance(10)
     view = progress_view(doc, clock)
-    assert (view["elapsed_seconds"], view["estimated_time_remaining"]) == (10.0, 10.0)
+    assert (view["elapsed_seconds"], view["estimated_time_remaining"]) == (10.0, 3.0)
+    clock.advance(60)
+    assert progress_view(doc, clock)["estimated_time_remaining"] == 0.0

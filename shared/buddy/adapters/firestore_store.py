@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+import random
+import time
+from collections.abc import Callable, Mapping
 from typing import Any, ParamSpec, TypeVar
 
 from google.api_core import exceptions as gexc
 from google.cloud import firestore
 
+from buddy.domain.eta import DurationStat, merged, updated
 from buddy.domain.lifecycle import MissionNotFound, NewEvent, with_updates
 from buddy.domain.progress import Clock, iso
 from buddy.service.ports import Decide, DependencyUnavailable
@@ -125,3 +128,61 @@ class FirestoreMissionStore:
     def get_artifact(self, artifact_id: str) -> dict[str, Any] | None:
         snapshot = self._artifacts.document(artifact_id).get(timeout=TIMEOUT_SECONDS)
         return snapshot.to_dict() if snapshot.exists else None
+
+
+class FirestoreDurationStats:
+    """Step-duration statistics in a few sharded documents.
+
+    Every finished mission updates one shard chosen at random, which keeps each
+    document far below Firestore's sustained write rate of about one per second;
+    readers merge the shards. Loaded statistics are reused for `cache_seconds`.
+    """
+
+    SHARDS = 8
+
+    def __init__(self, client: firestore.Client, cache_seconds: float = 30.0) -> None:
+        self._db = client
+        self._collection = client.collection("stats")
+        self._cache_seconds = cache_seconds
+        self._cached: tuple[float, dict[str, DurationStat]] | None = None
+
+    @_unavailable_is_ours
+    def load(self) -> dict[str, DurationStat]:
+        if self._cached and time.monotonic() - self._cached[0] < self._cache_seconds:
+            return self._cached[1]
+        shards = [
+            _durations(snapshot.to_dict())
+            for snapshot in self._collection.where(
+                filter=firestore.FieldFilter("kind", "==", "step_durations")
+            ).stream(timeout=TIMEOUT_SECONDS)
+        ]
+        result = merged(shards)
+        self._cached = (time.monotonic(), result)
+        return result
+
+    @_unavailable_is_ours
+    def record(self, samples: Mapping[str, float]) -> None:
+        ref = self._collection.document(f"step_durations_{random.randrange(self.SHARDS)}")
+
+        @firestore.transactional
+        def run(transaction: firestore.Transaction) -> None:
+            snapshot = ref.get(transaction=transaction)
+            durations = _durations(snapshot.to_dict() if snapshot.exists else None)
+            for key, seconds in samples.items():
+                durations[key] = updated(durations.get(key), seconds)
+            transaction.set(
+                ref,
+                {
+                    "kind": "step_durations",
+                    "durations": {
+                        k: {"mean": v.mean, "count": v.count} for k, v in durations.items()
+                    },
+                },
+            )
+
+        run(self._db.transaction())
+
+
+def _durations(doc: dict[str, Any] | None) -> dict[str, DurationStat]:
+    raw = (doc or {}).get("durations") or {}
+    return {k: DurationStat(float(v["mean"]), int(v["count"])) for k, v in raw.items()}

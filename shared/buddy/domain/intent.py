@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 CALCULATE, EXTRACT, SEARCH, UNKNOWN = "calculate", "extract", "search", "unknown"
 
@@ -24,13 +25,20 @@ class Intent:
 
 
 class IntentClassifier(Protocol):
-    def classify(self, objective: str) -> Intent: ...
+    def classify(self, objective: str, inputs: Mapping[str, Any] | None = None) -> Intent: ...
+
+
+# Tool arguments that say outright what the owner wants done.
+_INPUT_INTENTS = {"url": EXTRACT, "expression": CALCULATE, "query": SEARCH}
 
 
 class RuleBasedClassifier:
     """Cheap, explainable rules; an LLM classifier can replace it behind the same protocol."""
 
-    def classify(self, objective: str) -> Intent:
+    def classify(self, objective: str, inputs: Mapping[str, Any] | None = None) -> Intent:
+        for key, intent in _INPUT_INTENTS.items():
+            if (inputs or {}).get(key):
+                return Intent(intent, 0.9, f"the inputs give a {key}")
         if _URL.search(objective):
             if _EXTRACT_VERBS.search(objective):
                 return Intent(EXTRACT, 0.95, "a URL and an extraction verb")

@@ -6,10 +6,10 @@ progress only through registered callbacks.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 Clock = Callable[[], datetime]
 StepStatus = Literal["started", "completed", "failed"]
@@ -84,6 +84,13 @@ def rate_based_eta(progress_percent: int, elapsed_seconds: float) -> float:
     return round((100 - progress_percent) / rate, 3)
 
 
+class RemainingEstimator(Protocol):
+    def remaining(
+        self, completed: Collection[str], current: ExecutionStep | None, spent_in_current: float
+    ) -> float | None:
+        """Seconds left, or None to fall back to the rate-based formula."""
+
+
 class StepOrderError(RuntimeError):
     """The tracker was driven out of order (a bug in the caller)."""
 
@@ -94,6 +101,7 @@ class MissionProgressTracker:
 
     mission_id: str
     clock: Clock = utc_now
+    estimator: RemainingEstimator | None = None
     start_time: datetime = field(init=False)
     current_step: ExecutionStep | None = field(default=None, init=False)
     completed_steps: list[ExecutionStep] = field(default_factory=list, init=False)
@@ -177,15 +185,34 @@ class MissionProgressTracker:
     def get_progress_percent(self) -> int:
         return self._percent
 
+    def current_step_seconds(self) -> float:
+        """How long the running step has run so far (0 when none is running)."""
+        if self.current_step is None or self._step_started_at is None:
+            return 0.0
+        return round((self.clock() - self._step_started_at).total_seconds(), 3)
+
     def get_elapsed_seconds(self) -> float:
         return round((self.clock() - self.start_time).total_seconds(), 3)
+
+    def estimated_time_remaining(self, now: datetime | None = None) -> float:
+        """Learned from history when the estimator knows every remaining step, else rate-based."""
+        now = now or self.clock()
+        step = self.current_step
+        if self._percent >= 100 or (step is not None and step.status == "failed"):
+            return 0.0
+        if self.estimator is not None:
+            running = step if step is not None and step.status == "started" else None
+            started = self._step_started_at or now
+            spent = (now - started).total_seconds() if running else 0.0
+            done = {completed.step_name for completed in self.completed_steps}
+            learned = self.estimator.remaining(done, running, spent)
+            if learned is not None:
+                return learned
+        return rate_based_eta(self._percent, (now - self.start_time).total_seconds())
 
     def to_dict(self) -> dict[str, Any]:
         now = self.clock()
         elapsed = round((now - self.start_time).total_seconds(), 3)
-        finished = self._percent >= 100 or (
-            self.current_step is not None and self.current_step.status == "failed"
-        )
         return {
             "mission_id": self.mission_id,
             "start_time": iso(self.start_time),
@@ -193,7 +220,7 @@ class MissionProgressTracker:
             "completed_steps": [step.to_dict() for step in self.completed_steps],
             "progress_percent": self._percent,
             "elapsed_seconds": elapsed,
-            "estimated_time_remaining": 0.0 if finished else rate_based_eta(self._percent, elapsed),
+            "estimated_time_remaining": self.estimated_time_remaining(now),
             "updated_at": iso(now),
         }
 

@@ -18,7 +18,7 @@ from buddy import bootstrap
 from buddy.domain.lifecycle import InvalidTransition, MissionNotFound
 from buddy.domain.progress import iso
 from buddy.logs import configure_logging
-from buddy.schemas import CreateMission, valid_mission_id
+from buddy.schemas import CreateMission, valid_mission_id, validation_message
 from buddy.service.missions import DEFAULT_LIST_LIMIT, MissionService
 from buddy.service.ports import DependencyUnavailable, ValidationFailed
 
@@ -120,14 +120,6 @@ def _body(request: flask.Request) -> Any:
         raise ApiError(400, "malformed_json", f"The body is not valid JSON: {e}") from e
 
 
-def _validation_message(error: pydantic.ValidationError) -> str:
-    parts = []
-    for item in error.errors(include_url=False, include_input=False):
-        where = ".".join(str(x) for x in item["loc"]) or "body"
-        parts.append(f"{where}: {item['msg']}")
-    return "; ".join(parts)
-
-
 def _int_arg(request: flask.Request, name: str, default: int) -> int:
     value = request.args.get(name)
     if value is None:
@@ -147,7 +139,7 @@ def _create(
     try:
         command = CreateMission.model_validate(_body(request))
     except pydantic.ValidationError as e:
-        raise ValidationFailed(_validation_message(e)) from e
+        raise ValidationFailed(validation_message(e)) from e
     return _public(service.create(uid, command)), 201
 
 

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import logging
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from buddy.domain.intent import IntentClassifier
+import pydantic
+
+from buddy.domain.eta import Durations, LearnedEta, samples_of
+from buddy.domain.intent import Intent, IntentClassifier
 from buddy.domain.lifecycle import Change, LifecycleError, NewEvent, Status, status_of
 from buddy.domain.progress import (
     STAGES,
@@ -18,13 +22,24 @@ from buddy.domain.progress import (
     ProgressEvent,
     iso,
 )
-from buddy.service.ports import MissionStore
-from buddy.tools import Tool, ToolError, ToolRegistry, ToolResult
+from buddy.schemas import validation_message
+from buddy.service.ports import DependencyUnavailable, DurationStatsStore, MissionStore
+from buddy.tools import (
+    Tool,
+    ToolCancelled,
+    ToolContext,
+    ToolError,
+    ToolInputs,
+    ToolRegistry,
+    ToolResult,
+)
 
 log = logging.getLogger(__name__)
 
 MIN_TOOL_CONFIDENCE = 0.15
-PREVIEW_CHARS = 500
+PREVIEW_CHARS = 1000
+MAX_ARTIFACT_CHARS = 500_000
+MAX_MESSAGE_CHARS = 500
 # Statuses a delivery may start from; `proposed` is claimed only to fail it visibly.
 CLAIMABLE = frozenset({Status.PROPOSED, Status.APPROVED, Status.QUEUED})
 (VERIFICATION, INTENT, BUDGET, SELECTION, EXECUTION, ARTIFACT, FINALIZE) = STAGES
@@ -104,8 +119,14 @@ class ProgressWriter:
             self.include(error=error)
             self._flush(terminal=Status.FAILED)
 
+    def cancel_in_step(self) -> None:
+        """A tool stopped for a cancel: record where the mission got to, then stop."""
+        self._flush(terminal=Status.CANCELLED)
+
     def _flush(self, terminal: Status | None = None, at_boundary: bool = False) -> None:
         snapshot = self.tracker.to_dict()
+        if terminal is not None:
+            snapshot["estimated_time_remaining"] = 0.0
         events, updates = list(self._events), dict(self._updates)
         now = self.clock()
 
@@ -169,9 +190,16 @@ class ProgressWriter:
 
 def _terminal_event(status: Status, snapshot: dict[str, Any]) -> NewEvent:
     percent = snapshot["progress_percent"]
+    step = snapshot.get("current_step") or {}
     if status == Status.COMPLETED:
         return NewEvent("mission_completed", "Mission completed", progress_percent=percent)
-    step = snapshot.get("current_step") or {}
+    if status == Status.CANCELLED:
+        return NewEvent(
+            "mission_cancelled",
+            f"Mission cancelled at {percent}% during {step.get('step_name')}",
+            step_name=step.get("step_name"),
+            progress_percent=percent,
+        )
     return NewEvent(
         "mission_failed",
         f"Mission failed at {step.get('step_name')}: {step.get('message')}",
@@ -186,6 +214,7 @@ class MissionRunner:
     tools: ToolRegistry
     classifier: IntentClassifier
     clock: Clock
+    stats: DurationStatsStore
     progress_min_interval_seconds: float = 1.0
 
     def run(self, mission_id: str) -> Outcome:
@@ -199,11 +228,12 @@ class MissionRunner:
                 extra={"mission_id": mission_id, "status": doc["status"]},
             )
             return Outcome.SKIPPED
-        tracker = MissionProgressTracker(mission_id, self.clock)
+        history = self.stats.load()
+        tracker = MissionProgressTracker(mission_id, self.clock, LearnedEta(history))
         writer = ProgressWriter(self.store, tracker, self.clock, self.progress_min_interval_seconds)
         tracker.register_callback(writer)
         try:
-            outcome = self._run_stages(doc, tracker, writer)
+            outcome = self._run_stages(doc, history, tracker, writer)
         except NotClaimable as e:
             log.info(
                 "another delivery owns the mission",
@@ -220,17 +250,27 @@ class MissionRunner:
         return outcome
 
     def _run_stages(
-        self, doc: dict[str, Any], tracker: MissionProgressTracker, writer: ProgressWriter
+        self,
+        doc: dict[str, Any],
+        history: Durations,
+        tracker: MissionProgressTracker,
+        writer: ProgressWriter,
     ) -> Outcome:
         try:
-            self._stages(doc, tracker, writer)
+            self._stages(doc, history, tracker, writer)
         except StepFailed as e:
             tracker.fail_step(str(e))
             return Outcome.FAILED
+        except ToolCancelled:
+            writer.cancel_in_step()  # raises MissionCancelled once recorded
         return Outcome.COMPLETED
 
     def _stages(
-        self, doc: dict[str, Any], tracker: MissionProgressTracker, writer: ProgressWriter
+        self,
+        doc: dict[str, Any],
+        history: Durations,
+        tracker: MissionProgressTracker,
+        writer: ProgressWriter,
     ) -> None:
         tracker.start_stage(VERIFICATION, "Verifying mission eligibility")
         if status_of(doc) == Status.PROPOSED:
@@ -238,56 +278,86 @@ class MissionRunner:
         tracker.complete_step("Mission is approved and not yet executed")
 
         tracker.start_stage(INTENT, "Classifying the objective")
-        intent = self.classifier.classify(doc["objective"])
+        intent = self.classifier.classify(doc["objective"], doc.get("inputs") or {})
         writer.include(intent={"name": intent.name, "confidence": intent.confidence})
         tracker.complete_step(f"Intent: {intent.name} ({intent.reason})")
 
         tracker.start_stage(BUDGET, "Estimating cost")
         candidate = self._candidate(doc, intent.name)
-        estimate = candidate.estimated_cost_usd if candidate else 0.0
+        estimate = (
+            candidate.estimate_cost(self._inputs(candidate, doc, strict=False))
+            if candidate
+            else 0.0
+        )
         budget = float(doc["budget_usd"])
         if estimate > budget:
             raise StepFailed(f"Budget exceeded: {money(estimate)} > {money(budget)} limit")
         tracker.complete_step(f"Estimated cost {money(estimate)} within {money(budget)} budget")
 
         tracker.start_stage(SELECTION, "Selecting a tool")
-        tool, confidence = self._select(doc, candidate, intent.name, intent.confidence)
+        tool, confidence, why = self._select(doc, candidate, intent)
+        self._inputs(tool, doc, strict=True)
+        tracker.estimator = LearnedEta(history, tool.name)
         writer.include(tool_used=tool.name, tool_confidence=confidence)
-        tracker.complete_step(f"Selected {tool.name} (confidence {confidence:.2f})")
+        tracker.complete_step(f"Selected {tool.name} (confidence {confidence:.2f}){why}")
 
         tracker.start_stage(EXECUTION, f"Running {tool.name}")
         result = self._execute(doc, tool, tracker)
-        tracker.complete_step(f"{tool.name} finished: {result.summary}"[:500])
+        tracker.complete_step(_clip(f"{tool.name} finished: {result.summary}"))
 
         tracker.start_stage(ARTIFACT, "Writing the artifact")
         reference = self._write_artifact(doc, tool, result)
         writer.include(artifact_reference=reference)
-        tracker.complete_step(f"Artifact ready: {reference['title']}"[:500])
+        tracker.complete_step(_clip(f"Artifact ready: {reference['title']}"))
 
         tracker.start_stage(FINALIZE, "Recording cost and result")
         writer.include(
             cost_usd={"estimated": estimate, "actual": result.cost_usd},
             result_summary=result.summary,
         )
-        tracker.complete_step(f"Execution complete: {result.summary}"[:500])
+        self._record_durations(tracker, tool)
+        tracker.complete_step(_clip(f"Execution complete: {result.summary}"))
 
     def _candidate(self, doc: dict[str, Any], intent: str) -> Tool | None:
-        chosen = doc.get("tool")
-        return self.tools.get(chosen) if chosen else self.tools.for_intent(intent)
+        chosen = self.tools.get(doc["tool"]) if doc.get("tool") else None
+        if chosen is not None and intent in chosen.intents:
+            return chosen
+        return self.tools.for_intent(intent) or chosen
+
+    @staticmethod
+    def _inputs(tool: Tool, doc: dict[str, Any], strict: bool) -> ToolInputs:
+        try:
+            return tool.input_model.model_validate(doc.get("inputs") or {})
+        except pydantic.ValidationError as e:
+            if not strict:
+                return tool.input_model()
+            problems = validation_message(e, prefix="inputs")
+            raise StepFailed(
+                f"Tool selection failed: inputs don't fit {tool.name}: {problems}"
+            ) from e
 
     def _select(
-        self, doc: dict[str, Any], candidate: Tool | None, intent: str, confidence: float
-    ) -> tuple[Tool, float]:
-        if doc.get("tool") and candidate is not None:
-            # The owner chose the tool; it is trusted fully when it serves the intent.
-            return candidate, 1.0 if intent in candidate.intents else max(confidence, 0.5)
-        if confidence < MIN_TOOL_CONFIDENCE:
-            raise StepFailed(
-                f"Tool selection failed: confidence {confidence:.2f} < {MIN_TOOL_CONFIDENCE}"
-            )
+        self, doc: dict[str, Any], candidate: Tool | None, intent: Intent
+    ) -> tuple[Tool, float, str]:
+        """The tool to run, its confidence, and a note when the owner's choice was overruled."""
+        chosen = doc.get("tool")
+        note = ""
+        if candidate is not None and candidate.name == chosen:
+            # The owner picked it: fully trusted when it serves the intent.
+            confidence = 1.0 if intent.name in candidate.intents else max(intent.confidence, 0.5)
+        else:
+            confidence = intent.confidence
+            if chosen and candidate is not None:
+                note = f"; {chosen} does not fit a {intent.name} objective"
+            if confidence < MIN_TOOL_CONFIDENCE:
+                raise StepFailed(
+                    f"Tool selection failed: confidence {confidence:.2f} < {MIN_TOOL_CONFIDENCE}"
+                )
         if candidate is None:
-            raise StepFailed(f"Tool selection failed: no available tool for intent '{intent}'")
-        return candidate, confidence
+            raise StepFailed(f"Tool selection failed: no tool serves a {intent.name} objective")
+        if candidate.unavailable_reason is not None:
+            raise StepFailed(f"Tool selection failed: {candidate.unavailable_reason}")
+        return candidate, confidence, note
 
     def _execute(
         self, doc: dict[str, Any], tool: Tool, tracker: MissionProgressTracker
@@ -295,8 +365,17 @@ class MissionRunner:
         def report(done: int, total: int, unit: str, message: str | None) -> None:
             tracker.report_detail(done, total, unit, message)
 
+        context = ToolContext(
+            objective=doc["objective"],
+            inputs=doc.get("inputs") or {},
+            allowed_domains=tuple((doc.get("scope") or {}).get("allowed_domains") or ()),
+            report=report,
+            cancelled=self._cancel_probe(doc["mission_id"]),
+        )
         try:
-            return tool.run(doc["objective"], doc.get("inputs") or {}, report)
+            return tool.run(context)
+        except (ToolCancelled, MissionCancelled, NotClaimable):
+            raise
         except ToolError as e:
             raise StepFailed(f"Tool execution failed: {e}") from e
         except Exception as e:
@@ -305,6 +384,21 @@ class MissionRunner:
                 "tool crashed", extra={"mission_id": doc["mission_id"], "tool": tool.name}
             )
             raise StepFailed(f"Tool execution failed: unexpected {type(e).__name__}") from e
+
+    def _cancel_probe(self, mission_id: str) -> Callable[[], bool]:
+        """Whether the owner asked to cancel; reads the mission at most once an interval."""
+        last_read = float("-inf")
+        requested = False
+
+        def cancelled() -> bool:
+            nonlocal last_read, requested
+            now = self.clock().timestamp()
+            if not requested and now - last_read >= self.progress_min_interval_seconds:
+                last_read = now
+                requested = bool((self.store.get(mission_id) or {}).get("cancel_requested"))
+            return requested
+
+        return cancelled
 
     def _write_artifact(
         self, doc: dict[str, Any], tool: Tool, result: ToolResult
@@ -318,10 +412,25 @@ class MissionRunner:
             "type": result.type,
             "title": result.title,
             "summary": result.summary,
-            "content": result.content,
+            # Keeps the document well under Firestore's 1 MiB limit.
+            "content": result.content[:MAX_ARTIFACT_CHARS],
+            "preview": (result.preview or result.content)[:PREVIEW_CHARS],
             "data": result.data,
-            "preview": result.content[:PREVIEW_CHARS],
             "created_at": iso(self.clock()),
         }
+        # A second run of this step (a redelivery) finds the artifact there and keeps it.
         self.store.put_artifact_once(artifact)
         return {"artifact_id": artifact_id, "title": result.title, "type": result.type}
+
+    def _record_durations(self, tracker: MissionProgressTracker, tool: Tool) -> None:
+        # Finalize is still running: its time so far is nearly all of it.
+        finalize = {"step_name": FINALIZE.name, "duration_seconds": tracker.current_step_seconds()}
+        try:
+            self.stats.record(samples_of([*tracker.completed_steps, finalize], tool.name))
+        except DependencyUnavailable:
+            # Statistics only sharpen future ETAs; never fail a finished mission for them.
+            log.warning("could not record step durations", extra={"tool": tool.name})
+
+
+def _clip(message: str) -> str:
+    return message if len(message) <= MAX_MESSAGE_CHARS else message[: MAX_MESSAGE_CHARS - 1] + "…"

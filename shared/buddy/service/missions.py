@@ -9,10 +9,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import pydantic
+
 from buddy.domain import lifecycle
 from buddy.domain.lifecycle import Change, MissionNotFound, NewEvent, Status
 from buddy.domain.progress import Clock, rate_based_eta
-from buddy.schemas import CreateMission
+from buddy.schemas import CreateMission, validation_message
 from buddy.service.ports import (
     DependencyUnavailable,
     ExecutionPublisher,
@@ -39,9 +41,7 @@ class MissionService:
     clock: Clock
 
     def create(self, owner_uid: str, request: CreateMission) -> dict[str, Any]:
-        if request.tool is not None and self.tools.get(request.tool) is None:
-            known = ", ".join(self.tools.names())
-            raise ValidationFailed(f"Unknown tool {request.tool!r}; available tools: {known}")
+        self._check_tool_and_inputs(request.tool, request.inputs)
         now = self.clock()
         mission_id = new_mission_id()
         doc = {
@@ -114,6 +114,27 @@ class MissionService:
             raise MissionNotFound(mission_id) from None
         return artifact
 
+    def _check_tool_and_inputs(self, tool_name: str | None, inputs: dict[str, Any]) -> None:
+        """The named tool exists and accepts the inputs; without a tool, some tool must."""
+        if tool_name is not None:
+            tool = self.tools.get(tool_name)
+            if tool is None:
+                known = ", ".join(self.tools.names())
+                raise ValidationFailed(f"Unknown tool {tool_name!r}; available tools: {known}")
+            candidates = [tool]
+        elif inputs:
+            candidates = list(self.tools)
+        else:
+            return
+        problems = []
+        for tool in candidates:
+            try:
+                tool.input_model.model_validate(inputs)
+                return
+            except pydantic.ValidationError as e:
+                problems.append(f"{tool.name}: {validation_message(e, prefix='inputs')}")
+        raise ValidationFailed("inputs don't fit " + " | ".join(problems))
+
     def _transition(
         self, owner_uid: str, mission_id: str, action: Callable[[dict[str, Any], datetime], Change]
     ) -> dict[str, Any]:
@@ -131,10 +152,15 @@ def progress_view(doc: dict[str, Any], clock: Clock) -> dict[str, Any]:
     tracker = (doc.get("execution_record") or {}).get("progress_tracker") or {}
     percent = int(tracker.get("progress_percent") or 0)
     elapsed = float(tracker.get("elapsed_seconds") or 0.0)
+    eta = float(tracker.get("estimated_time_remaining") or 0.0)
     started = doc.get("started_at")
     if status == Status.RUNNING and started is not None:
-        elapsed = round((clock() - started).total_seconds(), 3)
-    terminal = status in lifecycle.TERMINAL
+        # Age the worker's last figures by the time since it wrote them.
+        now_elapsed = round((clock() - started).total_seconds(), 3)
+        eta = max(eta - max(now_elapsed - elapsed, 0.0), 0.0)
+        elapsed = now_elapsed
+    elif status in {Status.PROPOSED, Status.APPROVED, Status.QUEUED}:
+        eta = rate_based_eta(0, 0.0)
     return {
         "mission_id": doc["mission_id"],
         "status": status.value,
@@ -142,5 +168,5 @@ def progress_view(doc: dict[str, Any], clock: Clock) -> dict[str, Any]:
         "completed_steps": tracker.get("completed_steps", []),
         "progress_percent": percent,
         "elapsed_seconds": elapsed,
-        "estimated_time_remaining": 0.0 if terminal else rate_based_eta(percent, elapsed),
+        "estimated_time_remaining": 0.0 if status in lifecycle.TERMINAL else round(eta, 3),
     }

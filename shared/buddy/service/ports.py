@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
+from buddy.domain.eta import DurationStat
 from buddy.domain.lifecycle import Change, NewEvent
 
 Decide = Callable[[dict[str, Any]], Change]
@@ -48,3 +49,12 @@ class MissionStore(Protocol):
 class ExecutionPublisher(Protocol):
     def publish_execution(self, mission_id: str) -> None:
         """Publishes one execution message; raises DependencyUnavailable when it can't."""
+
+
+class DurationStatsStore(Protocol):
+    """How long steps took in earlier missions (for the learned ETA)."""
+
+    def load(self) -> dict[str, DurationStat]: ...
+
+    def record(self, samples: Mapping[str, float]) -> None:
+        """Folds one finished mission's step durations into the statistics."""

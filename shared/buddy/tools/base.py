@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
+
+from pydantic import BaseModel, ConfigDict
 
 # report(done, total, unit, message) — sub-step progress of a long tool.
 Reporter = Callable[[int, int, str, str | None], None]
@@ -14,12 +16,39 @@ class ToolError(Exception):
     """The tool could not do its work; the message is shown to the mission's owner."""
 
 
+class ToolCancelled(Exception):
+    """The owner cancelled the mission while the tool was working."""
+
+
+class ToolInputs(BaseModel):
+    """Base of every tool's input model: unknown arguments are refused."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+@dataclass(frozen=True)
+class ToolContext:
+    """What a tool gets to work with for one mission."""
+
+    objective: str
+    inputs: dict[str, Any]
+    allowed_domains: tuple[str, ...] = ()
+    report: Reporter = lambda done, total, unit, message: None
+    cancelled: Callable[[], bool] = lambda: False
+
+    def check_cancelled(self) -> None:
+        """Long tools call this between pages or items."""
+        if self.cancelled():
+            raise ToolCancelled
+
+
 @dataclass(frozen=True)
 class ToolResult:
     title: str
     summary: str
     content: str
     type: str = "text"
+    preview: str = ""
     data: dict[str, Any] = field(default_factory=dict)
     cost_usd: float = 0.0
 
@@ -28,9 +57,15 @@ class Tool(Protocol):
     name: str
     description: str
     intents: frozenset[str]
-    estimated_cost_usd: float
+    input_model: ClassVar[type[ToolInputs]]
 
-    def run(self, objective: str, inputs: dict[str, Any], report: Reporter) -> ToolResult: ...
+    @property
+    def unavailable_reason(self) -> str | None:
+        """None when the tool can run here; otherwise why not, in words."""
+
+    def estimate_cost(self, inputs: ToolInputs) -> float: ...
+
+    def run(self, context: ToolContext) -> ToolResult: ...
 
 
 class ToolRegistry:
@@ -40,8 +75,14 @@ class ToolRegistry:
     def names(self) -> list[str]:
         return sorted(self._tools)
 
+    def __iter__(self) -> Iterator[Tool]:
+        return iter(self._tools.values())
+
     def get(self, name: str) -> Tool | None:
         return self._tools.get(name)
 
     def for_intent(self, intent: str) -> Tool | None:
-        return next((t for t in self._tools.values() if intent in t.intents), None)
+        """The first tool that serves the intent, preferring one that can run here."""
+        serving = [t for t in self._tools.values() if intent in t.intents]
+        available = [t for t in serving if t.unavailable_reason is None]
+        return (available or serving or [None])[0]

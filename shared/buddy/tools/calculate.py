@@ -5,12 +5,13 @@ from __future__ import annotations
 import ast
 import math
 import operator
-from typing import Any
+from typing import Annotated, Any
 
 import simpleeval
+from pydantic import Field
 
 from buddy.domain.intent import CALCULATE, strip_calculation_verb
-from buddy.tools.base import Reporter, ToolError, ToolResult
+from buddy.tools.base import ToolContext, ToolError, ToolInputs, ToolResult
 
 MAX_EXPRESSION_LENGTH = 500
 MAX_EXPONENT = 1000
@@ -88,20 +89,31 @@ def format_number(value: int | float) -> str:
     return f"{value:.12g}" if isinstance(value, float) else str(value)
 
 
+class CalculateInputs(ToolInputs):
+    expression: Annotated[str | None, Field(max_length=MAX_EXPRESSION_LENGTH)] = None
+
+
 class CalculateTool:
     name = "calculate"
     description = "Evaluates an arithmetic expression (+ - * / // % ** and sqrt, abs, round)."
     intents = frozenset({CALCULATE})
-    estimated_cost_usd = 0.0001
+    input_model = CalculateInputs
+    unavailable_reason = None
+    cost_usd = 0.0001
 
-    def run(self, objective: str, inputs: dict[str, Any], report: Reporter) -> ToolResult:
-        expression = str(inputs.get("expression") or strip_calculation_verb(objective))
+    def estimate_cost(self, inputs: ToolInputs) -> float:
+        return self.cost_usd
+
+    def run(self, context: ToolContext) -> ToolResult:
+        inputs = CalculateInputs.model_validate(context.inputs)
+        expression = inputs.expression or strip_calculation_verb(context.objective)
         result = format_number(evaluate(expression))
         return ToolResult(
             title=f"{expression} = {result}",
             summary=f"{expression} = {result}",
             content=result,
             type="calculation",
+            preview=f"{expression} = {result}",
             data={"expression": expression, "result": result},
-            cost_usd=self.estimated_cost_usd,
+            cost_usd=self.cost_usd,
         )
