@@ -5,6 +5,10 @@ from typing import Any
 import flask
 import functions_framework
 
+from buddy.config import refuse_emulators_in_production
+
+refuse_emulators_in_production()
+
 
 @functions_framework.http
 def api(request: flask.Request) -> flask.Response:

@@ -52,7 +52,7 @@ def mission_service() -> MissionService:
 
     config = settings()
     publisher = PubSubPublisher(config.project_id, config.executions_topic)
-    return MissionService(_store(), publisher, tools(), utc_now)
+    return MissionService(_store(), publisher, tools(), utc_now, config.max_active_missions)
 
 
 @functools.cache

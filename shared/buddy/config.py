@@ -20,6 +20,9 @@ class Settings:
     # Development only: lets web tools fetch from 127.0.0.1 (local test servers).
     web_allow_loopback: bool = False
     search_url: str | None = None
+    # Origins whose pages may call the API from a browser (the dashboard).
+    cors_origins: frozenset[str] = frozenset({"http://127.0.0.1:5000", "http://localhost:5000"})
+    max_active_missions: int = 10
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> Settings:
@@ -38,4 +41,37 @@ class Settings:
             ),
             web_allow_loopback=env.get("BUDDY_WEB_ALLOW_LOOPBACK", "").lower() in {"1", "true"},
             search_url=env.get("BUDDY_SEARCH_URL") or None,
+            cors_origins=frozenset(
+                o.strip() for o in env["BUDDY_CORS_ORIGINS"].split(",") if o.strip()
+            )
+            if "BUDDY_CORS_ORIGINS" in env
+            else cls.cors_origins,
+            max_active_missions=int(env.get("BUDDY_MAX_ACTIVE_MISSIONS", cls.max_active_missions)),
+        )
+
+
+EMULATOR_VARIABLES = (
+    "FIREBASE_AUTH_EMULATOR_HOST",
+    "FIRESTORE_EMULATOR_HOST",
+    "PUBSUB_EMULATOR_HOST",
+)
+
+
+class UnsafeEnvironment(RuntimeError):
+    """Emulator settings in production would, e.g., accept unsigned ID tokens."""
+
+
+def refuse_emulators_in_production(env: Mapping[str, str] = os.environ) -> None:
+    """Stops start-up on Cloud Run/Functions (K_SERVICE is set) when an emulator is configured.
+
+    BUDDY_LOCAL_DEV=1 says on purpose that this is a local run that happens to set K_SERVICE.
+    """
+    if not env.get("K_SERVICE") or env.get("BUDDY_LOCAL_DEV") == "1":
+        return
+    set_here = [name for name in EMULATOR_VARIABLES if env.get(name)]
+    if set_here:
+        raise UnsafeEnvironment(
+            f"Refusing to start: {', '.join(set_here)} set in production (K_SERVICE="
+            f"{env['K_SERVICE']}). Emulator mode accepts unsigned ID tokens; unset it, or set "
+            "BUDDY_LOCAL_DEV=1 if this really is a local run."
         )

@@ -1,13 +1,18 @@
-"""Request models: what the API accepts, validated with pydantic."""
+"""The API's models: requests are validated with them, responses serialised through them,
+and /openapi.json is generated from them."""
 
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any
+from datetime import datetime
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-MISSION_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+from buddy.domain.lifecycle import Status
+
+MISSION_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+MISSION_ID = re.compile(MISSION_ID_PATTERN)
 _HOSTNAME_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 
 
@@ -53,3 +58,153 @@ def validation_message(error: ValidationError, prefix: str = "") -> str:
         where = ".".join([prefix, *map(str, item["loc"])] if prefix else map(str, item["loc"]))
         parts.append(f"{where or 'body'}: {item['msg']}")
     return "; ".join(parts)
+
+
+class Out(BaseModel):
+    """Base of response models: storage-only fields are dropped, not echoed."""
+
+    model_config = ConfigDict(extra="ignore")
+
+
+class ErrorDetail(Out):
+    code: str
+    message: str
+
+
+class ErrorBody(Out):
+    error: ErrorDetail
+
+
+class Health(Out):
+    status: Literal["ok"]
+
+
+class StepDetail(Out):
+    done: int
+    total: int
+    unit: str
+
+
+class ExecutionStepOut(Out):
+    step_name: str
+    step_index: int
+    total_steps: int
+    progress_percent: int
+    status: Literal["started", "completed", "failed"]
+    message: str
+    timestamp: str
+    duration_seconds: float
+    detail: StepDetail | None = None
+
+
+class ProgressTrackerOut(Out):
+    mission_id: str
+    start_time: str
+    current_step: ExecutionStepOut | None
+    completed_steps: list[ExecutionStepOut]
+    progress_percent: int
+    elapsed_seconds: float
+    estimated_time_remaining: float
+    updated_at: str
+
+
+class ArtifactReference(Out):
+    artifact_id: str
+    title: str
+    type: str
+
+
+class Cost(Out):
+    estimated: float
+    actual: float
+
+
+class StepError(Out):
+    step_name: str
+    code: str
+    message: str
+
+
+class IntentOut(Out):
+    name: str
+    confidence: float
+
+
+class ExecutionRecordOut(Out):
+    status: str | None = None
+    intent: IntentOut | None = None
+    tool_used: str | None = None
+    tool_confidence: float | None = None
+    result_summary: str | None = None
+    attempt: int | None = None
+    artifact_reference: ArtifactReference | None = None
+    cost_usd: Cost | None = None
+    error: StepError | None = None
+    progress_tracker: ProgressTrackerOut | None = None
+
+
+class MissionOut(Out):
+    mission_id: str
+    owner_uid: str
+    objective: str
+    scope: Scope
+    budget_usd: float
+    tool: str | None
+    inputs: dict[str, Any]
+    status: Status
+    created_at: datetime
+    updated_at: datetime
+    approved_at: datetime | None = None
+    queued_at: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    cancel_requested: bool = False
+    execution_record: ExecutionRecordOut | None = None
+
+
+class MissionList(Out):
+    missions: list[MissionOut]
+
+
+class ExecuteAccepted(Out):
+    mission_id: str
+    status: Literal["queued"]
+
+
+class ProgressOut(Out):
+    mission_id: str
+    status: Status
+    current_step: ExecutionStepOut | None
+    completed_steps: list[ExecutionStepOut]
+    progress_percent: int
+    elapsed_seconds: float
+    estimated_time_remaining: float
+
+
+class EventOut(Out):
+    seq: int
+    type: str
+    step_name: str | None
+    progress_percent: int | None
+    message: str
+    attempt: int | None
+    timestamp: str
+    owner_uid: str
+
+
+class EventList(Out):
+    events: list[EventOut]
+
+
+class ArtifactOut(Out):
+    artifact_id: str
+    mission_id: str
+    owner_uid: str
+    tool: str
+    type: str
+    title: str
+    summary: str
+    content: str
+    preview: str
+    data: dict[str, Any] = {}
+    created_at: str

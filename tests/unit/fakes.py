@@ -86,6 +86,14 @@ class FakeMissionStore:
         self.missions[mission_id] = with_updates(doc, updates)
         return copy.deepcopy(self.missions[mission_id])
 
+    def count_active(self, owner_uid: str) -> int:
+        active = {"queued", "running"}
+        return sum(
+            1
+            for m in self.missions.values()
+            if m["owner_uid"] == owner_uid and m["status"] in active
+        )
+
     def list(self, owner_uid: str, status: str | None, limit: int) -> list[dict[str, Any]]:
         mine = [
             m

@@ -331,3 +331,17 @@ def test_default_registry_maps_each_intent_to_its_tool() -> None:
     assert "BUDDY_SEARCH_URL" in (tools.get("web_search").unavailable_reason or "")
     configured = default_registry(search_url="http://127.0.0.1:9")
     assert configured.get("web_search").unavailable_reason is None
+
+
+def test_rerunning_the_artifact_step_keeps_one_artifact(
+    store: FakeMissionStore, make_runner
+) -> None:
+    """A second run over the same mission (a redelivery) finds the artifact and keeps it."""
+    mid = seed_mission(store, objective="calculate 2*(3+4)")
+    make_runner().run(mid)
+    first = dict(store.artifacts[f"a_{mid}"])
+    store.missions[mid]["status"] = "queued"  # as if the first run's ending was lost
+    store.missions[mid]["inputs"] = {"expression": "1+1"}
+    assert make_runner().run(mid) == Outcome.COMPLETED
+    assert list(store.artifacts) == [f"a_{mid}"]
+    assert store.artifacts[f"a_{mid}"] == first

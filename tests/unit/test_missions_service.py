@@ -149,7 +149,7 @@ def test_events_after_seq(service: MissionService) -> None:
     ]
     assert [e["seq"] for e in service.events("alice", mid, 1)] == [2]
     assert service.events("alice", mid, 2) == []
-    with pytest.raises(ValidationFailed, match="after_seq must be 0 or more"):
+    with pytest.raises(ValidationFailed, match="after_seq must be between 0 and 2147483648"):
         service.events("alice", mid, -1)
 
 

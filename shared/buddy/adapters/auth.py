@@ -5,6 +5,8 @@ from __future__ import annotations
 import firebase_admin
 from firebase_admin import auth
 
+from buddy.service.ports import DependencyUnavailable
+
 
 class InvalidToken(Exception):
     """The bearer token is missing, malformed, expired or forged."""
@@ -22,13 +24,15 @@ class FirebaseTokenVerifier:
         """Returns the token's uid."""
         try:
             claims = auth.verify_id_token(token, app=self._app)
+        except auth.CertificateFetchError as e:
+            # Google's signing keys are out of reach: not the caller's fault, so not a 401.
+            raise DependencyUnavailable("Cannot fetch the keys that verify ID tokens") from e
         except (
             ValueError,
             auth.InvalidIdTokenError,
             auth.ExpiredIdTokenError,
             auth.RevokedIdTokenError,
             auth.UserDisabledError,
-            auth.CertificateFetchError,
         ) as e:
             raise InvalidToken(str(e)) from e
         return str(claims["uid"])

@@ -12,7 +12,7 @@ from google.api_core import exceptions as gexc
 from google.cloud import firestore
 
 from buddy.domain.eta import DurationStat, merged, updated
-from buddy.domain.lifecycle import MissionNotFound, NewEvent, with_updates
+from buddy.domain.lifecycle import ACTIVE, MissionNotFound, NewEvent, with_updates
 from buddy.domain.progress import Clock, iso
 from buddy.service.ports import Decide, DependencyUnavailable
 
@@ -102,6 +102,14 @@ class FirestoreMissionStore:
             query = query.where(filter=firestore.FieldFilter("status", "==", status))
         query = query.order_by("created_at", direction=firestore.Query.DESCENDING).limit(limit)
         return [s.to_dict() for s in query.stream(timeout=TIMEOUT_SECONDS)]
+
+    @_unavailable_is_ours
+    def count_active(self, owner_uid: str) -> int:
+        query = self._missions.where(
+            filter=firestore.FieldFilter("owner_uid", "==", owner_uid)
+        ).where(filter=firestore.FieldFilter("status", "in", [s.value for s in ACTIVE]))
+        result = query.count().get(timeout=TIMEOUT_SECONDS)
+        return int(result[0][0].value)
 
     @_unavailable_is_ours
     def events(self, mission_id: str, after_seq: int) -> list[dict[str, Any]]:

@@ -1,4 +1,8 @@
-"""The HTTP API: parse the request, call the service, map errors to statuses."""
+"""The HTTP API: parse the request, call the service, map errors to statuses.
+
+One table of endpoints drives routing, response serialisation and the OpenAPI
+description, so the three cannot drift apart.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,6 @@ import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 import flask
@@ -14,18 +17,18 @@ import pydantic
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 from werkzeug.routing import Map, Rule
 
-from buddy import bootstrap
+from buddy import bootstrap, schemas
 from buddy.domain.lifecycle import InvalidTransition, MissionNotFound
-from buddy.domain.progress import iso
 from buddy.logs import configure_logging
 from buddy.schemas import CreateMission, valid_mission_id, validation_message
-from buddy.service.missions import DEFAULT_LIST_LIMIT, MissionService
-from buddy.service.ports import DependencyUnavailable, ValidationFailed
+from buddy.service.missions import DEFAULT_LIST_LIMIT, MAX_SEQ, MissionService
+from buddy.service.ports import DependencyUnavailable, TooManyActiveMissions, ValidationFailed
 
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 64 * 1024
-HIDDEN_FIELDS = frozenset({"run_id", "event_seq"})
+CORS_METHODS = "GET, POST, OPTIONS"
+CORS_HEADERS = "Authorization, Content-Type"
 
 
 @dataclass
@@ -35,41 +38,212 @@ class ApiError(Exception):
     message: str
 
 
-def _rules() -> Map:
-    post, get = ["POST"], ["GET"]
-    return Map(
-        [
-            Rule("/healthz", endpoint="healthz", methods=get),
-            Rule("/missions", endpoint="create", methods=post),
-            Rule("/missions/create", endpoint="create", methods=post),
-            Rule("/missions", endpoint="list", methods=get),
-            Rule("/missions/<mission_id>", endpoint="get", methods=get),
-            Rule("/missions/<mission_id>/approve", endpoint="approve", methods=post),
-            Rule("/missions/<mission_id>/execute", endpoint="execute", methods=post),
-            Rule("/missions/<mission_id>/cancel", endpoint="cancel", methods=post),
-            Rule("/missions/<mission_id>/progress", endpoint="progress", methods=get),
-            Rule("/missions/<mission_id>/events", endpoint="events", methods=get),
-            Rule("/missions/<mission_id>/artifact", endpoint="artifact", methods=get),
-        ],
-        strict_slashes=False,
-    )
+Handler = Callable[[MissionService, str, flask.Request, str], Any]
 
 
-URLS = _rules()
+@dataclass(frozen=True)
+class QueryParam:
+    name: str
+    schema: dict[str, Any]
+    description: str
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    name: str
+    method: str
+    paths: tuple[str, ...]
+    summary: str
+    status: int
+    response: type[schemas.Out]
+    handler: Handler | None = None  # None: answered without authentication
+    errors: tuple[int, ...] = ()
+    body: type[pydantic.BaseModel] | None = None
+    query: tuple[QueryParam, ...] = ()
+
+
+def _create(service: MissionService, uid: str, request: flask.Request, _: str) -> Any:
+    try:
+        command = CreateMission.model_validate(_body(request))
+    except pydantic.ValidationError as e:
+        raise ValidationFailed(validation_message(e)) from e
+    return service.create(uid, command)
+
+
+def _list(service: MissionService, uid: str, request: flask.Request, _: str) -> Any:
+    limit = _int_arg(request, "limit", DEFAULT_LIST_LIMIT)
+    return {"missions": service.list(uid, request.args.get("status") or None, limit)}
+
+
+def _events(service: MissionService, uid: str, request: flask.Request, mission_id: str) -> Any:
+    return {"events": service.events(uid, mission_id, _int_arg(request, "after_seq", 0))}
+
+
+def _on_mission(action: Callable[[MissionService, str, str], Any]) -> Handler:
+    return lambda service, uid, _request, mission_id: action(service, uid, mission_id)
+
+
+_STATE = (401, 404, 409, 503)
+_READ = (401, 404, 503)
+ENDPOINTS: tuple[Endpoint, ...] = (
+    Endpoint("healthz", "GET", ("/healthz",), "Liveness of the API", 200, schemas.Health),
+    Endpoint("openapi", "GET", ("/openapi.json",), "This description", 200, schemas.Out),
+    Endpoint(
+        "create",
+        "POST",
+        ("/missions", "/missions/create"),
+        "Propose a mission",
+        201,
+        schemas.MissionOut,
+        _create,
+        (400, 401, 413, 415, 422, 503),
+        CreateMission,
+    ),
+    Endpoint(
+        "list",
+        "GET",
+        ("/missions",),
+        "The caller's missions, newest first",
+        200,
+        schemas.MissionList,
+        _list,
+        (401, 422, 503),
+        query=(
+            QueryParam(
+                "status",
+                {"type": "string", "enum": [s.value for s in schemas.Status]},
+                "Only missions in this status",
+            ),
+            QueryParam(
+                "limit",
+                {"type": "integer", "minimum": 1, "maximum": 100, "default": DEFAULT_LIST_LIMIT},
+                "At most this many",
+            ),
+        ),
+    ),
+    Endpoint(
+        "get",
+        "GET",
+        ("/missions/{mission_id}",),
+        "One mission",
+        200,
+        schemas.MissionOut,
+        _on_mission(MissionService.get),
+        _READ,
+    ),
+    Endpoint(
+        "approve",
+        "POST",
+        ("/missions/{mission_id}/approve",),
+        "proposed → approved",
+        200,
+        schemas.MissionOut,
+        _on_mission(MissionService.approve),
+        _STATE,
+    ),
+    Endpoint(
+        "execute",
+        "POST",
+        ("/missions/{mission_id}/execute",),
+        "approved → queued, and one execution message",
+        202,
+        schemas.ExecuteAccepted,
+        _on_mission(MissionService.execute),
+        (*_STATE, 429),
+    ),
+    Endpoint(
+        "cancel",
+        "POST",
+        ("/missions/{mission_id}/cancel",),
+        "Cancel now, or at the next step boundary when running",
+        200,
+        schemas.MissionOut,
+        _on_mission(MissionService.cancel),
+        _STATE,
+    ),
+    Endpoint(
+        "progress",
+        "GET",
+        ("/missions/{mission_id}/progress",),
+        "Where the mission is",
+        200,
+        schemas.ProgressOut,
+        _on_mission(MissionService.progress),
+        _READ,
+    ),
+    Endpoint(
+        "events",
+        "GET",
+        ("/missions/{mission_id}/events",),
+        "The event log, by seq",
+        200,
+        schemas.EventList,
+        _events,
+        (401, 404, 422, 503),
+        query=(
+            QueryParam(
+                "after_seq",
+                {"type": "integer", "minimum": 0, "maximum": MAX_SEQ, "default": 0},
+                "Only events after this seq",
+            ),
+        ),
+    ),
+    Endpoint(
+        "artifact",
+        "GET",
+        ("/missions/{mission_id}/artifact",),
+        "The mission's result",
+        200,
+        schemas.ArtifactOut,
+        _on_mission(MissionService.artifact),
+        _READ,
+    ),
+)
+BY_NAME = {endpoint.name: endpoint for endpoint in ENDPOINTS}
+URLS = Map(
+    [
+        Rule(path.replace("{mission_id}", "<mission_id>"), endpoint=e.name, methods=[e.method])
+        for e in ENDPOINTS
+        for path in e.paths
+    ],
+    strict_slashes=False,
+)
+_STATUS_OF: dict[type[Exception], tuple[int, str]] = {
+    MissionNotFound: (404, "not_found"),
+    InvalidTransition: (409, "conflict"),
+    ValidationFailed: (422, "validation_failed"),
+    TooManyActiveMissions: (429, "too_many_active_missions"),
+    DependencyUnavailable: (503, "unavailable"),
+}
 
 
 def handle(request: flask.Request) -> flask.Response:
     configure_logging()
+    origin = request.headers.get("Origin")
+    if request.method == "OPTIONS":
+        return _with_cors(flask.Response(status=204), origin, preflight=True)
+    return _with_cors(_dispatch(request), origin)
+
+
+def _dispatch(request: flask.Request) -> flask.Response:
     try:
-        endpoint, args = URLS.bind_to_environ(request.environ).match()
-        if endpoint == "healthz":
+        name, args = URLS.bind_to_environ(request.environ).match()
+        endpoint = BY_NAME[name]
+        if name == "healthz":
             return _json({"status": "ok"}, 200)
+        if name == "openapi":
+            from buddy.entrypoints.openapi import document
+
+            return _json(document(ENDPOINTS), 200)
+        assert endpoint.handler is not None
         uid = _authenticate(request)
-        mission_id = args.get("mission_id")
-        if mission_id is not None and not valid_mission_id(mission_id):
+        mission_id = args.get("mission_id", "")
+        if "mission_id" in args and not valid_mission_id(mission_id):
             raise MissionNotFound(mission_id[:64])
-        body, status = ROUTES[endpoint](bootstrap.mission_service(), uid, request, mission_id)
-        return _json(body, status)
+        result = endpoint.handler(bootstrap.mission_service(), uid, request, mission_id)
+        # exclude_unset: what storage has, no more (a step without detail has no detail key).
+        body = endpoint.response.model_validate(result).model_dump(mode="json", exclude_unset=True)
+        return _json(body, endpoint.status)
     except NotFound:
         return _error(404, "not_found", "No such route")
     except MethodNotAllowed as e:
@@ -77,20 +251,27 @@ def handle(request: flask.Request) -> flask.Response:
         return _error(405, "method_not_allowed", f"Use {allowed} on this route")
     except ApiError as e:
         return _error(e.status, e.code, e.message)
-    except (MissionNotFound, InvalidTransition, ValidationFailed, DependencyUnavailable) as e:
+    except tuple(_STATUS_OF) as e:
         status, code = _STATUS_OF[type(e)]
         return _error(status, code, str(e))
     except Exception:
+        # Logged with its stack for us; the caller gets a code and a message, never internals.
         log.exception("unhandled error", extra={"path": request.path})
         return _error(500, "internal", "Something went wrong on our side; try again later")
 
 
-_STATUS_OF: dict[type[Exception], tuple[int, str]] = {
-    MissionNotFound: (404, "not_found"),
-    InvalidTransition: (409, "conflict"),
-    ValidationFailed: (422, "validation_failed"),
-    DependencyUnavailable: (503, "unavailable"),
-}
+def _with_cors(
+    response: flask.Response, origin: str | None, preflight: bool = False
+) -> flask.Response:
+    """Only the dashboard's origins get CORS headers; browsers refuse everyone else."""
+    if origin and origin in bootstrap.settings().cors_origins:
+        response.headers["Access-Control-Allow-Origin"] = origin
+        response.headers["Vary"] = "Origin"
+        if preflight:
+            response.headers["Access-Control-Allow-Methods"] = CORS_METHODS
+            response.headers["Access-Control-Allow-Headers"] = CORS_HEADERS
+            response.headers["Access-Control-Max-Age"] = "600"
+    return response
 
 
 def _authenticate(request: flask.Request) -> str:
@@ -116,8 +297,8 @@ def _body(request: flask.Request) -> Any:
         raise ApiError(415, "unsupported_media_type", "Send Content-Type: application/json")
     try:
         return json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise ApiError(400, "malformed_json", f"The body is not valid JSON: {e}") from e
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:
+        raise ApiError(400, "malformed_json", "The body is not valid JSON") from e
 
 
 def _int_arg(request: flask.Request, name: str, default: int) -> int:
@@ -130,71 +311,9 @@ def _int_arg(request: flask.Request, name: str, default: int) -> int:
         raise ValidationFailed(f"{name} must be an integer") from e
 
 
-Route = Callable[[MissionService, str, flask.Request, str | None], tuple[Any, int]]
-
-
-def _create(
-    service: MissionService, uid: str, request: flask.Request, _: str | None
-) -> tuple[Any, int]:
-    try:
-        command = CreateMission.model_validate(_body(request))
-    except pydantic.ValidationError as e:
-        raise ValidationFailed(validation_message(e)) from e
-    return _public(service.create(uid, command)), 201
-
-
-def _list(
-    service: MissionService, uid: str, request: flask.Request, _: str | None
-) -> tuple[Any, int]:
-    limit = _int_arg(request, "limit", DEFAULT_LIST_LIMIT)
-    missions = service.list(uid, request.args.get("status") or None, limit)
-    return {"missions": [_public(m) for m in missions]}, 200
-
-
-def _mission_route(action: Callable[[MissionService, str, str], Any], status: int = 200) -> Route:
-    def route(
-        service: MissionService, uid: str, request: flask.Request, mission_id: str | None
-    ) -> tuple[Any, int]:
-        assert mission_id is not None
-        return _public(action(service, uid, mission_id)), status
-
-    return route
-
-
-def _events(
-    service: MissionService, uid: str, request: flask.Request, mission_id: str | None
-) -> tuple[Any, int]:
-    assert mission_id is not None
-    events = service.events(uid, mission_id, _int_arg(request, "after_seq", 0))
-    return {"events": events}, 200
-
-
-ROUTES: dict[str, Route] = {
-    "create": _create,
-    "list": _list,
-    "get": _mission_route(MissionService.get),
-    "approve": _mission_route(MissionService.approve),
-    "execute": _mission_route(MissionService.execute, 202),
-    "cancel": _mission_route(MissionService.cancel),
-    "progress": _mission_route(MissionService.progress),
-    "events": _events,
-    "artifact": _mission_route(MissionService.artifact),
-}
-
-
-def _public(doc: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in doc.items() if k not in HIDDEN_FIELDS}
-
-
 def _json(body: Any, status: int) -> flask.Response:
-    text = json.dumps(body, default=_encode, ensure_ascii=False)
+    text = json.dumps(body, ensure_ascii=False)
     return flask.Response(text, status=status, mimetype="application/json")
-
-
-def _encode(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return iso(value)
-    raise TypeError(f"cannot encode {type(value).__name__}")
 
 
 def _error(status: int, code: str, message: str) -> flask.Response:

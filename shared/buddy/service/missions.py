@@ -19,6 +19,7 @@ from buddy.service.ports import (
     DependencyUnavailable,
     ExecutionPublisher,
     MissionStore,
+    TooManyActiveMissions,
     ValidationFailed,
 )
 from buddy.tools import ToolRegistry
@@ -26,6 +27,7 @@ from buddy.tools import ToolRegistry
 log = logging.getLogger(__name__)
 
 MAX_LIST_LIMIT = 100
+MAX_SEQ = 2**31
 DEFAULT_LIST_LIMIT = 20
 
 
@@ -39,6 +41,7 @@ class MissionService:
     publisher: ExecutionPublisher
     tools: ToolRegistry
     clock: Clock
+    max_active_missions: int = 10
 
     def create(self, owner_uid: str, request: CreateMission) -> dict[str, Any]:
         self._check_tool_and_inputs(request.tool, request.inputs)
@@ -84,6 +87,12 @@ class MissionService:
         return self._transition(owner_uid, mission_id, lifecycle.approve)
 
     def execute(self, owner_uid: str, mission_id: str) -> dict[str, Any]:
+        # Best effort: simultaneous executes may each see the count just under the limit.
+        if self.store.count_active(owner_uid) >= self.max_active_missions:
+            raise TooManyActiveMissions(
+                f"You already have {self.max_active_missions} missions queued or running; "
+                "wait for one to finish or cancel one"
+            )
         queued = self._transition(owner_uid, mission_id, lifecycle.queue)
         try:
             self.publisher.publish_execution(mission_id)
@@ -101,8 +110,8 @@ class MissionService:
         return progress_view(self.get(owner_uid, mission_id), self.clock)
 
     def events(self, owner_uid: str, mission_id: str, after_seq: int) -> list[dict[str, Any]]:
-        if after_seq < 0:
-            raise ValidationFailed("after_seq must be 0 or more")
+        if not 0 <= after_seq <= MAX_SEQ:
+            raise ValidationFailed(f"after_seq must be between 0 and {MAX_SEQ}")
         self.get(owner_uid, mission_id)
         return self.store.events(mission_id, after_seq)
 

@@ -19,6 +19,10 @@ class ValidationFailed(ServiceError):
     """The request is well-formed but its content is not acceptable."""
 
 
+class TooManyActiveMissions(ServiceError):
+    """The owner already has as many queued or running missions as allowed."""
+
+
 class DependencyUnavailable(ServiceError):
     """Firestore, Pub/Sub or Auth could not be reached; nothing was changed."""
 
@@ -37,6 +41,9 @@ class MissionStore(Protocol):
         """
 
     def list(self, owner_uid: str, status: str | None, limit: int) -> list[dict[str, Any]]: ...
+
+    def count_active(self, owner_uid: str) -> int:
+        """How many of the owner's missions are queued or running."""
 
     def events(self, mission_id: str, after_seq: int) -> list[dict[str, Any]]: ...
 

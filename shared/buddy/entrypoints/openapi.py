@@ -1,0 +1,114 @@
+"""OpenAPI 3.1 for the HTTP API, generated from its endpoint table and pydantic models."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from pydantic.json_schema import models_json_schema
+
+from buddy import schemas
+
+if TYPE_CHECKING:
+    from buddy.entrypoints.http import Endpoint
+
+REF = "#/components/schemas/{model}"
+ERROR_MEANING = {
+    400: "The body is not valid JSON",
+    401: "No Firebase ID token, or an invalid or expired one",
+    404: "No such mission for this user (another user's mission is not found either)",
+    409: "The mission's state does not allow this",
+    413: "The body is over 64 KiB",
+    415: "The body is not application/json",
+    422: "The request is well-formed but its content is not acceptable",
+    429: "Too many of this user's missions are queued or running",
+    503: "Firestore or Pub/Sub is unreachable; nothing was changed",
+}
+MISSION_ID = {
+    "name": "mission_id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "pattern": schemas.MISSION_ID_PATTERN},
+}
+
+
+@functools.cache
+def _components(models: tuple[type[Any], ...]) -> dict[str, Any]:
+    pairs = [(m, "validation" if m is schemas.CreateMission else "serialization") for m in models]
+    _, definitions = models_json_schema(pairs, ref_template=REF)  # type: ignore[arg-type]
+    return dict(definitions.get("$defs", {}))
+
+
+def _ref(model: type[Any]) -> dict[str, str]:
+    if model is schemas.Out:
+        return {"type": "object"}  # type: ignore[return-value]
+    return {"$ref": REF.format(model=model.__name__)}
+
+
+def _operation(endpoint: Endpoint, path: str) -> dict[str, Any]:
+    responses: dict[str, Any] = {
+        str(endpoint.status): {
+            "description": endpoint.summary,
+            "content": {"application/json": {"schema": _ref(endpoint.response)}},
+        }
+    }
+    for status in endpoint.errors:
+        responses[str(status)] = {
+            "description": ERROR_MEANING[status],
+            "content": {"application/json": {"schema": _ref(schemas.ErrorBody)}},
+        }
+    operation: dict[str, Any] = {
+        "operationId": endpoint.name if path == endpoint.paths[0] else f"{endpoint.name}_alias",
+        "summary": endpoint.summary,
+        "responses": responses,
+    }
+    parameters = [MISSION_ID] if "{mission_id}" in path else []
+    parameters += [
+        {
+            "name": q.name,
+            "in": "query",
+            "required": False,
+            "schema": q.schema,
+            "description": q.description,
+        }
+        for q in endpoint.query
+    ]
+    if parameters:
+        operation["parameters"] = parameters
+    if endpoint.body is not None:
+        operation["requestBody"] = {
+            "required": True,
+            "content": {"application/json": {"schema": _ref(endpoint.body)}},
+        }
+    if endpoint.handler is None:
+        operation["security"] = []
+    return operation
+
+
+def document(endpoints: Iterable[Endpoint]) -> dict[str, Any]:
+    endpoints = tuple(endpoints)
+    models = {e.response for e in endpoints if e.response is not schemas.Out}
+    models |= {e.body for e in endpoints if e.body is not None} | {schemas.ErrorBody}
+    paths: dict[str, dict[str, Any]] = {}
+    for endpoint in endpoints:
+        for path in endpoint.paths:
+            paths.setdefault(path, {})[endpoint.method.lower()] = _operation(endpoint, path)
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Buddy Missions API",
+            "version": "0.1.0",
+            "description": "Propose, approve and execute missions; read their progress, "
+            "events and artifacts. Live progress: listen to missions/{id} in Firestore.",
+        },
+        "servers": [{"url": "/"}],
+        "security": [{"firebaseIdToken": []}],
+        "paths": paths,
+        "components": {
+            "schemas": _components(tuple(sorted(models, key=lambda m: m.__name__))),
+            "securitySchemes": {
+                "firebaseIdToken": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
+            },
+        },
+    }
