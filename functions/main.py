@@ -17,6 +17,14 @@ def api(request: flask.Request) -> flask.Response:
     return handle(request)
 
 
+@functions_framework.errorhandler(404)
+def route_not_found(_error: Exception) -> flask.Response:
+    """Paths the framework's own router can't match (an id with a newline) still get JSON."""
+    from buddy.entrypoints.http import not_found
+
+    return not_found()
+
+
 @functions_framework.cloud_event
 def worker(event: Any) -> None:
     from buddy.entrypoints.worker import handle

@@ -21,19 +21,27 @@ def valid_mission_id(mission_id: str) -> bool:
 
 
 def normalise_hostname(value: str) -> str:
-    host = value.strip().lower().rstrip(".")
+    host = value.lower().rstrip(".")
     labels = host.split(".")
-    if not host or len(host) > 253 or not all(_HOSTNAME_LABEL.fullmatch(x) for x in labels):
+    if not host or len(value) > 253 or not all(_HOSTNAME_LABEL.fullmatch(x) for x in labels):
         raise ValueError(
             f"{value!r} is not a hostname (give e.g. 'example.com', no scheme or path)"
         )
     return host
 
 
+# The rule normalise_hostname applies, for the API description: a DNS name of
+# labels of letters, digits and inner hyphens, with an optional trailing dot.
+_LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+Hostname = Annotated[
+    str, Field(json_schema_extra={"pattern": rf"^{_LABEL}(\.{_LABEL})*\.?$", "maxLength": 253})
+]
+
+
 class Scope(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    allowed_domains: Annotated[list[str], Field(max_length=20)] = []
+    allowed_domains: Annotated[list[Hostname], Field(max_length=20)] = []
 
     @field_validator("allowed_domains")
     @classmethod
@@ -42,13 +50,22 @@ class Scope(BaseModel):
 
 
 class CreateMission(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    model_config = ConfigDict(extra="forbid")
 
-    objective: Annotated[str, Field(min_length=1, max_length=2000)]
+    objective: Annotated[
+        str, Field(min_length=1, max_length=2000, json_schema_extra={"pattern": r"\S"})
+    ]
     scope: Scope = Scope()
     budget_usd: Annotated[float, Field(gt=0, le=100, allow_inf_nan=False)] = 1.0
     tool: Annotated[str | None, Field(min_length=1, max_length=64)] = None
     inputs: dict[str, Any] = {}
+
+    @field_validator("objective")
+    @classmethod
+    def _not_blank(cls, objective: str) -> str:
+        if not objective.strip():
+            raise ValueError("the objective is blank")
+        return objective
 
 
 def validation_message(error: ValidationError, prefix: str = "") -> str:

@@ -10,13 +10,20 @@ from buddy.schemas import CreateMission, valid_mission_id
 
 def test_defaults() -> None:
     """Only an objective is required; budget defaults to $1 and scope to no domains."""
-    request = CreateMission(objective="  calculate 1+1  ")
+    request = CreateMission(objective="calculate 1+1")
     assert request.objective == "calculate 1+1"
     assert (request.budget_usd, request.tool, request.inputs) == (1.0, None, {})
     assert request.scope.allowed_domains == []
 
 
 @pytest.mark.parametrize("length", [1, 2000], ids=["shortest", "longest"])
+@pytest.mark.parametrize("objective", ["   ", "\t\n"], ids=["spaces", "tab-newline"])
+def test_blank_objective_is_rejected(objective: str) -> None:
+    """An objective of only whitespace says nothing and is refused."""
+    with pytest.raises(ValidationError, match="the objective is blank"):
+        CreateMission(objective=objective)
+
+
 def test_objective_length_bounds_are_accepted(length: int) -> None:
     """Objectives of 1 to 2000 characters are accepted."""
     assert len(CreateMission(objective="x" * length).objective) == length
@@ -58,11 +65,11 @@ def test_unknown_fields_are_rejected(payload: dict) -> None:
 
 
 def test_allowed_domains_are_normalised() -> None:
-    """Hostnames are lower-cased, trimmed, lose a trailing dot and are de-duplicated."""
+    """Hostnames are lower-cased, lose a trailing dot and are de-duplicated."""
     request = CreateMission.model_validate(
         {
             "objective": "x",
-            "scope": {"allowed_domains": ["Example.COM.", " docs.python.org ", "example.com"]},
+            "scope": {"allowed_domains": ["Example.COM.", "docs.python.org", "example.com"]},
         }
     )
     assert request.scope.allowed_domains == ["example.com", "docs.python.org"]

@@ -72,7 +72,7 @@ def _create(service: MissionService, uid: str, request: flask.Request, _: str) -
 
 def _list(service: MissionService, uid: str, request: flask.Request, _: str) -> Any:
     limit = _int_arg(request, "limit", DEFAULT_LIST_LIMIT)
-    return {"missions": service.list(uid, request.args.get("status") or None, limit)}
+    return {"missions": service.list(uid, request.args.get("status"), limit)}
 
 
 def _events(service: MissionService, uid: str, request: flask.Request, mission_id: str) -> Any:
@@ -234,9 +234,12 @@ def _dispatch(request: flask.Request) -> flask.Response:
         if name == "openapi":
             from buddy.entrypoints.openapi import document
 
-            return _json(document(ENDPOINTS), 200)
+            return _json(document(ENDPOINTS, bootstrap.tools()), 200)
         assert endpoint.handler is not None
         uid = _authenticate(request)
+        unknown = set(request.args) - {q.name for q in endpoint.query}
+        if unknown:
+            raise ValidationFailed(f"Unknown query parameters: {', '.join(sorted(unknown))}")
         mission_id = args.get("mission_id", "")
         if "mission_id" in args and not valid_mission_id(mission_id):
             raise MissionNotFound(mission_id[:64])
@@ -245,10 +248,12 @@ def _dispatch(request: flask.Request) -> flask.Response:
         body = endpoint.response.model_validate(result).model_dump(mode="json", exclude_unset=True)
         return _json(body, endpoint.status)
     except NotFound:
-        return _error(404, "not_found", "No such route")
+        return not_found()
     except MethodNotAllowed as e:
         allowed = ", ".join(e.valid_methods or [])
-        return _error(405, "method_not_allowed", f"Use {allowed} on this route")
+        response = _error(405, "method_not_allowed", f"Use {allowed} on this route")
+        response.headers["Allow"] = allowed
+        return response
     except ApiError as e:
         return _error(e.status, e.code, e.message)
     except tuple(_STATUS_OF) as e:
@@ -314,6 +319,10 @@ def _int_arg(request: flask.Request, name: str, default: int) -> int:
 def _json(body: Any, status: int) -> flask.Response:
     text = json.dumps(body, ensure_ascii=False)
     return flask.Response(text, status=status, mimetype="application/json")
+
+
+def not_found() -> flask.Response:
+    return _error(404, "not_found", "No such route")
 
 
 def _error(status: int, code: str, message: str) -> flask.Response:

@@ -12,6 +12,7 @@ from buddy import schemas
 
 if TYPE_CHECKING:
     from buddy.entrypoints.http import Endpoint
+    from buddy.tools import ToolRegistry
 
 REF = "#/components/schemas/{model}"
 ERROR_MEANING = {
@@ -86,7 +87,25 @@ def _operation(endpoint: Endpoint, path: str) -> dict[str, Any]:
     return operation
 
 
-def document(endpoints: Iterable[Endpoint]) -> dict[str, Any]:
+def _with_tools(create: dict[str, Any], tools: ToolRegistry) -> dict[str, Any]:
+    """The registry knows which tools exist and what inputs each takes."""
+    properties = dict(create["properties"])
+    properties["tool"] = {"anyOf": [{"enum": tools.names()}, {"type": "null"}], "default": None}
+    inputs = {tool.name: tool.input_model.model_json_schema() for tool in tools}
+    properties["inputs"] = {
+        "anyOf": list(inputs.values()),
+        "description": "Arguments of the mission's tool (of some tool when none is chosen)",
+    }
+    # A chosen tool takes only its own inputs.
+    variants = [
+        {"properties": {"tool": {"const": name}, "inputs": schema}, "required": ["tool"]}
+        for name, schema in inputs.items()
+    ]
+    variants.append({"properties": {"tool": {"type": "null"}}})
+    return {**create, "properties": properties, "anyOf": variants}
+
+
+def document(endpoints: Iterable[Endpoint], tools: ToolRegistry) -> dict[str, Any]:
     endpoints = tuple(endpoints)
     models = {e.response for e in endpoints if e.response is not schemas.Out}
     models |= {e.body for e in endpoints if e.body is not None} | {schemas.ErrorBody}
@@ -94,6 +113,7 @@ def document(endpoints: Iterable[Endpoint]) -> dict[str, Any]:
     for endpoint in endpoints:
         for path in endpoint.paths:
             paths.setdefault(path, {})[endpoint.method.lower()] = _operation(endpoint, path)
+    components = _components(tuple(sorted(models, key=lambda m: m.__name__)))
     return {
         "openapi": "3.1.0",
         "info": {
@@ -106,7 +126,10 @@ def document(endpoints: Iterable[Endpoint]) -> dict[str, Any]:
         "security": [{"firebaseIdToken": []}],
         "paths": paths,
         "components": {
-            "schemas": _components(tuple(sorted(models, key=lambda m: m.__name__))),
+            "schemas": {
+                **components,
+                "CreateMission": _with_tools(components["CreateMission"], tools),
+            },
             "securitySchemes": {
                 "firebaseIdToken": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
             },

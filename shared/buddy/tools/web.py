@@ -45,7 +45,9 @@ _BLOCK_TAGS = frozenset({
 
 
 class WebExtractInputs(ToolInputs):
-    url: Annotated[str | None, Field(max_length=MAX_URL_LENGTH)] = None
+    url: Annotated[
+        str | None, Field(max_length=MAX_URL_LENGTH, pattern=r"^[Hh][Tt][Tt][Pp][Ss]?://")
+    ] = None
     max_pages: Annotated[int, Field(ge=1, le=MAX_PAGES)] = 1
 
     @field_validator("url")
