@@ -39,7 +39,7 @@ Hostname = Annotated[
 
 
 class Scope(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     allowed_domains: Annotated[list[Hostname], Field(max_length=20)] = []
 
@@ -50,7 +50,8 @@ class Scope(BaseModel):
 
 
 class CreateMission(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # strict: "1" is not a number and 1 is not a string, as the description says.
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     objective: Annotated[
         str, Field(min_length=1, max_length=2000, json_schema_extra={"pattern": r"\S"})

@@ -77,23 +77,23 @@ def test_clients_write_nothing(alice: User, finished_mission: dict[str, str], ki
     assert created.status_code == 403
 
 
+@pytest.mark.parametrize("collection", ["missions", "artifacts"])
 def test_list_must_be_constrained_to_the_owner(
-    alice: User, bob: User, finished_mission: dict[str, str]
+    alice: User, bob: User, finished_mission: dict[str, str], collection: str
 ) -> None:
     """A query filtered on the caller's uid is allowed; unfiltered or someone else's is denied."""
     run = rest(":runQuery")
     mine = requests.post(
-        run, json=owner_query(alice, "missions", alice.uid), headers=as_user(alice), timeout=10
+        run, json=owner_query(alice, collection, alice.uid), headers=as_user(alice), timeout=10
     )
     assert mine.status_code == 200
     assert any("document" in row for row in mine.json())
-    unconstrained = {"structuredQuery": {"from": [{"collectionId": "missions"}]}}
-    assert (
-        requests.post(run, json=unconstrained, headers=as_user(alice), timeout=10).status_code
-        == 403
-    )
+    unconstrained = {"structuredQuery": {"from": [{"collectionId": collection}]}}
+    for who in (alice, None):
+        denied = requests.post(run, json=unconstrained, headers=as_user(who), timeout=10)
+        assert denied.status_code == 403
     theirs = requests.post(
-        run, json=owner_query(bob, "missions", alice.uid), headers=as_user(bob), timeout=10
+        run, json=owner_query(bob, collection, alice.uid), headers=as_user(bob), timeout=10
     )
     assert theirs.status_code == 403
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import firebase_admin
-from firebase_admin import auth
+import google.auth.credentials
+from firebase_admin import auth, credentials
 
 from buddy.service.ports import DependencyUnavailable
 
@@ -12,13 +13,22 @@ class InvalidToken(Exception):
     """The bearer token is missing, malformed, expired or forged."""
 
 
+class _PublicKeysOnly(credentials.Base):
+    """Checking an ID token needs only Google's public keys, never this service's identity."""
+
+    def get_credential(self) -> google.auth.credentials.Credentials:
+        return google.auth.credentials.AnonymousCredentials()
+
+
 class FirebaseTokenVerifier:
     def __init__(self, project_id: str) -> None:
         name = f"buddy-{project_id}"
         try:
             self._app = firebase_admin.get_app(name)
         except ValueError:
-            self._app = firebase_admin.initialize_app(options={"projectId": project_id}, name=name)
+            self._app = firebase_admin.initialize_app(
+                _PublicKeysOnly(), options={"projectId": project_id}, name=name
+            )
 
     def verify(self, token: str) -> str:
         """Returns the token's uid."""

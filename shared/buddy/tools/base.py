@@ -23,7 +23,7 @@ class ToolCancelled(Exception):
 class ToolInputs(BaseModel):
     """Base of every tool's input model: unknown arguments are refused."""
 
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 @dataclass(frozen=True)

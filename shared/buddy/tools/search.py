@@ -135,7 +135,7 @@ class WebSearchTool:
         inputs = WebSearchInputs.model_validate(context.inputs)
         if self.provider is None:
             raise ToolError(self.unavailable_reason or "web_search is not available")
-        query = inputs.query or query_from_objective(context.objective)
+        query = (inputs.query or "").strip() or query_from_objective(context.objective)
         if not query:
             raise ToolError("Nothing to search for: give inputs.query or say what to find")
         context.check_cancelled()
