@@ -98,19 +98,24 @@ def test_list_must_be_constrained_to_the_owner(
     assert theirs.status_code == 403
 
 
-def test_owner_lists_the_event_log(
+def test_event_log_lists_must_be_constrained_to_the_owner(
     alice: User, bob: User, finished_mission: dict[str, str]
 ) -> None:
-    """The owner can list a mission's events (what a live log listens to); others can't."""
-    parent = rest(finished_mission["mission"])
-    query = {
-        "structuredQuery": {
-            "from": [{"collectionId": "events"}],
-            "orderBy": [{"field": {"fieldPath": "seq"}}],
-        }
-    }
-    mine = requests.post(parent + ":runQuery", json=query, headers=as_user(alice), timeout=10)
+    """The owner lists a mission's events filtered on their uid (what a live log does);
+    unfiltered, someone else's or anonymous queries are denied."""
+    parent = rest(finished_mission["mission"]) + ":runQuery"
+    constrained = owner_query(alice, "events", alice.uid)
+    constrained["structuredQuery"]["orderBy"] = [{"field": {"fieldPath": "seq"}}]
+    mine = requests.post(parent, json=constrained, headers=as_user(alice), timeout=10)
     assert mine.status_code == 200
-    assert len([row for row in mine.json() if "document" in row]) >= 18
-    theirs = requests.post(parent + ":runQuery", json=query, headers=as_user(bob), timeout=10)
-    assert theirs.status_code == 403
+    seqs = [
+        int(row["document"]["fields"]["seq"]["integerValue"])
+        for row in mine.json()
+        if "document" in row
+    ]
+    assert seqs == list(range(1, len(seqs) + 1)) and len(seqs) >= 18
+    unconstrained = {"structuredQuery": {"from": [{"collectionId": "events"}]}}
+    for who, query in ((alice, unconstrained), (None, unconstrained), (bob, constrained)):
+        assert (
+            requests.post(parent, json=query, headers=as_user(who), timeout=10).status_code == 403
+        )
