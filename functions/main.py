@@ -17,6 +17,13 @@ def api(request: flask.Request) -> flask.Response:
     return handle(request)
 
 
+@functions_framework.http
+def sweeper(request: flask.Request) -> flask.Response:
+    from buddy.entrypoints.sweeper import handle
+
+    return handle(request)
+
+
 @functions_framework.errorhandler(404)
 def route_not_found(_error: Exception) -> flask.Response:
     """Paths the framework's own router can't match (an id with a newline) still get JSON."""

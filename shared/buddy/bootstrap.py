@@ -8,8 +8,9 @@ from typing import TYPE_CHECKING
 from buddy.config import Settings
 from buddy.domain.intent import RuleBasedClassifier
 from buddy.domain.progress import utc_now
-from buddy.service.execution import MissionRunner
+from buddy.service.execution import MissionRunner, RunSettings
 from buddy.service.missions import MissionService
+from buddy.service.recovery import Recovery
 from buddy.tools import ToolRegistry, default_registry
 
 if TYPE_CHECKING:
@@ -17,6 +18,7 @@ if TYPE_CHECKING:
 
     from buddy.adapters.auth import FirebaseTokenVerifier
     from buddy.adapters.firestore_store import FirestoreMissionStore
+    from buddy.adapters.pubsub import PubSubPublisher
 
 
 @functools.cache
@@ -47,12 +49,28 @@ def tools() -> ToolRegistry:
 
 
 @functools.cache
-def mission_service() -> MissionService:
+def _publisher() -> PubSubPublisher:
     from buddy.adapters.pubsub import PubSubPublisher
 
+    return PubSubPublisher(settings().project_id, settings().executions_topic)
+
+
+@functools.cache
+def mission_service() -> MissionService:
     config = settings()
-    publisher = PubSubPublisher(config.project_id, config.executions_topic)
-    return MissionService(_store(), publisher, tools(), utc_now, config.max_active_missions)
+    return MissionService(_store(), _publisher(), tools(), utc_now, config.max_active_missions)
+
+
+@functools.cache
+def recovery() -> Recovery:
+    config = settings()
+    return Recovery(_store(), _publisher(), utc_now, config.max_runs, config.queue_timeout_seconds)
+
+
+def dead_letter_subscription() -> str:
+    from buddy.adapters.pubsub import worker_subscription
+
+    return worker_subscription(settings().dead_letter_topic)
 
 
 @functools.cache
@@ -66,11 +84,18 @@ def token_verifier() -> FirebaseTokenVerifier:
 def mission_runner() -> MissionRunner:
     from buddy.adapters.firestore_store import FirestoreDurationStats
 
+    config = settings()
     return MissionRunner(
         store=_store(),
         tools=tools(),
         classifier=RuleBasedClassifier(),
         clock=utc_now,
         stats=FirestoreDurationStats(_firestore()),
-        progress_min_interval_seconds=settings().progress_min_interval_seconds,
+        settings=RunSettings(
+            progress_min_interval_seconds=config.progress_min_interval_seconds,
+            lease_seconds=config.lease_seconds,
+            tool_max_attempts=config.tool_max_attempts,
+            retry_backoff_seconds=config.retry_backoff_seconds,
+            step_delay_seconds=config.fault_step_delay_seconds,
+        ),
     )

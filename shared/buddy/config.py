@@ -23,6 +23,15 @@ class Settings:
     # Origins whose pages may call the API from a browser (the dashboard).
     cors_origins: frozenset[str] = frozenset({"http://127.0.0.1:5000", "http://localhost:5000"})
     max_active_missions: int = 10
+    # A run's lease: renewed by every write and a heartbeat; past it, another run takes over.
+    lease_seconds: float = 60.0
+    tool_max_attempts: int = 3
+    retry_backoff_seconds: float = 1.0
+    # Recovery: a mission is failed after this many runs, or requeued when queued this long.
+    max_runs: int = 5
+    queue_timeout_seconds: float = 300.0
+    # Test hook (fault injection): the worker pauses this long at the start of every step.
+    fault_step_delay_seconds: float = 0.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> Settings:
@@ -47,6 +56,16 @@ class Settings:
             if "BUDDY_CORS_ORIGINS" in env
             else cls.cors_origins,
             max_active_missions=int(env.get("BUDDY_MAX_ACTIVE_MISSIONS", cls.max_active_missions)),
+            lease_seconds=float(env.get("BUDDY_LEASE_SECONDS", cls.lease_seconds)),
+            tool_max_attempts=int(env.get("BUDDY_TOOL_MAX_ATTEMPTS", cls.tool_max_attempts)),
+            retry_backoff_seconds=float(
+                env.get("BUDDY_RETRY_BACKOFF_SECONDS", cls.retry_backoff_seconds)
+            ),
+            max_runs=int(env.get("BUDDY_MAX_RUNS", cls.max_runs)),
+            queue_timeout_seconds=float(
+                env.get("BUDDY_QUEUE_TIMEOUT_SECONDS", cls.queue_timeout_seconds)
+            ),
+            fault_step_delay_seconds=float(env.get("BUDDY_FAULT_STEP_DELAY_SECONDS", "0")),
         )
 
 

@@ -33,6 +33,9 @@ EMULATORS = "auth,firestore,pubsub,hosting"
 EMULATOR_PORTS = {"Firestore": 8080, "Pub/Sub": 8085, "Auth": 9099, "Dashboard (Hosting)": 5000}
 API_PORT = int(os.environ.get("BUDDY_API_PORT", "5001"))
 WORKER_PORT = int(os.environ.get("BUDDY_WORKER_PORT", "5002"))
+SWEEPER_PORT = int(os.environ.get("BUDDY_SWEEPER_PORT", "5003"))
+# How often the local stack sweeps, standing in for Cloud Scheduler.
+SWEEP_EVERY_SECONDS = float(os.environ.get("BUDDY_SWEEP_EVERY_SECONDS", "30"))
 
 
 def emulator_binary_env() -> dict[str, str]:
@@ -129,6 +132,16 @@ class Function:
                 self.process.wait()
 
 
+def sweep(sweeper_url: str) -> None:
+    """One sweep; a failed call is reported and the next one tries again."""
+    request = urllib.request.Request(sweeper_url, method="POST", data=b"")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            response.read()
+    except OSError as e:
+        print(f"sweep failed: {e}", file=sys.stderr, flush=True)
+
+
 def set_up_pubsub(worker_url: str) -> None:
     from buddy.adapters.pubsub import ensure_execution_topology
     from buddy.config import Settings
@@ -149,7 +162,11 @@ def up() -> int:
         env={**os.environ, **emulator_binary_env()},
         start_new_session=True,
     )
-    functions = [Function("api", API_PORT), Function("worker", WORKER_PORT)]
+    functions = [
+        Function("api", API_PORT),
+        Function("worker", WORKER_PORT),
+        Function("sweeper", SWEEPER_PORT),
+    ]
     stopping = False
 
     def stop(*_: object) -> None:
@@ -176,9 +193,16 @@ def up() -> int:
         for name, port in EMULATOR_PORTS.items():
             print(f"  {name:<20} http://127.0.0.1:{port}")
         print(f"  {'HTTP API':<20} {functions[0].url}")
-        print(f"  {'Stage worker':<20} {functions[1].url}", flush=True)
+        print(f"  {'Stage worker':<20} {functions[1].url}")
+        print(
+            f"  {'Sweeper':<20} {functions[2].url} (every {SWEEP_EVERY_SECONDS:.0f}s)", flush=True
+        )
+        next_sweep = time.monotonic() + SWEEP_EVERY_SECONDS
         while not stopping and emulators.poll() is None:
             time.sleep(0.5)
+            if time.monotonic() >= next_sweep:
+                next_sweep = time.monotonic() + SWEEP_EVERY_SECONDS
+                sweep(functions[2].url)
         return 0 if stopping else 1
     finally:
         print("\nStopping…", flush=True)

@@ -134,7 +134,7 @@ class ArtifactReference(Out):
 
 class Cost(Out):
     estimated: float
-    actual: float
+    actual: float | None = None
 
 
 class StepError(Out):
@@ -146,6 +146,7 @@ class StepError(Out):
 class IntentOut(Out):
     name: str
     confidence: float
+    reason: str | None = None
 
 
 class ExecutionRecordOut(Out):
@@ -155,6 +156,7 @@ class ExecutionRecordOut(Out):
     tool_confidence: float | None = None
     result_summary: str | None = None
     attempt: int | None = None
+    runs: int | None = None
     artifact_reference: ArtifactReference | None = None
     cost_usd: Cost | None = None
     error: StepError | None = None
@@ -176,6 +178,8 @@ class MissionOut(Out):
     queued_at: datetime | None = None
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    # While running: the worker renews this; past it, the run has stalled.
+    lease_expires_at: datetime | None = None
     cancel_requested: bool = False
     execution_record: ExecutionRecordOut | None = None
 
@@ -197,6 +201,7 @@ class ProgressOut(Out):
     progress_percent: int
     elapsed_seconds: float
     estimated_time_remaining: float
+    stalled: bool = False
 
 
 class EventOut(Out):

@@ -2,19 +2,39 @@
 
 from __future__ import annotations
 
-import uuid
-
+import pytest
 from google.cloud import firestore
 
 from buddy.adapters.firestore_store import FirestoreMissionStore
+from buddy.domain.lifecycle import Change, InvalidTransition, NewEvent
 from buddy.domain.progress import utc_now
 
+from .conftest import User
 
-def test_artifact_is_created_once(db: firestore.Client) -> None:
-    """Writing a mission's artifact twice keeps the first one and says so."""
+
+def test_a_change_and_its_documents_commit_together_or_not_at_all(
+    alice: User, db: firestore.Client
+) -> None:
+    """Side documents (an artifact, a tool result) land with their step, never alone."""
     store = FirestoreMissionStore(db, utc_now)
-    artifact_id = f"a_test_{uuid.uuid4().hex[:10]}"
-    first = {"artifact_id": artifact_id, "owner_uid": "u1", "content": "first"}
-    assert store.put_artifact_once(first) is True
-    assert store.put_artifact_once({**first, "content": "second"}) is False
-    assert store.get_artifact(artifact_id) == first
+    mission_id = alice.create()["mission_id"]
+    artifact = f"artifacts/a_{mission_id}"
+
+    def refuse(_doc: dict) -> Change:
+        raise InvalidTransition("test", "proposed", "something else")
+
+    with pytest.raises(InvalidTransition):
+        store.apply(mission_id, refuse)
+    assert store.get_document(artifact) is None
+
+    def write(_doc: dict) -> Change:
+        return Change(
+            updates={"tool": "calculate"},
+            events=(NewEvent("step_completed", "ok"),),
+            documents=((artifact, {"owner_uid": alice.uid, "content": "14"}),),
+        )
+
+    written = store.apply(mission_id, write)
+    assert store.get_document(artifact) == {"owner_uid": alice.uid, "content": "14"}
+    assert written["tool"] == "calculate" and written["event_seq"] == 2
+    assert [e["seq"] for e in store.events(mission_id, 0)] == [1, 2]

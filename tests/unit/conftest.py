@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from buddy.domain.intent import RuleBasedClassifier
-from buddy.service.execution import MissionRunner
+from buddy.service.execution import MissionRunner, RunSettings
 from buddy.service.missions import MissionService
 from buddy.tools import ToolRegistry, default_registry
 
@@ -41,14 +43,17 @@ def stats() -> FakeDurationStats:
 def make_runner(store: FakeMissionStore, clock: FakeClock, stats: FakeDurationStats):
     """Builds a MissionRunner over the fake store, with the default tools unless given."""
 
-    def make(tools: ToolRegistry | None = None, interval: float = 1.0) -> MissionRunner:
+    def make(
+        tools: ToolRegistry | None = None, interval: float = 1.0, **settings: Any
+    ) -> MissionRunner:
         return MissionRunner(
             store,
             tools or default_registry(),
             RuleBasedClassifier(),
             clock,
             stats,
-            progress_min_interval_seconds=interval,
+            RunSettings(progress_min_interval_seconds=interval, **settings),
+            sleep=clock.advance,  # waiting (backoff, fault delays) moves the fake clock
         )
 
     return make

@@ -9,7 +9,7 @@ from typing import Any
 
 from buddy.domain import lifecycle
 from buddy.domain.eta import DurationStat, updated
-from buddy.domain.lifecycle import MissionNotFound, NewEvent, with_updates
+from buddy.domain.lifecycle import Change, MissionNotFound, NewEvent, with_updates
 from buddy.domain.progress import iso
 from buddy.service.ports import Decide, DependencyUnavailable
 from buddy.tools import ToolContext, ToolInputs, ToolResult
@@ -37,7 +37,7 @@ class FakeMissionStore:
         self.clock = clock or FakeClock()
         self.missions: dict[str, dict[str, Any]] = {}
         self.event_log: dict[str, list[dict[str, Any]]] = {}
-        self.artifacts: dict[str, dict[str, Any]] = {}
+        self.documents: dict[str, dict[str, Any]] = {}  # other documents, by path
         self.apply_calls = 0
         self.writes: list[dict[str, Any]] = []  # the updates of each apply that wrote
         self.before_apply: Callable[[], None] = lambda: None  # a concurrent writer's turn
@@ -70,7 +70,7 @@ class FakeMissionStore:
         if doc is None:
             raise MissionNotFound(mission_id)
         change = decide(copy.deepcopy(doc))
-        if not change.updates and not change.events and change.retract_seq is None:
+        if change == Change():
             return copy.deepcopy(doc)
         log = self.event_log[mission_id]
         seq = int(doc.get("event_seq", 0))
@@ -81,6 +81,8 @@ class FakeMissionStore:
         for event in change.events:
             seq += 1
             log.append(self._event_doc(doc, seq, event))
+        for path, document in change.documents:
+            self.documents[path] = copy.deepcopy(document)
         updates = {**copy.deepcopy(change.updates), "event_seq": seq}
         self.writes.append(updates)
         self.missions[mission_id] = with_updates(doc, updates)
@@ -107,16 +109,26 @@ class FakeMissionStore:
         log = self.event_log.get(mission_id, [])
         return copy.deepcopy([e for e in log if e["seq"] > after_seq][:1000])
 
-    def put_artifact_once(self, artifact: dict[str, Any]) -> bool:
-        if artifact["artifact_id"] in self.artifacts:
-            return False
-        self.artifacts[artifact["artifact_id"]] = copy.deepcopy(artifact)
-        return True
+    def get_document(self, path: str) -> dict[str, Any] | None:
+        return copy.deepcopy(self.documents.get(path))
 
     def get_artifact(self, artifact_id: str) -> dict[str, Any] | None:
-        return copy.deepcopy(self.artifacts.get(artifact_id))
+        return self.get_document(f"artifacts/{artifact_id}")
+
+    def in_flight_before(self, status: str, field: str, before: datetime) -> list[dict[str, Any]]:
+        found = [
+            m
+            for m in self.missions.values()
+            if m["status"] == status and m.get(field) is not None and m[field] < before
+        ]
+        return copy.deepcopy(sorted(found, key=lambda m: m[field]))
 
     # Test helpers, not part of the port.
+    @property
+    def artifacts(self) -> dict[str, dict[str, Any]]:
+        prefix = "artifacts/"
+        return {p[len(prefix) :]: d for p, d in self.documents.items() if p.startswith(prefix)}
+
     def event_types(self, mission_id: str) -> list[str]:
         return [e["type"] for e in self.event_log[mission_id]]
 

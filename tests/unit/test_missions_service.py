@@ -192,6 +192,7 @@ def test_progress_of_a_new_mission(service: MissionService) -> None:
         "progress_percent": 0,
         "elapsed_seconds": 0.0,
         "estimated_time_remaining": 15.0,
+        "stalled": False,
     }
 
 

@@ -6,19 +6,21 @@ import functools
 import random
 import time
 from collections.abc import Callable, Mapping
+from datetime import datetime
 from typing import Any, ParamSpec, TypeVar
 
 from google.api_core import exceptions as gexc
 from google.cloud import firestore
 
 from buddy.domain.eta import DurationStat, merged, updated
-from buddy.domain.lifecycle import ACTIVE, MissionNotFound, NewEvent, with_updates
+from buddy.domain.lifecycle import ACTIVE, Change, MissionNotFound, NewEvent, with_updates
 from buddy.domain.progress import Clock, iso
 from buddy.service.ports import Decide, DependencyUnavailable
 
 P = ParamSpec("P")
 R = TypeVar("R")
 TIMEOUT_SECONDS = 10.0
+SWEEP_PAGE = 200
 
 
 def _unavailable_is_ours(method: Callable[P, R]) -> Callable[P, R]:
@@ -80,7 +82,7 @@ class FirestoreMissionStore:
                 raise MissionNotFound(mission_id)
             doc = snapshot.to_dict()
             change = decide(doc)
-            if not change.updates and not change.events and change.retract_seq is None:
+            if change == Change():
                 return doc
             seq = int(doc.get("event_seq", 0))
             if change.retract_seq is not None and change.retract_seq == seq:
@@ -89,6 +91,8 @@ class FirestoreMissionStore:
             for event in change.events:
                 seq += 1
                 transaction.create(events.document(str(seq)), self._event_doc(doc, seq, event))
+            for path, document in change.documents:
+                transaction.set(self._db.document(path), document)
             updates = {**change.updates, "event_seq": seq}
             transaction.update(ref, updates)
             return with_updates(doc, updates)
@@ -101,6 +105,16 @@ class FirestoreMissionStore:
         if status is not None:
             query = query.where(filter=firestore.FieldFilter("status", "==", status))
         query = query.order_by("created_at", direction=firestore.Query.DESCENDING).limit(limit)
+        return [s.to_dict() for s in query.stream(timeout=TIMEOUT_SECONDS)]
+
+    @_unavailable_is_ours
+    def in_flight_before(self, status: str, field: str, before: datetime) -> list[dict[str, Any]]:
+        query = (
+            self._missions.where(filter=firestore.FieldFilter("status", "==", status))
+            .where(filter=firestore.FieldFilter(field, "<", before))
+            .order_by(field)
+            .limit(SWEEP_PAGE)
+        )
         return [s.to_dict() for s in query.stream(timeout=TIMEOUT_SECONDS)]
 
     @_unavailable_is_ours
@@ -123,14 +137,9 @@ class FirestoreMissionStore:
         return [s.to_dict() for s in query.stream(timeout=TIMEOUT_SECONDS)]
 
     @_unavailable_is_ours
-    def put_artifact_once(self, artifact: dict[str, Any]) -> bool:
-        try:
-            self._artifacts.document(artifact["artifact_id"]).create(
-                artifact, timeout=TIMEOUT_SECONDS
-            )
-        except gexc.AlreadyExists:
-            return False
-        return True
+    def get_document(self, path: str) -> dict[str, Any] | None:
+        snapshot = self._db.document(path).get(timeout=TIMEOUT_SECONDS)
+        return snapshot.to_dict() if snapshot.exists else None
 
     @_unavailable_is_ours
     def get_artifact(self, artifact_id: str) -> dict[str, Any] | None:

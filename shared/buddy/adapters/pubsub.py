@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 
 from google.api_core import exceptions as gexc
 from google.api_core.retry import Retry
@@ -14,7 +15,7 @@ from buddy.service.ports import DependencyUnavailable
 
 log = logging.getLogger(__name__)
 
-PUBLISH_TIMEOUT_SECONDS = 10.0
+PUBLISH_TIMEOUT_SECONDS = float(os.environ.get("BUDDY_PUBLISH_TIMEOUT_SECONDS", "10"))
 MAX_DELIVERY_ATTEMPTS = 5
 
 
@@ -40,6 +41,11 @@ class PubSubPublisher:
             raise DependencyUnavailable("Pub/Sub is unavailable; the mission was not queued") from e
 
 
+def worker_subscription(topic: str) -> str:
+    """The push subscription that feeds `topic` to the stage worker."""
+    return f"{topic}-worker"
+
+
 def ensure_execution_topology(
     project_id: str, topic: str, dead_letter_topic: str, push_endpoint: str
 ) -> None:
@@ -54,20 +60,24 @@ def ensure_execution_topology(
     for path in (topic_path, dead_path):
         with contextlib.suppress(gexc.AlreadyExists):
             publisher.create_topic(name=path)
+    retry = {"minimum_backoff": {"seconds": 1}, "maximum_backoff": {"seconds": 60}}
     subscriptions = {
-        subscriber.subscription_path(project_id, f"{topic}-worker"): {
+        subscriber.subscription_path(project_id, worker_subscription(topic)): {
             "topic": topic_path,
             "push_config": {"push_endpoint": push_endpoint},
             "ack_deadline_seconds": 600,
-            "retry_policy": {"minimum_backoff": {"seconds": 1}, "maximum_backoff": {"seconds": 60}},
+            "retry_policy": retry,
             "dead_letter_policy": {
                 "dead_letter_topic": dead_path,
                 "max_delivery_attempts": MAX_DELIVERY_ATTEMPTS,
             },
         },
-        # Keeps dead letters until a consumer reads them.
-        subscriber.subscription_path(project_id, f"{dead_letter_topic}-hold"): {
+        # Dead letters go to the same worker, which ends their missions with a clear error.
+        subscriber.subscription_path(project_id, worker_subscription(dead_letter_topic)): {
             "topic": dead_path,
+            "push_config": {"push_endpoint": push_endpoint},
+            "ack_deadline_seconds": 60,
+            "retry_policy": retry,
         },
     }
     for name, spec in subscriptions.items():

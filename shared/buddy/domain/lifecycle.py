@@ -56,6 +56,8 @@ class NewEvent:
 class Change:
     updates: dict[str, Any] = field(default_factory=dict)
     events: tuple[NewEvent, ...] = ()
+    # Other documents written in the same transaction, by path (e.g. "artifacts/a_m1").
+    documents: tuple[tuple[str, dict[str, Any]], ...] = ()
     # Retracts the newest event when it has this seq (undoing an action that
     # never took effect, such as a queueing whose message could not be published).
     retract_seq: int | None = None

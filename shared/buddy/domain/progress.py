@@ -74,6 +74,14 @@ class ExecutionStep:
         return data
 
 
+def _step_from_dict(data: dict[str, Any]) -> ExecutionStep:
+    detail = data.get("detail")
+    return ExecutionStep(
+        **{k: v for k, v in data.items() if k != "detail"},
+        detail=StepDetail(**detail) if detail else None,
+    )
+
+
 def rate_based_eta(progress_percent: int, elapsed_seconds: float) -> float:
     """The original design's estimate: remaining percent at the rate seen so far."""
     if progress_percent >= 100:
@@ -111,6 +119,23 @@ class MissionProgressTracker:
 
     def __post_init__(self) -> None:
         self.start_time = self.clock()
+
+    @classmethod
+    def resume(
+        cls,
+        mission_id: str,
+        saved: dict[str, Any],
+        clock: Clock = utc_now,
+        estimator: RemainingEstimator | None = None,
+    ) -> MissionProgressTracker:
+        """A tracker that carries on from a stored `to_dict()`: completed steps kept, the
+        interrupted step (if any) to be run again."""
+        tracker = cls(mission_id, clock, estimator)
+        tracker.start_time = datetime.fromisoformat(saved["start_time"].replace("Z", "+00:00"))
+        tracker.completed_steps = [_step_from_dict(step) for step in saved["completed_steps"]]
+        if tracker.completed_steps:
+            tracker._percent = tracker.completed_steps[-1].progress_percent
+        return tracker
 
     def register_callback(self, callback: ProgressCallback) -> None:
         self._callbacks.append(callback)

@@ -14,6 +14,10 @@ from typing import Any
 from buddy import bootstrap
 from buddy.logs import configure_logging
 from buddy.schemas import valid_mission_id
+from buddy.service.progress_writer import MissionBusy
+
+# What the dead-letter policy allows; the message says how many it really took when it can.
+MAX_DELIVERY_ATTEMPTS = 5
 
 log = logging.getLogger(__name__)
 
@@ -33,14 +37,30 @@ def mission_id_of(data: dict[str, Any]) -> str:
     return mission_id
 
 
+class RetryLater(Exception):
+    """Raised so that Pub/Sub redelivers the message after its backoff."""
+
+
 def handle(event: Any) -> None:
     configure_logging()
+    data = event.data or {}
     try:
-        mission_id = mission_id_of(event.data or {})
+        mission_id = mission_id_of(data)
     except PoisonMessage as e:
         log.error("dropping poison message", extra={"event_id": event["id"], "reason": str(e)})
         return
-    outcome = bootstrap.mission_runner().run(mission_id)
+    if str(data.get("subscription", "")).endswith("/" + bootstrap.dead_letter_subscription()):
+        attempts = int(data["message"].get("deliveryAttempt") or MAX_DELIVERY_ATTEMPTS)
+        bootstrap.recovery().dead_lettered(mission_id, attempts)
+        return
+    try:
+        outcome = bootstrap.mission_runner().run(mission_id)
+    except MissionBusy as e:
+        log.info(
+            "another run holds the mission; asking for a later delivery",
+            extra={"mission_id": mission_id, "event_id": event["id"]},
+        )
+        raise RetryLater(mission_id) from e
     log.info(
         "delivery handled",
         extra={"mission_id": mission_id, "event_id": event["id"], "outcome": outcome.value},

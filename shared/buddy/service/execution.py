@@ -1,29 +1,40 @@
-"""The stage worker's use case: run a mission's seven steps and persist their progress."""
+"""The stage worker's use case: run, or resume, a mission's seven steps.
+
+A run claims the mission under a lease (see progress_writer). If its worker
+dies, a later delivery whose lease check finds the lease expired takes over
+and resumes at the first step not completed, with what earlier steps produced
+read back from the mission (intent, estimate, tool) and from the run's private
+result document.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import logging
-import secrets
-from collections.abc import Callable
-from dataclasses import dataclass, field
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
 from enum import StrEnum
 from typing import Any
 
 import pydantic
+import tenacity
 
 from buddy.domain.eta import Durations, LearnedEta, samples_of
 from buddy.domain.intent import Intent, IntentClassifier
-from buddy.domain.lifecycle import Change, LifecycleError, NewEvent, Status, status_of
-from buddy.domain.progress import (
-    STAGES,
-    TOTAL_STEPS,
-    Clock,
-    MissionProgressTracker,
-    ProgressEvent,
-    iso,
-)
+from buddy.domain.lifecycle import Status, status_of
+from buddy.domain.progress import STAGES, Clock, MissionProgressTracker, iso
 from buddy.schemas import validation_message
 from buddy.service.ports import DependencyUnavailable, DurationStatsStore, MissionStore
+from buddy.service.progress_writer import (
+    CLAIMABLE,
+    MissionBusy,
+    MissionCancelled,
+    NotClaimable,
+    ProgressWriter,
+    lease_live,
+)
 from buddy.tools import (
     Tool,
     ToolCancelled,
@@ -40,28 +51,30 @@ MIN_TOOL_CONFIDENCE = 0.15
 PREVIEW_CHARS = 1000
 MAX_ARTIFACT_CHARS = 500_000
 MAX_MESSAGE_CHARS = 500
-# Statuses a delivery may start from; `proposed` is claimed only to fail it visibly.
-CLAIMABLE = frozenset({Status.PROPOSED, Status.APPROVED, Status.QUEUED})
 (VERIFICATION, INTENT, BUDGET, SELECTION, EXECUTION, ARTIFACT, FINALIZE) = STAGES
+
+__all__ = ["MissionBusy", "MissionRunner", "Outcome", "RunSettings", "money"]
 
 
 class Outcome(StrEnum):
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"
-    SKIPPED = "skipped"  # not ours to run: missing, finished, or run by another delivery
-
-
-class NotClaimable(LifecycleError):
-    """Another delivery owns this mission, or it is no longer in flight."""
-
-
-class MissionCancelled(Exception):
-    """The owner asked to cancel; the run stopped at a step boundary."""
+    SKIPPED = "skipped"  # not ours to run: missing, finished, or taken by another delivery
 
 
 class StepFailed(Exception):
-    """A step failed; its message is written for the mission's owner."""
+    """A step failed for good; its message is written for the mission's owner."""
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    progress_min_interval_seconds: float = 1.0
+    lease_seconds: float = 60.0
+    tool_max_attempts: int = 3
+    retry_backoff_seconds: float = 1.0
+    # Test hook for fault injection: pause this long at the start of every step.
+    step_delay_seconds: float = 0.0
 
 
 def money(amount: float) -> str:
@@ -70,142 +83,24 @@ def money(amount: float) -> str:
     return f"${whole}.{cents.ljust(2, '0')}"
 
 
+def result_path(mission_id: str) -> str:
+    """Where a run keeps its tool's result between steps; clients cannot read it."""
+    return f"missions/{mission_id}/private/result"
+
+
 @dataclass
-class ProgressWriter:
-    """Tracker callback that persists progress with few writes.
+class Run:
+    """What the steps of one mission produced so far."""
 
-    A step's completion is held back and written together with the next step's
-    start; in-step updates are written at most once per `min_interval_seconds`;
-    the terminal state is always written. Each write is one transaction that
-    also checks this run still owns the mission and whether a cancel was asked.
-    """
+    doc: dict[str, Any]
+    intent: Intent | None = None
+    estimate: float = 0.0
+    tool: Tool | None = None
+    result: ToolResult | None = None
 
-    store: MissionStore
-    tracker: MissionProgressTracker
-    clock: Clock
-    min_interval_seconds: float
-    run_id: str = field(default_factory=lambda: secrets.token_hex(8))
-    writes: int = 0
-    _events: list[NewEvent] = field(default_factory=list)
-    _updates: dict[str, Any] = field(default_factory=dict)
-    _claimed: bool = False
-    _last_write: float = float("-inf")
-    _boundary: dict[str, Any] | None = None
-
-    def include(self, **record_fields: Any) -> None:
-        """Execution-record fields to write with the next flush."""
-        self._updates.update({f"execution_record.{k}": v for k, v in record_fields.items()})
-
-    def __call__(self, event: ProgressEvent, step: dict[str, Any]) -> None:
-        new = NewEvent(event, step["message"], step["step_name"], step["progress_percent"])
-        if event == "step_progress":
-            self._events = [e for e in self._events if e.type != "step_progress"] + [new]
-            if self.clock().timestamp() - self._last_write >= self.min_interval_seconds:
-                self._flush()
-            return
-        self._events.append(new)
-        if event == "step_started":
-            self._flush(at_boundary=self._boundary is not None)
-        elif event == "step_completed" and step["step_index"] == TOTAL_STEPS:
-            self._flush(terminal=Status.COMPLETED)
-        elif event == "step_completed":
-            self._boundary = self.tracker.to_dict()
-        elif event == "step_failed":
-            error = {
-                "step_name": step["step_name"],
-                "code": "step_failed",
-                "message": step["message"],
-            }
-            self.include(error=error)
-            self._flush(terminal=Status.FAILED)
-
-    def cancel_in_step(self) -> None:
-        """A tool stopped for a cancel: record where the mission got to, then stop."""
-        self._flush(terminal=Status.CANCELLED)
-
-    def _flush(self, terminal: Status | None = None, at_boundary: bool = False) -> None:
-        snapshot = self.tracker.to_dict()
-        if terminal is not None:
-            snapshot["estimated_time_remaining"] = 0.0
-        events, updates = list(self._events), dict(self._updates)
-        now = self.clock()
-
-        def decide(doc: dict[str, Any]) -> Change:
-            status = status_of(doc)
-            changes: dict[str, Any] = {**updates, "updated_at": now}
-            if not self._claimed:
-                if status not in CLAIMABLE:
-                    raise NotClaimable(f"mission is {status}")
-                changes.update(self._claim(now))
-            elif status != Status.RUNNING or doc.get("run_id") != self.run_id:
-                raise NotClaimable(f"mission is {status}, run {doc.get('run_id')}")
-            if at_boundary and doc.get("cancel_requested"):
-                return self._cancellation(changes, events, now)
-            changes["execution_record.progress_tracker"] = snapshot
-            if terminal is not None:
-                changes.update(self._terminal(terminal, now))
-                events.append(_terminal_event(terminal, snapshot))
-            return Change(updates=changes, events=tuple(events))
-
-        written = self.store.apply(self.tracker.mission_id, decide)
-        self.writes += 1
-        self._claimed = True
-        self._events.clear()
-        self._updates.clear()
-        self._last_write = self.clock().timestamp()
-        if status_of(written) == Status.CANCELLED:
-            raise MissionCancelled(self.tracker.mission_id)
-
-    def _claim(self, now: Any) -> dict[str, Any]:
-        return {
-            "status": Status.RUNNING.value,
-            "started_at": now,
-            "run_id": self.run_id,
-            "execution_record.status": Status.RUNNING.value,
-            "execution_record.attempt": 1,
-        }
-
-    def _cancellation(self, changes: dict[str, Any], events: list[NewEvent], now: Any) -> Change:
-        # Stop at the boundary: the step that was about to start never ran.
-        boundary = self._boundary or {}
-        percent = boundary.get("progress_percent", 0)
-        kept = [e for e in events if e.type != "step_started"]
-        kept.append(
-            NewEvent(
-                "mission_cancelled", f"Mission cancelled at {percent}%", progress_percent=percent
-            )
-        )
-        changes.update(self._terminal(Status.CANCELLED, now))
-        changes["execution_record.progress_tracker"] = {**boundary, "estimated_time_remaining": 0}
-        return Change(updates=changes, events=tuple(kept))
-
-    @staticmethod
-    def _terminal(status: Status, now: Any) -> dict[str, Any]:
-        return {
-            "status": status.value,
-            "finished_at": now,
-            "execution_record.status": status.value,
-        }
-
-
-def _terminal_event(status: Status, snapshot: dict[str, Any]) -> NewEvent:
-    percent = snapshot["progress_percent"]
-    step = snapshot.get("current_step") or {}
-    if status == Status.COMPLETED:
-        return NewEvent("mission_completed", "Mission completed", progress_percent=percent)
-    if status == Status.CANCELLED:
-        return NewEvent(
-            "mission_cancelled",
-            f"Mission cancelled at {percent}% during {step.get('step_name')}",
-            step_name=step.get("step_name"),
-            progress_percent=percent,
-        )
-    return NewEvent(
-        "mission_failed",
-        f"Mission failed at {step.get('step_name')}: {step.get('message')}",
-        step_name=step.get("step_name"),
-        progress_percent=percent,
-    )
+    @property
+    def mission_id(self) -> str:
+        return str(self.doc["mission_id"])
 
 
 @dataclass
@@ -215,29 +110,45 @@ class MissionRunner:
     classifier: IntentClassifier
     clock: Clock
     stats: DurationStatsStore
-    progress_min_interval_seconds: float = 1.0
+    settings: RunSettings = RunSettings()
+    sleep: Callable[[float], None] = time.sleep
 
     def run(self, mission_id: str) -> Outcome:
+        """Runs the mission, or resumes it. Raises MissionBusy while another run holds it."""
         doc = self.store.get(mission_id)
         if doc is None:
             log.warning("execution message for a missing mission", extra={"mission_id": mission_id})
             return Outcome.SKIPPED
-        if status_of(doc) not in CLAIMABLE:
+        status = status_of(doc)
+        resuming = status == Status.RUNNING
+        if resuming and lease_live(doc, self.clock()):
+            raise MissionBusy(mission_id)
+        if not resuming and status not in CLAIMABLE:
             log.info(
-                "mission not claimable, skipping delivery",
-                extra={"mission_id": mission_id, "status": doc["status"]},
+                "mission already finished, skipping delivery",
+                extra={"mission_id": mission_id, "status": status.value},
             )
             return Outcome.SKIPPED
         history = self.stats.load()
-        tracker = MissionProgressTracker(mission_id, self.clock, LearnedEta(history))
-        writer = ProgressWriter(self.store, tracker, self.clock, self.progress_min_interval_seconds)
+        run = self._restore(doc) if resuming else Run(doc)
+        tracker = self._tracker(doc, history, run, resuming)
+        writer = ProgressWriter(
+            self.store,
+            tracker,
+            self.clock,
+            self.settings.progress_min_interval_seconds,
+            self.settings.lease_seconds,
+        )
         tracker.register_callback(writer)
+        if resuming:
+            writer.resuming()
+            log.info("resuming a stalled mission", extra={"mission_id": mission_id})
         try:
-            outcome = self._run_stages(doc, history, tracker, writer)
+            with self._heartbeat(writer):
+                outcome = self._run_stages(run, history, tracker, writer)
         except NotClaimable as e:
             log.info(
-                "another delivery owns the mission",
-                extra={"mission_id": mission_id, "reason": str(e)},
+                "another run owns the mission", extra={"mission_id": mission_id, "reason": str(e)}
             )
             return Outcome.SKIPPED
         except MissionCancelled:
@@ -249,74 +160,213 @@ class MissionRunner:
         )
         return outcome
 
-    def _run_stages(
-        self,
-        doc: dict[str, Any],
-        history: Durations,
-        tracker: MissionProgressTracker,
-        writer: ProgressWriter,
-    ) -> Outcome:
+    def _tracker(
+        self, doc: dict[str, Any], history: Durations, run: Run, resuming: bool
+    ) -> MissionProgressTracker:
+        estimator = LearnedEta(history, run.tool.name if run.tool else None)
+        saved = ((doc.get("execution_record") or {}).get("progress_tracker")) if resuming else None
+        if saved:
+            return MissionProgressTracker.resume(doc["mission_id"], saved, self.clock, estimator)
+        return MissionProgressTracker(doc["mission_id"], self.clock, estimator)
+
+    def _restore(self, doc: dict[str, Any]) -> Run:
+        """Reads back what the stopped run's completed steps produced."""
+        record = doc.get("execution_record") or {}
+        intent = record.get("intent")
+        tool = self.tools.get(record["tool_used"]) if record.get("tool_used") else None
+        tracker = record.get("progress_tracker") or {}
+        done = {step["step_name"] for step in tracker.get("completed_steps", [])}
+        result = None
+        if EXECUTION.name in done:
+            stored = self.store.get_document(result_path(doc["mission_id"]))
+            result = ToolResult(**stored) if stored else None
+        return Run(
+            doc=doc,
+            intent=Intent(**intent) if intent else None,
+            estimate=float((record.get("cost_usd") or {}).get("estimated") or 0.0),
+            tool=tool,
+            result=result,
+        )
+
+    @contextlib.contextmanager
+    def _heartbeat(self, writer: ProgressWriter) -> Iterator[None]:
+        stop = threading.Event()
+
+        def beat() -> None:
+            while not stop.wait(self.settings.lease_seconds / 6):
+                try:
+                    writer.heartbeat()
+                except (NotClaimable, DependencyUnavailable) as e:
+                    # The run's next write will find out and stop; nothing to do here.
+                    log.warning("heartbeat failed", extra={"reason": str(e)})
+
+        thread = threading.Thread(target=beat, name="lease-heartbeat", daemon=True)
+        thread.start()
         try:
-            self._stages(doc, history, tracker, writer)
+            yield
+        finally:
+            stop.set()
+            thread.join(timeout=5)
+
+    def _run_stages(
+        self, run: Run, history: Durations, tracker: MissionProgressTracker, writer: ProgressWriter
+    ) -> Outcome:
+        steps: list[tuple[Any, str, Callable[..., str]]] = [
+            (VERIFICATION, "Verifying mission eligibility", self._verify),
+            (INTENT, "Classifying the objective", self._classify),
+            (BUDGET, "Estimating cost", self._check_budget),
+            (SELECTION, "Selecting a tool", self._select),
+            (EXECUTION, "Running {tool}", self._execute),
+            (ARTIFACT, "Writing the artifact", self._write_artifact),
+            (FINALIZE, "Recording cost and result", self._finalize),
+        ]
+        done = {step.step_name for step in tracker.completed_steps}
+        resumed = bool(done) or status_of(run.doc) == Status.RUNNING
+        try:
+            for stage, start_message, action in steps:
+                if stage.name in done:
+                    continue
+                if resumed:
+                    start_message += " (resumed after the previous worker stopped)"
+                    resumed = False
+                tool = run.tool.name if run.tool else "the tool"
+                tracker.start_stage(stage, start_message.format(tool=tool))
+                if self.settings.step_delay_seconds:
+                    self.sleep(self.settings.step_delay_seconds)
+                message = action(run, history, tracker, writer)
+                tracker.complete_step(_clip(message))
         except StepFailed as e:
-            tracker.fail_step(str(e))
+            tracker.fail_step(_clip(str(e)))
             return Outcome.FAILED
         except ToolCancelled:
             writer.cancel_in_step()  # raises MissionCancelled once recorded
         return Outcome.COMPLETED
 
-    def _stages(
-        self,
-        doc: dict[str, Any],
-        history: Durations,
-        tracker: MissionProgressTracker,
-        writer: ProgressWriter,
-    ) -> None:
-        tracker.start_stage(VERIFICATION, "Verifying mission eligibility")
-        if status_of(doc) == Status.PROPOSED:
+    def _verify(self, run: Run, *_: Any) -> str:
+        if status_of(run.doc) == Status.PROPOSED:
             raise StepFailed("Mission not approved: it is still proposed")
-        tracker.complete_step("Mission is approved and not yet executed")
+        return "Mission is approved and not yet executed"
 
-        tracker.start_stage(INTENT, "Classifying the objective")
-        intent = self.classifier.classify(doc["objective"], doc.get("inputs") or {})
-        writer.include(intent={"name": intent.name, "confidence": intent.confidence})
-        tracker.complete_step(f"Intent: {intent.name} ({intent.reason})")
+    def _classify(self, run: Run, _h: Durations, _t: Any, writer: ProgressWriter) -> str:
+        run.intent = self.classifier.classify(run.doc["objective"], run.doc.get("inputs") or {})
+        writer.include(
+            intent={
+                "name": run.intent.name,
+                "confidence": run.intent.confidence,
+                "reason": run.intent.reason,
+            }
+        )
+        return f"Intent: {run.intent.name} ({run.intent.reason})"
 
-        tracker.start_stage(BUDGET, "Estimating cost")
-        candidate = self._candidate(doc, intent.name)
-        estimate = (
-            candidate.estimate_cost(self._inputs(candidate, doc, strict=False))
+    def _check_budget(self, run: Run, _h: Durations, _t: Any, writer: ProgressWriter) -> str:
+        assert run.intent is not None
+        candidate = self._candidate(run.doc, run.intent.name)
+        run.estimate = (
+            candidate.estimate_cost(self._inputs(candidate, run.doc, strict=False))
             if candidate
             else 0.0
         )
-        budget = float(doc["budget_usd"])
-        if estimate > budget:
-            raise StepFailed(f"Budget exceeded: {money(estimate)} > {money(budget)} limit")
-        tracker.complete_step(f"Estimated cost {money(estimate)} within {money(budget)} budget")
+        budget = float(run.doc["budget_usd"])
+        if run.estimate > budget:
+            raise StepFailed(f"Budget exceeded: {money(run.estimate)} > {money(budget)} limit")
+        writer.include(cost_usd={"estimated": run.estimate, "actual": None})
+        return f"Estimated cost {money(run.estimate)} within {money(budget)} budget"
 
-        tracker.start_stage(SELECTION, "Selecting a tool")
-        tool, confidence, why = self._select(doc, candidate, intent)
-        self._inputs(tool, doc, strict=True)
+    def _select(
+        self, run: Run, history: Durations, tracker: MissionProgressTracker, writer: ProgressWriter
+    ) -> str:
+        assert run.intent is not None
+        candidate = self._candidate(run.doc, run.intent.name)
+        tool, confidence, why = self._choose(run.doc, candidate, run.intent)
+        self._inputs(tool, run.doc, strict=True)
+        run.tool = tool
         tracker.estimator = LearnedEta(history, tool.name)
         writer.include(tool_used=tool.name, tool_confidence=confidence)
-        tracker.complete_step(f"Selected {tool.name} (confidence {confidence:.2f}){why}")
+        return f"Selected {tool.name} (confidence {confidence:.2f}){why}"
 
-        tracker.start_stage(EXECUTION, f"Running {tool.name}")
-        result = self._execute(doc, tool, tracker)
-        tracker.complete_step(_clip(f"{tool.name} finished: {result.summary}"))
+    def _execute(
+        self, run: Run, _h: Durations, tracker: MissionProgressTracker, writer: ProgressWriter
+    ) -> str:
+        tool = run.tool
+        assert tool is not None
+        context = ToolContext(
+            objective=run.doc["objective"],
+            inputs=run.doc.get("inputs") or {},
+            allowed_domains=tuple((run.doc.get("scope") or {}).get("allowed_domains") or ()),
+            report=lambda done, total, unit, message: tracker.report_detail(
+                done, total, unit, message
+            ),
+            cancelled=lambda: writer.cancel_requested,
+        )
+        attempts = self.settings.tool_max_attempts
+        retrying = tenacity.Retrying(
+            stop=tenacity.stop_after_attempt(attempts),
+            wait=tenacity.wait_exponential_jitter(
+                initial=self.settings.retry_backoff_seconds,
+                max=60,
+                jitter=self.settings.retry_backoff_seconds,
+            ),
+            retry=tenacity.retry_if_exception(lambda e: isinstance(e, ToolError) and e.transient),
+            before_sleep=lambda state: writer.retry_scheduled(
+                state.attempt_number + 1,
+                attempts,
+                str(state.outcome.exception()),
+                state.next_action.sleep if state.next_action else 0.0,
+            ),
+            sleep=self.sleep,
+            reraise=True,
+        )
+        try:
+            run.result = retrying(tool.run, context)
+        except (ToolCancelled, MissionCancelled, NotClaimable, DependencyUnavailable):
+            raise
+        except ToolError as e:
+            tries = f" (after {attempts} attempts)" if e.transient else ""
+            raise StepFailed(f"Tool execution failed: {e}{tries}") from e
+        except Exception as e:
+            # A bug or resource blow-up in a tool must still end the mission, not strand it.
+            log.exception("tool crashed", extra={"mission_id": run.mission_id, "tool": tool.name})
+            raise StepFailed(f"Tool execution failed: unexpected {type(e).__name__}") from e
+        result = run.result
+        stored = {**asdict(result), "content": result.content[:MAX_ARTIFACT_CHARS]}
+        writer.attach(result_path(run.mission_id), stored)
+        return f"{tool.name} finished: {result.summary}"
 
-        tracker.start_stage(ARTIFACT, "Writing the artifact")
-        reference = self._write_artifact(doc, tool, result)
+    def _write_artifact(self, run: Run, _h: Durations, _t: Any, writer: ProgressWriter) -> str:
+        tool, result = run.tool, run.result
+        assert tool is not None and result is not None
+        artifact_id = "a_" + run.mission_id
+        artifact = {
+            "artifact_id": artifact_id,
+            "mission_id": run.mission_id,
+            "owner_uid": run.doc["owner_uid"],
+            "tool": tool.name,
+            "type": result.type,
+            "title": result.title,
+            "summary": result.summary,
+            # Keeps the document well under Firestore's 1 MiB limit.
+            "content": result.content[:MAX_ARTIFACT_CHARS],
+            "preview": (result.preview or result.content)[:PREVIEW_CHARS],
+            "data": result.data,
+            "created_at": iso(self.clock()),
+        }
+        # Written in the same transaction that records this step as completed: once.
+        writer.attach(f"artifacts/{artifact_id}", artifact)
+        reference = {"artifact_id": artifact_id, "title": result.title, "type": result.type}
         writer.include(artifact_reference=reference)
-        tracker.complete_step(_clip(f"Artifact ready: {reference['title']}"))
+        return f"Artifact ready: {result.title}"
 
-        tracker.start_stage(FINALIZE, "Recording cost and result")
+    def _finalize(
+        self, run: Run, _h: Durations, tracker: MissionProgressTracker, writer: ProgressWriter
+    ) -> str:
+        tool, result = run.tool, run.result
+        assert tool is not None and result is not None
         writer.include(
-            cost_usd={"estimated": estimate, "actual": result.cost_usd},
+            cost_usd={"estimated": run.estimate, "actual": result.cost_usd},
             result_summary=result.summary,
         )
         self._record_durations(tracker, tool)
-        tracker.complete_step(_clip(f"Execution complete: {result.summary}"))
+        return f"Execution complete: {result.summary}"
 
     def _candidate(self, doc: dict[str, Any], intent: str) -> Tool | None:
         chosen = self.tools.get(doc["tool"]) if doc.get("tool") else None
@@ -336,7 +386,7 @@ class MissionRunner:
                 f"Tool selection failed: inputs don't fit {tool.name}: {problems}"
             ) from e
 
-    def _select(
+    def _choose(
         self, doc: dict[str, Any], candidate: Tool | None, intent: Intent
     ) -> tuple[Tool, float, str]:
         """The tool to run, its confidence, and a note when the owner's choice was overruled."""
@@ -358,69 +408,6 @@ class MissionRunner:
         if candidate.unavailable_reason is not None:
             raise StepFailed(f"Tool selection failed: {candidate.unavailable_reason}")
         return candidate, confidence, note
-
-    def _execute(
-        self, doc: dict[str, Any], tool: Tool, tracker: MissionProgressTracker
-    ) -> ToolResult:
-        def report(done: int, total: int, unit: str, message: str | None) -> None:
-            tracker.report_detail(done, total, unit, message)
-
-        context = ToolContext(
-            objective=doc["objective"],
-            inputs=doc.get("inputs") or {},
-            allowed_domains=tuple((doc.get("scope") or {}).get("allowed_domains") or ()),
-            report=report,
-            cancelled=self._cancel_probe(doc["mission_id"]),
-        )
-        try:
-            return tool.run(context)
-        except (ToolCancelled, MissionCancelled, NotClaimable):
-            raise
-        except ToolError as e:
-            raise StepFailed(f"Tool execution failed: {e}") from e
-        except Exception as e:
-            # A bug or resource blow-up in a tool must still end the mission, not strand it.
-            log.exception(
-                "tool crashed", extra={"mission_id": doc["mission_id"], "tool": tool.name}
-            )
-            raise StepFailed(f"Tool execution failed: unexpected {type(e).__name__}") from e
-
-    def _cancel_probe(self, mission_id: str) -> Callable[[], bool]:
-        """Whether the owner asked to cancel; reads the mission at most once an interval."""
-        last_read = float("-inf")
-        requested = False
-
-        def cancelled() -> bool:
-            nonlocal last_read, requested
-            now = self.clock().timestamp()
-            if not requested and now - last_read >= self.progress_min_interval_seconds:
-                last_read = now
-                requested = bool((self.store.get(mission_id) or {}).get("cancel_requested"))
-            return requested
-
-        return cancelled
-
-    def _write_artifact(
-        self, doc: dict[str, Any], tool: Tool, result: ToolResult
-    ) -> dict[str, Any]:
-        artifact_id = "a_" + doc["mission_id"]
-        artifact = {
-            "artifact_id": artifact_id,
-            "mission_id": doc["mission_id"],
-            "owner_uid": doc["owner_uid"],
-            "tool": tool.name,
-            "type": result.type,
-            "title": result.title,
-            "summary": result.summary,
-            # Keeps the document well under Firestore's 1 MiB limit.
-            "content": result.content[:MAX_ARTIFACT_CHARS],
-            "preview": (result.preview or result.content)[:PREVIEW_CHARS],
-            "data": result.data,
-            "created_at": iso(self.clock()),
-        }
-        # A second run of this step (a redelivery) finds the artifact there and keeps it.
-        self.store.put_artifact_once(artifact)
-        return {"artifact_id": artifact_id, "title": result.title, "type": result.type}
 
     def _record_durations(self, tracker: MissionProgressTracker, tool: Tool) -> None:
         # Finalize is still running: its time so far is nearly all of it.

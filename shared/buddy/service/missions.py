@@ -170,6 +170,7 @@ def progress_view(doc: dict[str, Any], clock: Clock) -> dict[str, Any]:
         elapsed = now_elapsed
     elif status in {Status.PROPOSED, Status.APPROVED, Status.QUEUED}:
         eta = rate_based_eta(0, 0.0)
+    lease = doc.get("lease_expires_at")
     return {
         "mission_id": doc["mission_id"],
         "status": status.value,
@@ -178,4 +179,6 @@ def progress_view(doc: dict[str, Any], clock: Clock) -> dict[str, Any]:
         "progress_percent": percent,
         "elapsed_seconds": elapsed,
         "estimated_time_remaining": 0.0 if status in lifecycle.TERMINAL else round(eta, 3),
+        # Its worker stopped renewing the lease: until a recovery resumes it, it is stuck.
+        "stalled": status == Status.RUNNING and lease is not None and lease <= clock(),
     }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from datetime import datetime
 from typing import Any, Protocol
 
 from buddy.domain.eta import DurationStat
@@ -42,13 +43,16 @@ class MissionStore(Protocol):
 
     def list(self, owner_uid: str, status: str | None, limit: int) -> list[dict[str, Any]]: ...
 
+    def in_flight_before(self, status: str, field: str, before: datetime) -> list[dict[str, Any]]:
+        """Missions in `status` whose timestamp `field` is earlier than `before` (a page)."""
+
     def count_active(self, owner_uid: str) -> int:
         """How many of the owner's missions are queued or running."""
 
     def events(self, mission_id: str, after_seq: int) -> list[dict[str, Any]]: ...
 
-    def put_artifact_once(self, artifact: dict[str, Any]) -> bool:
-        """Creates the artifact unless one with its id exists; True when it was created."""
+    def get_document(self, path: str) -> dict[str, Any] | None:
+        """Any document by path, e.g. one written through Change.documents."""
 
     def get_artifact(self, artifact_id: str) -> dict[str, Any] | None: ...
 

@@ -4,20 +4,35 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol
+from typing import Annotated, Any, ClassVar, Protocol
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, BeforeValidator, ConfigDict
 
 # report(done, total, unit, message) — sub-step progress of a long tool.
 Reporter = Callable[[int, int, str, str | None], None]
 
 
 class ToolError(Exception):
-    """The tool could not do its work; the message is shown to the mission's owner."""
+    """The tool could not do its work; the message is shown to the mission's owner.
+
+    Transient errors (a timeout, a 5xx) may go away: the step tries again.
+    """
+
+    def __init__(self, message: str, *, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
 
 
 class ToolCancelled(Exception):
     """The owner cancelled the mission while the tool was working."""
+
+
+def _integral_float_to_int(value: Any) -> Any:
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+# JSON Schema's "integer" includes 3.0; strict pydantic does not, so convert just those.
+WholeNumber = Annotated[int, BeforeValidator(_integral_float_to_int)]
 
 
 class ToolInputs(BaseModel):

@@ -11,7 +11,7 @@ import httpx
 from pydantic import Field
 
 from buddy.domain.intent import SEARCH
-from buddy.tools.base import ToolContext, ToolError, ToolInputs, ToolResult
+from buddy.tools.base import ToolContext, ToolError, ToolInputs, ToolResult, WholeNumber
 from buddy.tools.web import USER_AGENT, host_in_scope
 
 MAX_QUERY_LENGTH = 500
@@ -58,11 +58,14 @@ class SearxngProvider:
                     f"{self.base_url}/search", params={"q": query, "format": "json"}
                 )
         except httpx.TimeoutException as e:
-            raise ToolError("Search provider timed out") from e
+            raise ToolError("Search provider timed out", transient=True) from e
         except httpx.HTTPError as e:
-            raise ToolError("Cannot connect to the search provider") from e
+            raise ToolError("Cannot connect to the search provider", transient=True) from e
         if response.status_code != 200:
-            raise ToolError(f"Search provider answered HTTP {response.status_code}")
+            status = response.status_code
+            raise ToolError(
+                f"Search provider answered HTTP {status}", transient=status >= 500 or status == 429
+            )
         try:
             results = response.json()["results"]
             hits = [hit for item in results if (hit := _hit(item)) is not None]
@@ -91,7 +94,7 @@ def provider_from_env(url: str | None) -> SearchProvider | None:
 
 class WebSearchInputs(ToolInputs):
     query: Annotated[str | None, Field(min_length=1, max_length=MAX_QUERY_LENGTH)] = None
-    max_results: Annotated[int, Field(ge=1, le=20)] = 5
+    max_results: Annotated[WholeNumber, Field(ge=1, le=20)] = 5
 
 
 def query_from_objective(objective: str) -> str:

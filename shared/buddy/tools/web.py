@@ -22,7 +22,7 @@ from pydantic import Field, field_validator
 from selectolax.lexbor import LexborHTMLParser, LexborNode
 
 from buddy.domain.intent import EXTRACT, first_url
-from buddy.tools.base import ToolContext, ToolError, ToolInputs, ToolResult
+from buddy.tools.base import ToolContext, ToolError, ToolInputs, ToolResult, WholeNumber
 
 MAX_URL_LENGTH = 2048
 MAX_PAGES = 10
@@ -48,7 +48,7 @@ class WebExtractInputs(ToolInputs):
     url: Annotated[
         str | None, Field(max_length=MAX_URL_LENGTH, pattern=r"^[Hh][Tt][Tt][Pp][Ss]?://")
     ] = None
-    max_pages: Annotated[int, Field(ge=1, le=MAX_PAGES)] = 1
+    max_pages: Annotated[WholeNumber, Field(ge=1, le=MAX_PAGES)] = 1
 
     @field_validator("url")
     @classmethod
@@ -151,7 +151,7 @@ def check_address(host: str, port: int, policy: WebPolicy) -> list[str]:
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (OSError, UnicodeError) as e:
-        raise ToolError(f"Cannot resolve {host}") from e
+        raise ToolError(f"Cannot resolve {host}", transient=True) from e
     addresses: list[str] = []
     for *_, sockaddr in infos:
         ip = ipaddress.ip_address(str(sockaddr[0]).split("%")[0])
@@ -185,11 +185,11 @@ def _transport_errors(host: str) -> Iterator[None]:
     try:
         yield
     except httpx.TimeoutException as e:
-        raise ToolError("Connection timeout") from e
+        raise ToolError("Connection timeout", transient=True) from e
     except httpx.TransportError as e:
-        raise ToolError(f"Cannot connect to {host}") from e
+        raise ToolError(f"Cannot connect to {host}", transient=True) from e
     except httpx.RequestError as e:  # e.g. a body that does not decompress
-        raise ToolError(f"Cannot read the answer from {host}") from e
+        raise ToolError(f"Cannot read the answer from {host}", transient=True) from e
 
 
 def _send(client: httpx.Client, url: httpx.URL, host: str, addresses: list[str]) -> httpx.Response:
@@ -212,7 +212,8 @@ def _send(client: httpx.Client, url: httpx.URL, host: str, addresses: list[str])
 def _read(response: httpx.Response, url: httpx.URL, policy: WebPolicy) -> FetchedPage:
     status = response.status_code
     if not 200 <= status < 300:
-        raise ToolError(f"{url} answered HTTP {status}")
+        # A busy or broken server may recover; a 404 will not.
+        raise ToolError(f"{url} answered HTTP {status}", transient=status >= 500 or status == 429)
     content_type = response.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type not in _TEXT_TYPES:
         raise ToolError(

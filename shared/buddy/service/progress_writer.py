@@ -1,0 +1,254 @@
+"""Persisting a run's progress: few writes, each one a checkpoint under a lease.
+
+A step's completion is held back and written together with the next step's
+start, along with whatever the step produced (record fields, documents such as
+the tool's result or the artifact) — so a step's effects and its completion
+land in one transaction, and a resumed run never repeats them. In-step updates
+are written at most once per `min_interval_seconds`; the terminal state is
+always written. Every write renews the run's lease and checks the run still
+owns the mission; a heartbeat renews the lease while a long step is quiet.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from buddy.domain.lifecycle import (
+    TERMINAL,
+    Change,
+    LifecycleError,
+    NewEvent,
+    Status,
+    status_of,
+)
+from buddy.domain.progress import TOTAL_STEPS, Clock, MissionProgressTracker, ProgressEvent
+from buddy.service.ports import MissionStore
+
+# Statuses a delivery may start from; `proposed` is claimed only to fail it visibly.
+CLAIMABLE = frozenset({Status.PROPOSED, Status.APPROVED, Status.QUEUED})
+
+
+class NotClaimable(LifecycleError):
+    """The mission is finished, or another run took it over."""
+
+
+class MissionBusy(Exception):
+    """Another run holds a live lease on the mission: try again later."""
+
+
+class MissionCancelled(Exception):
+    """The owner asked to cancel; the run stopped and recorded it."""
+
+
+def lease_live(doc: dict[str, Any], now: datetime) -> bool:
+    expires = doc.get("lease_expires_at")
+    return expires is not None and expires > now
+
+
+@dataclass
+class ProgressWriter:
+    store: MissionStore
+    tracker: MissionProgressTracker
+    clock: Clock
+    min_interval_seconds: float
+    lease_seconds: float
+    run_id: str = field(default_factory=lambda: secrets.token_hex(8))
+    writes: int = 0
+    cancel_requested: bool = False
+    _events: list[NewEvent] = field(default_factory=list)
+    _updates: dict[str, Any] = field(default_factory=dict)
+    _documents: dict[str, dict[str, Any]] = field(default_factory=dict)
+    _claimed: bool = False
+    _last_write: float = float("-inf")
+    _boundary: dict[str, Any] | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def resuming(self) -> None:
+        """This run carries on where a stopped one left off (its tracker was restored)."""
+        self._boundary = self.tracker.to_dict()
+
+    def include(self, **record_fields: Any) -> None:
+        """Execution-record fields to write with the next flush."""
+        self._updates.update({f"execution_record.{k}": v for k, v in record_fields.items()})
+
+    def attach(self, path: str, document: dict[str, Any]) -> None:
+        """A document to write in the same transaction as the next flush."""
+        self._documents[path] = document
+
+    def __call__(self, event: ProgressEvent, step: dict[str, Any]) -> None:
+        new = NewEvent(event, step["message"], step["step_name"], step["progress_percent"])
+        if event == "step_progress":
+            self._events = [e for e in self._events if e.type != "step_progress"] + [new]
+            if self.clock().timestamp() - self._last_write >= self.min_interval_seconds:
+                self._flush()
+            return
+        self._events.append(new)
+        if event == "step_started":
+            self._flush(at_boundary=self._boundary is not None)
+        elif event == "step_completed" and step["step_index"] == TOTAL_STEPS:
+            self._flush(terminal=Status.COMPLETED)
+        elif event == "step_completed":
+            self._boundary = self.tracker.to_dict()
+        elif event == "step_failed":
+            error = {
+                "step_name": step["step_name"],
+                "code": "step_failed",
+                "message": step["message"],
+            }
+            self.include(error=error)
+            self._flush(terminal=Status.FAILED)
+
+    def retry_scheduled(self, attempt: int, of: int, reason: str, delay: float) -> None:
+        """Tells clients a step is about to try again, why, and when."""
+        step = self.tracker.current_step
+        self._events.append(
+            NewEvent(
+                "retry_scheduled",
+                f"Attempt {attempt - 1} of {of} failed: {reason}; trying again in {delay:.1f}s",
+                step.step_name if step else None,
+                self.tracker.get_progress_percent(),
+                attempt=attempt,
+            )
+        )
+        self.include(attempt=attempt)
+        self._flush()
+
+    def cancel_in_step(self) -> None:
+        """A tool stopped for a cancel: record where the mission got to, then stop."""
+        self._flush(terminal=Status.CANCELLED)
+
+    def heartbeat(self) -> None:
+        """Renews the lease when nothing else was written for a third of it."""
+        if self.clock().timestamp() - self._last_write < self.lease_seconds / 3:
+            return
+        now = self.clock()
+
+        def decide(doc: dict[str, Any]) -> Change:
+            self._check_owner(doc)
+            return Change(updates={"lease_expires_at": self._lease_end(now)})
+
+        self._apply(decide)
+
+    def _flush(self, terminal: Status | None = None, at_boundary: bool = False) -> None:
+        snapshot = self.tracker.to_dict()
+        if terminal is not None:
+            snapshot["estimated_time_remaining"] = 0.0
+        events, updates = list(self._events), dict(self._updates)
+        documents = tuple(self._documents.items())
+        now = self.clock()
+
+        def decide(doc: dict[str, Any]) -> Change:
+            changes: dict[str, Any] = {
+                **updates,
+                "updated_at": now,
+                "lease_expires_at": self._lease_end(now),
+            }
+            if self._claimed:
+                self._check_owner(doc)
+            else:
+                changes.update(self._claim(doc, now))
+            if at_boundary and doc.get("cancel_requested"):
+                return self._cancellation(changes, events, documents, now)
+            changes["execution_record.progress_tracker"] = snapshot
+            if terminal is not None:
+                changes.update(_terminal(terminal, now))
+                events.append(_terminal_event(terminal, snapshot))
+            return Change(updates=changes, events=tuple(events), documents=documents)
+
+        written = self._apply(decide)
+        self._claimed = True
+        self._events.clear()
+        self._updates.clear()
+        self._documents.clear()
+        if status_of(written) == Status.CANCELLED:
+            raise MissionCancelled(self.tracker.mission_id)
+
+    def _apply(self, decide: Any) -> dict[str, Any]:
+        # The heartbeat thread and the run share this writer: one write at a time.
+        with self._lock:
+            written = self.store.apply(self.tracker.mission_id, decide)
+            self.writes += 1
+            self._last_write = self.clock().timestamp()
+            self.cancel_requested = bool(written.get("cancel_requested"))
+            return written
+
+    def _lease_end(self, now: datetime) -> datetime:
+        return now + timedelta(seconds=self.lease_seconds)
+
+    def _check_owner(self, doc: dict[str, Any]) -> None:
+        if status_of(doc) != Status.RUNNING or doc.get("run_id") != self.run_id:
+            raise NotClaimable(f"mission is {doc['status']}, run {doc.get('run_id')}")
+
+    def _claim(self, doc: dict[str, Any], now: datetime) -> dict[str, Any]:
+        status = status_of(doc)
+        record = doc.get("execution_record") or {}
+        if status == Status.RUNNING:
+            if lease_live(doc, now):
+                raise MissionBusy(self.tracker.mission_id)
+            # The previous run stopped heart-beating: take over where it left off.
+            return {"run_id": self.run_id, "execution_record.runs": record.get("runs", 1) + 1}
+        if status not in CLAIMABLE:
+            raise NotClaimable(f"mission is {status}")
+        return {
+            "status": Status.RUNNING.value,
+            "started_at": now,
+            "run_id": self.run_id,
+            "execution_record.status": Status.RUNNING.value,
+            "execution_record.attempt": 1,
+            "execution_record.runs": 1,
+        }
+
+    def _cancellation(
+        self,
+        changes: dict[str, Any],
+        events: list[NewEvent],
+        documents: tuple[tuple[str, dict[str, Any]], ...],
+        now: datetime,
+    ) -> Change:
+        # Stop at the boundary: the step that was about to start never ran.
+        boundary = self._boundary or {}
+        percent = boundary.get("progress_percent", 0)
+        kept = [e for e in events if e.type != "step_started"]
+        kept.append(
+            NewEvent(
+                "mission_cancelled", f"Mission cancelled at {percent}%", progress_percent=percent
+            )
+        )
+        changes.update(_terminal(Status.CANCELLED, now))
+        changes["execution_record.progress_tracker"] = {**boundary, "estimated_time_remaining": 0}
+        # The completed step's effects (e.g. its artifact) are kept with its completion.
+        return Change(updates=changes, events=tuple(kept), documents=documents)
+
+
+def _terminal(status: Status, now: datetime) -> dict[str, Any]:
+    assert status in TERMINAL
+    return {
+        "status": status.value,
+        "finished_at": now,
+        "lease_expires_at": None,
+        "execution_record.status": status.value,
+    }
+
+
+def _terminal_event(status: Status, snapshot: dict[str, Any]) -> NewEvent:
+    percent = snapshot["progress_percent"]
+    step = snapshot.get("current_step") or {}
+    if status == Status.COMPLETED:
+        return NewEvent("mission_completed", "Mission completed", progress_percent=percent)
+    if status == Status.CANCELLED:
+        return NewEvent(
+            "mission_cancelled",
+            f"Mission cancelled at {percent}% during {step.get('step_name')}",
+            step_name=step.get("step_name"),
+            progress_percent=percent,
+        )
+    return NewEvent(
+        "mission_failed",
+        f"Mission failed at {step.get('step_name')}: {step.get('message')}",
+        step_name=step.get("step_name"),
+        progress_percent=percent,
+    )
