@@ -49,11 +49,24 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+# Short leases and backoffs so that crash recovery happens within seconds in tests.
+TEST_SETTINGS = {
+    "BUDDY_PROGRESS_MIN_INTERVAL_SECONDS": "0.2",
+    "THREADS": "32",
+    "BUDDY_LEASE_SECONDS": "3",
+    "BUDDY_RETRY_BACKOFF_SECONDS": "0.05",
+    "BUDDY_QUEUE_TIMEOUT_SECONDS": "1",
+    "BUDDY_PUBLISH_TIMEOUT_SECONDS": "2",
+    "BUDDY_WEB_ALLOW_LOOPBACK": "1",
+}
+
+
 @dataclass
 class Stack:
     api_url: str
     worker: Function
     worker_log: Path
+    sweeper_url: str
 
 
 @pytest.fixture(scope="session")
@@ -68,23 +81,19 @@ def site() -> Iterator[LocalServer]:
 @pytest.fixture(scope="session")
 def stack(site: LocalServer) -> Iterator[Stack]:
     ARTIFACTS.mkdir(exist_ok=True)
-    env = {
-        "BUDDY_PROGRESS_MIN_INTERVAL_SECONDS": "0.2",
-        "THREADS": "32",
-        "BUDDY_WEB_ALLOW_LOOPBACK": "1",
-        "BUDDY_SEARCH_URL": site.base_url,
-    }
-    api = Function("api", _free_port())
-    worker = Function("worker", _free_port())
+    for old in ARTIFACTS.glob("*.log"):
+        old.unlink()
+    env = {**TEST_SETTINGS, "BUDDY_SEARCH_URL": site.base_url}
+    api, worker, sweeper = (Function(t, _free_port()) for t in ("api", "worker", "sweeper"))
     worker_log = ARTIFACTS / "worker.log"
-    worker_log.unlink(missing_ok=True)
     api.start(env, ARTIFACTS / "api.log")
     worker.start(env, worker_log)
+    sweeper.start(env, ARTIFACTS / "sweeper.log")
     set_up_pubsub(worker.url)
     wait_for_http(api.url + "/healthz")
-    yield Stack(api.url, worker, worker_log)
-    api.stop()
-    worker.stop()
+    yield Stack(api.url, worker, worker_log, sweeper.url)
+    for function in (api, worker, sweeper):
+        function.stop()
 
 
 @pytest.fixture(scope="session")

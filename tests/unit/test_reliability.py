@@ -80,17 +80,40 @@ def test_a_run_killed_at_any_write_is_resumed_without_repeating_effects(
 def test_a_second_delivery_during_a_live_run_is_busy_not_lost(
     store: FakeMissionStore, clock: FakeClock, make_runner
 ) -> None:
-    """While a run's lease is live another delivery neither runs nor drops the mission."""
+    """While another run keeps renewing its lease, a delivery neither runs nor drops the
+    mission: it reports busy, so Pub/Sub delivers it again later."""
     mid = seed_mission(store)
     die_at_write(store, 3)
     with pytest.raises(WorkerDied):
         make_runner(lease_seconds=LEASE).run(mid)
     store.before_apply = lambda: None
     writes = len(store.writes)
+    runner = make_runner(lease_seconds=LEASE)
+
+    def the_other_run_heartbeats(seconds: float) -> None:
+        clock.advance(seconds)
+        store.missions[mid]["lease_expires_at"] = clock.now + timedelta(seconds=LEASE)
+
+    runner.sleep = the_other_run_heartbeats
     with pytest.raises(MissionBusy):
-        make_runner(lease_seconds=LEASE).run(mid)
+        runner.run(mid)
     assert len(store.writes) == writes
     assert store.missions[mid]["status"] == "running"
+
+
+def test_a_delivery_outlives_a_dead_runs_lease_and_takes_over(
+    store: FakeMissionStore, clock: FakeClock, make_runner
+) -> None:
+    """A delivery that finds a lease nobody renews waits it out and resumes the mission."""
+    mid = seed_mission(store)
+    die_at_write(store, 4)
+    with pytest.raises(WorkerDied):
+        make_runner(lease_seconds=LEASE).run(mid)
+    store.before_apply = lambda: None
+    started = clock.now
+    assert make_runner(lease_seconds=LEASE).run(mid) == Outcome.COMPLETED
+    assert LEASE <= (clock.now - started).total_seconds() <= LEASE + 2
+    assert store.missions[mid]["execution_record"]["runs"] == 2
 
 
 def test_transient_failures_are_retried_visibly(

@@ -119,10 +119,10 @@ class MissionRunner:
         if doc is None:
             log.warning("execution message for a missing mission", extra={"mission_id": mission_id})
             return Outcome.SKIPPED
+        if status_of(doc) == Status.RUNNING and lease_live(doc, self.clock()):
+            doc = self._outlive_lease(doc)
         status = status_of(doc)
         resuming = status == Status.RUNNING
-        if resuming and lease_live(doc, self.clock()):
-            raise MissionBusy(mission_id)
         if not resuming and status not in CLAIMABLE:
             log.info(
                 "mission already finished, skipping delivery",
@@ -159,6 +159,20 @@ class MissionRunner:
             extra={"mission_id": mission_id, "outcome": outcome.value, "writes": writer.writes},
         )
         return outcome
+
+    def _outlive_lease(self, doc: dict[str, Any]) -> dict[str, Any]:
+        """Watches another run's lease: a live run renews it (MissionBusy), a dead one lets it
+        run out within a lease period, and then this delivery takes over at once."""
+        lease = doc["lease_expires_at"]
+        while (wait := (lease - self.clock()).total_seconds()) > 0:
+            self.sleep(min(wait + 0.05, 1.0))
+            fresh = self.store.get(doc["mission_id"])
+            if fresh is None or status_of(fresh) != Status.RUNNING:
+                return fresh or doc
+            if fresh.get("lease_expires_at") != lease:
+                raise MissionBusy(doc["mission_id"])
+            doc = fresh
+        return doc
 
     def _tracker(
         self, doc: dict[str, Any], history: Durations, run: Run, resuming: bool

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Annotated, Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict
 
@@ -32,7 +32,8 @@ def _integral_float_to_int(value: Any) -> Any:
 
 
 # JSON Schema's "integer" includes 3.0; strict pydantic does not, so convert just those.
-WholeNumber = Annotated[int, BeforeValidator(_integral_float_to_int)]
+# Put it after the field's constraints, or they vanish from the JSON schema.
+INTEGRAL_FLOATS = BeforeValidator(_integral_float_to_int)
 
 
 class ToolInputs(BaseModel):

@@ -11,7 +11,7 @@ import httpx
 from pydantic import Field
 
 from buddy.domain.intent import SEARCH
-from buddy.tools.base import ToolContext, ToolError, ToolInputs, ToolResult, WholeNumber
+from buddy.tools.base import INTEGRAL_FLOATS, ToolContext, ToolError, ToolInputs, ToolResult
 from buddy.tools.web import USER_AGENT, host_in_scope
 
 MAX_QUERY_LENGTH = 500
@@ -94,7 +94,7 @@ def provider_from_env(url: str | None) -> SearchProvider | None:
 
 class WebSearchInputs(ToolInputs):
     query: Annotated[str | None, Field(min_length=1, max_length=MAX_QUERY_LENGTH)] = None
-    max_results: Annotated[WholeNumber, Field(ge=1, le=20)] = 5
+    max_results: Annotated[int, Field(ge=1, le=20), INTEGRAL_FLOATS] = 5
 
 
 def query_from_objective(objective: str) -> str:

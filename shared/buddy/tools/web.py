@@ -18,11 +18,11 @@ from typing import Annotated
 from urllib.parse import urldefrag, urljoin, urlsplit
 
 import httpx
-from pydantic import Field, field_validator
+from pydantic import Field
 from selectolax.lexbor import LexborHTMLParser, LexborNode
 
 from buddy.domain.intent import EXTRACT, first_url
-from buddy.tools.base import ToolContext, ToolError, ToolInputs, ToolResult, WholeNumber
+from buddy.tools.base import INTEGRAL_FLOATS, ToolContext, ToolError, ToolInputs, ToolResult
 
 MAX_URL_LENGTH = 2048
 MAX_PAGES = 10
@@ -48,14 +48,7 @@ class WebExtractInputs(ToolInputs):
     url: Annotated[
         str | None, Field(max_length=MAX_URL_LENGTH, pattern=r"^[Hh][Tt][Tt][Pp][Ss]?://")
     ] = None
-    max_pages: Annotated[WholeNumber, Field(ge=1, le=MAX_PAGES)] = 1
-
-    @field_validator("url")
-    @classmethod
-    def _http_only(cls, url: str | None) -> str | None:
-        if url is not None and urlsplit(url).scheme.lower() not in ("http", "https"):
-            raise ValueError("url must start with http:// or https://")
-        return url
+    max_pages: Annotated[int, Field(ge=1, le=MAX_PAGES), INTEGRAL_FLOATS] = 1
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,344 @@
+"""Fault injection against the real emulators: redelivery, SIGKILL, retries, cancels, outages.
+
+A "faulty" worker is a real worker process started with the test hook
+BUDDY_FAULT_STEP_DELAY_SECONDS, which pauses at the start of every step, so a
+test can act (kill it, cancel) while a chosen step runs.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import requests
+from google.api_core.exceptions import AlreadyExists
+from google.cloud import firestore, pubsub_v1
+
+from buddy.devstack import Function, set_up_pubsub
+from buddy.domain.progress import STAGES
+
+from ..localserver import LocalServer, Received, Reply
+from .conftest import (
+    ARTIFACTS,
+    TEST_SETTINGS,
+    MissionWatcher,
+    Stack,
+    User,
+    _free_port,
+    events_of,
+    start_watched,
+)
+
+STEP_NAMES = [stage.name for stage in STAGES]
+END_PERCENTS = [stage.end_percent for stage in STAGES]
+PROJECT = os.environ.get("GCLOUD_PROJECT", "demo-buddy")
+
+
+def publish(data: bytes) -> str:
+    publisher = pubsub_v1.PublisherClient()
+    topic = publisher.topic_path(PROJECT, "mission-executions")
+    return str(publisher.publish(topic, data).result(timeout=10))
+
+
+def artifacts_of(db: firestore.Client, mission_id: str) -> list[dict]:
+    query = db.collection("artifacts").where(
+        filter=firestore.FieldFilter("mission_id", "==", mission_id)
+    )
+    return [s.to_dict() for s in query.stream()]
+
+
+def assert_ran_exactly_once(user: User, db: firestore.Client, mission_id: str) -> dict:
+    """One artifact, each step once and in order, one cost record, gapless events."""
+    mission = user.call("GET", f"/missions/{mission_id}").json()
+    assert mission["status"] == "completed", mission["execution_record"].get("error")
+    steps = mission["execution_record"]["progress_tracker"]["completed_steps"]
+    assert [s["step_name"] for s in steps] == STEP_NAMES
+    assert len(artifacts_of(db, mission_id)) == 1
+    assert mission["execution_record"]["cost_usd"]["actual"] is not None
+    events = events_of(user, mission_id)
+    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+    types = [e["type"] for e in events]
+    assert types.count("step_completed") == 7 and types.count("mission_completed") == 1
+    return dict(mission)
+
+
+@pytest.fixture
+def faulty_worker(stack: Stack) -> Iterator[Function]:
+    """A worker that pauses 1 s at every step, fed by the push subscription for this test."""
+    worker = Function("worker", _free_port())
+    worker.start(
+        {**TEST_SETTINGS, "BUDDY_FAULT_STEP_DELAY_SECONDS": "1"}, ARTIFACTS / "worker-faulty.log"
+    )
+    set_up_pubsub(worker.url)
+    yield worker
+    set_up_pubsub(stack.worker.url)
+    worker.stop()
+
+
+def wait_for_step(watcher: MissionWatcher, step: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        current = [(t.get("current_step") or {}).get("step_name") for t in watcher.trackers()]
+        if step in current:
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"never saw {step} start: {watcher.percents()}")
+
+
+def test_the_same_message_five_times_runs_once(
+    alice: User,
+    site: LocalServer,
+    db: firestore.Client,
+    watch: Callable[[str], MissionWatcher],
+) -> None:
+    """Five concurrent deliveries of one mission: one run, one artifact, one cost record."""
+    site.route("/slow-once", Reply(body="<title>Once</title><p>only once</p>", delay=1.0))
+    mission_id, watcher = start_watched(
+        alice, watch, f"extract {site.url('/slow-once')}", scope={"allowed_domains": ["127.0.0.1"]}
+    )
+    message = json.dumps({"mission_id": mission_id}).encode()
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda _: publish(message), range(4)))
+    assert watcher.wait_terminal()["status"] == "completed"
+    time.sleep(2)  # let the redelivered duplicates arrive and be acknowledged
+    assert_ran_exactly_once(alice, db, mission_id)
+    assert [p for p in site.paths if p == "/slow-once"] == ["/slow-once"]
+    assert watcher.percents() == sorted(watcher.percents())
+
+
+def test_twenty_concurrent_executes_run_once(
+    alice: User, db: firestore.Client, watch: Callable[[str], MissionWatcher]
+) -> None:
+    """Twenty simultaneous executes: one 202, nineteen 409, one run."""
+    mission_id = alice.create("calculate 19+23")["mission_id"]
+    assert alice.call("POST", f"/missions/{mission_id}/approve").status_code == 200
+    watcher = watch(mission_id)
+    with ThreadPoolExecutor(20) as pool:
+        statuses = sorted(
+            pool.map(
+                lambda _: alice.call("POST", f"/missions/{mission_id}/execute").status_code,
+                range(20),
+            )
+        )
+    assert statuses == [202] + [409] * 19
+    watcher.wait_terminal()
+    assert_ran_exactly_once(alice, db, mission_id)
+    assert [e["type"] for e in events_of(alice, mission_id)].count("mission_queued") == 1
+
+
+@pytest.mark.parametrize("step", STEP_NAMES)
+def test_worker_killed_in_any_step_is_resumed(
+    step: str,
+    alice: User,
+    db: firestore.Client,
+    stack: Stack,
+    faulty_worker: Function,
+    watch: Callable[[str], MissionWatcher],
+) -> None:
+    """SIGKILL in any step: after restart the mission completes, nothing is done twice, and
+    a listener never sees progress go backwards."""
+    mission_id, watcher = start_watched(alice, watch, "calculate 6*7")
+    wait_for_step(watcher, step)
+    assert faulty_worker.process is not None
+    os.killpg(faulty_worker.process.pid, signal.SIGKILL)
+    faulty_worker.process.wait()
+    set_up_pubsub(stack.worker.url)  # "restart": a healthy worker takes the redelivery
+    final = watcher.wait_terminal(timeout=60)
+    mission = assert_ran_exactly_once(alice, db, mission_id)
+    assert final["execution_record"]["runs"] == 2
+    assert artifacts_of(db, mission_id)[0]["content"] == "42"
+    percents = watcher.percents()
+    assert percents == sorted(percents), percents
+    assert mission["execution_record"]["progress_tracker"]["progress_percent"] == 100
+
+
+def test_transient_failures_are_retried_then_succeed(
+    alice: User, site: LocalServer, watch: Callable[[str], MissionWatcher]
+) -> None:
+    """A page that answers 503 twice and then works: the mission completes after retries
+    that clients can see."""
+    answers = iter([Reply(503, "busy"), Reply(503, "busy")])
+
+    def flaky(_: Received) -> Reply:
+        return next(answers, Reply(body="<title>Back</title><p>recovered</p>"))
+
+    site.route("/flaky", flaky)
+    mission_id, watcher = start_watched(
+        alice, watch, f"extract {site.url('/flaky')}", scope={"allowed_domains": ["127.0.0.1"]}
+    )
+    final = watcher.wait_terminal()
+    assert final["status"] == "completed"
+    assert final["execution_record"]["attempt"] == 3
+    retries = [e for e in events_of(alice, mission_id) if e["type"] == "retry_scheduled"]
+    assert [e["attempt"] for e in retries] == [2, 3]
+    assert all("answered HTTP 503" in e["message"] for e in retries)
+    seen_attempts = {(s.get("execution_record") or {}).get("attempt") for s in watcher.snapshots}
+    assert {2, 3} <= seen_attempts  # a listener saw the retries as they happened
+
+
+def test_a_tool_that_always_fails_transiently_gives_up(
+    alice: User, site: LocalServer, watch: Callable[[str], MissionWatcher]
+) -> None:
+    """Retries are bounded: the mission fails with the last error."""
+    site.route("/down", Reply(503, "down"))
+    _, watcher = start_watched(
+        alice, watch, f"extract {site.url('/down')}", scope={"allowed_domains": ["127.0.0.1"]}
+    )
+    error = watcher.wait_terminal()["execution_record"]["error"]
+    assert error["message"] == (
+        f"Tool execution failed: {site.url('/down')} answered HTTP 503 (after 3 attempts)"
+    )
+
+
+def test_poison_message_is_acknowledged_without_a_retry_storm(stack: Stack) -> None:
+    """A message that can't be parsed is logged once and never redelivered."""
+    message_id = publish(b"not json at all")
+    time.sleep(4)  # several redelivery periods, had the worker refused it
+    deliveries = [
+        line
+        for line in stack.worker_log.read_text().splitlines()
+        if message_id in line and "poison" in line
+    ]
+    assert len(deliveries) == 1
+
+
+def test_cancel_at_each_step_and_racing_completion(
+    alice: User,
+    db: firestore.Client,
+    faulty_worker: Function,
+    watch: Callable[[str], MissionWatcher],
+) -> None:
+    """A cancel during step k ends the mission cancelled at step k's end; during finalize it
+    loses the race and the mission completes. Either way: exactly one terminal state."""
+    runs = [start_watched(alice, watch, f"calculate {n}*{n}") for n in range(len(STEP_NAMES))]
+
+    def cancel_during(step: str, mission_id: str, watcher: MissionWatcher) -> int:
+        wait_for_step(watcher, step)
+        return alice.call("POST", f"/missions/{mission_id}/cancel").status_code
+
+    with ThreadPoolExecutor(len(runs)) as pool:
+        answers = list(
+            pool.map(
+                lambda a: cancel_during(*a),
+                [(s, m, w) for s, (m, w) in zip(STEP_NAMES, runs, strict=True)],
+            )
+        )
+    assert answers == [200] * len(runs)
+    for index, (step, (mission_id, watcher)) in enumerate(zip(STEP_NAMES, runs, strict=True)):
+        final = watcher.wait_terminal(timeout=60)
+        types = [e["type"] for e in events_of(alice, mission_id)]
+        endings = [
+            t for t in types if t in {"mission_completed", "mission_cancelled", "mission_failed"}
+        ]
+        if step == "finalize":
+            assert final["status"] == "completed" and endings == ["mission_completed"]
+            continue
+        assert final["status"] == "cancelled", step
+        assert endings == ["mission_cancelled"]
+        tracker = final["execution_record"]["progress_tracker"]
+        assert tracker["progress_percent"] == END_PERCENTS[index], step
+        assert [s["step_name"] for s in tracker["completed_steps"]] == STEP_NAMES[: index + 1]
+        assert len(artifacts_of(db, mission_id)) == (1 if step == "artifact_creation" else 0)
+
+
+def test_execute_while_pubsub_is_down_is_503_and_changes_nothing(
+    alice: User, watch: Callable[[str], MissionWatcher]
+) -> None:
+    """With Pub/Sub unreachable execute answers 503, the mission stays approved with its log
+    unchanged, and a later execute works."""
+    dead_port = _free_port()
+    cut_off = Function("api", _free_port())
+    cut_off.start(
+        {**TEST_SETTINGS, "PUBSUB_EMULATOR_HOST": f"127.0.0.1:{dead_port}"},
+        ARTIFACTS / "api-no-pubsub.log",
+    )
+    try:
+        mission_id = alice.create("calculate 5*5")["mission_id"]
+        alice.call("POST", f"/missions/{mission_id}/approve")
+        before = (alice.call("GET", f"/missions/{mission_id}").json(), events_of(alice, mission_id))
+        headers = {"Authorization": f"Bearer {alice.token}"}
+        response = requests.post(
+            f"{cut_off.url}/missions/{mission_id}/execute", headers=headers, timeout=30
+        )
+    finally:
+        cut_off.stop()
+    assert response.status_code == 503
+    assert response.json()["error"]["code"] == "unavailable"
+    after = alice.call("GET", f"/missions/{mission_id}").json()
+    assert after["status"] == "approved" and after["queued_at"] is None
+    assert events_of(alice, mission_id) == before[1]
+    watcher = watch(mission_id)
+    assert alice.call("POST", f"/missions/{mission_id}/execute").status_code == 202
+    assert watcher.wait_terminal()["status"] == "completed"
+
+
+def push_body(mission_id: str) -> dict:
+    """What the Pub/Sub push subscription sends the worker."""
+    data = base64.b64encode(json.dumps({"mission_id": mission_id}).encode()).decode()
+    return {
+        "message": {
+            "data": data,
+            "messageId": f"direct-{mission_id}",
+            "publishTime": "2026-01-01T00:00:00Z",
+        },
+        "subscription": f"projects/{PROJECT}/subscriptions/direct-test",
+    }
+
+
+def test_a_stalled_run_with_no_redelivery_is_revived_by_the_sweeper(
+    alice: User, db: firestore.Client, stack: Stack, watch: Callable[[str], MissionWatcher]
+) -> None:
+    """A worker dies and no message will ever come back: the mission shows as stalled until
+    the sweeper republishes it, and then it completes without repeating anything."""
+    publisher = pubsub_v1.PublisherClient()
+    orphan = publisher.topic_path(PROJECT, "orphan-executions")
+    with contextlib.suppress(AlreadyExists):  # from an earlier run in this emulator
+        publisher.create_topic(name=orphan)
+    # An API publishing where no worker listens: the mission is queued, and stays so.
+    lost = Function("api", _free_port())
+    lost.start(
+        {**TEST_SETTINGS, "BUDDY_EXECUTIONS_TOPIC": "orphan-executions"},
+        ARTIFACTS / "api-orphan.log",
+    )
+    doomed = Function("worker", _free_port())
+    doomed.start(
+        {**TEST_SETTINGS, "BUDDY_FAULT_STEP_DELAY_SECONDS": "3"}, ARTIFACTS / "worker-doomed.log"
+    )
+    try:
+        user = User(alice.uid, alice.token, lost.url)
+        mission_id = user.create("calculate 7*6")["mission_id"]
+        user.call("POST", f"/missions/{mission_id}/approve")
+        watcher = watch(mission_id)
+        assert user.call("POST", f"/missions/{mission_id}/execute").status_code == 202
+
+        # Deliver it straight to a worker, then kill that worker mid-run.
+        def deliver() -> None:
+            with contextlib.suppress(requests.ConnectionError):  # the worker dies mid-request
+                requests.post(doomed.url, json=push_body(mission_id), timeout=60)
+
+        thread = threading.Thread(target=deliver, daemon=True)
+        thread.start()
+        wait_for_step(watcher, "intent_classification")
+        assert doomed.process is not None
+        os.killpg(doomed.process.pid, signal.SIGKILL)
+    finally:
+        doomed.stop()
+        lost.stop()
+    time.sleep(float(TEST_SETTINGS["BUDDY_LEASE_SECONDS"]) + 0.5)
+    progress = alice.call("GET", f"/missions/{mission_id}/progress").json()
+    assert progress["status"] == "running" and progress["stalled"] is True
+
+    swept = requests.post(stack.sweeper_url, timeout=30).json()["swept"]
+    assert swept["republished"] >= 1
+    watcher.wait_terminal(timeout=60)
+    assert_ran_exactly_once(alice, db, mission_id)
+    assert alice.call("GET", f"/missions/{mission_id}/progress").json()["stalled"] is False
+    assert watcher.percents() == sorted(watcher.percents())
