@@ -6,7 +6,6 @@ import base64
 import json
 import os
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -15,7 +14,7 @@ import pytest
 import requests
 from google.cloud import firestore
 
-from buddy.devstack import ROOT, Function, wait_for_http
+from buddy.devstack import Function, wait_for_http
 
 from ..localserver import LocalServer, Reply
 from .conftest import ARTIFACTS, MissionWatcher, Stack, User, _free_port, events_of, sign_up
@@ -166,20 +165,8 @@ def test_forged_unsigned_token_works_only_in_emulator_mode(
 
 
 def launch_function(env: dict[str, str]) -> subprocess.Popen[str]:
-    port = _free_port()
-    command = [
-        sys.executable,
-        "-m",
-        "functions_framework",
-        "--source",
-        str(ROOT / "functions" / "main.py"),
-        "--target",
-        "api",
-        "--port",
-        str(port),
-    ]
     return subprocess.Popen(
-        command,
+        Function("api", _free_port()).command,
         env={**os.environ, **env},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

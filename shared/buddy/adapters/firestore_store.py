@@ -13,7 +13,14 @@ from google.api_core import exceptions as gexc
 from google.cloud import firestore
 
 from buddy.domain.eta import DurationStat, merged, updated
-from buddy.domain.lifecycle import ACTIVE, Change, MissionNotFound, NewEvent, with_updates
+from buddy.domain.lifecycle import (
+    ACTIVE,
+    Change,
+    MissionNotFound,
+    NewEvent,
+    event_record,
+    with_updates,
+)
 from buddy.domain.progress import Clock, iso
 from buddy.service.ports import Decide, DependencyUnavailable
 
@@ -45,16 +52,7 @@ class FirestoreMissionStore:
         self._artifacts = client.collection("artifacts")
 
     def _event_doc(self, doc: dict[str, Any], seq: int, event: NewEvent) -> dict[str, Any]:
-        return {
-            "seq": seq,
-            "type": event.type,
-            "step_name": event.step_name,
-            "progress_percent": event.progress_percent,
-            "message": event.message,
-            "attempt": event.attempt,
-            "timestamp": iso(self._clock()),
-            "owner_uid": doc["owner_uid"],
-        }
+        return event_record(doc, seq, event, iso(self._clock()))
 
     @_unavailable_is_ours
     def create(self, doc: dict[str, Any], event: NewEvent) -> dict[str, Any]:

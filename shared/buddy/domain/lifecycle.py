@@ -63,6 +63,20 @@ class Change:
     retract_seq: int | None = None
 
 
+def event_record(doc: dict[str, Any], seq: int, event: NewEvent, timestamp: str) -> dict[str, Any]:
+    """The stored form of an event in `missions/{id}/events/{seq}`."""
+    return {
+        "seq": seq,
+        "type": event.type,
+        "step_name": event.step_name,
+        "progress_percent": event.progress_percent,
+        "message": event.message,
+        "attempt": event.attempt,
+        "timestamp": timestamp,
+        "owner_uid": doc["owner_uid"],
+    }
+
+
 def status_of(doc: dict[str, Any]) -> Status:
     return Status(doc["status"])
 
