@@ -98,13 +98,15 @@ class Function:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, env: Mapping[str, str] | None = None, log_path: Path | None = None) -> None:
-        command = [
+    @property
+    def command(self) -> list[str]:
+        source = str(ROOT / "functions" / "main.py")
+        return [
             sys.executable,
             "-m",
             "functions_framework",
             "--source",
-            str(ROOT / "functions" / "main.py"),
+            source,
             "--target",
             self.target,
             "--host",
@@ -112,9 +114,11 @@ class Function:
             "--port",
             str(self.port),
         ]
+
+    def start(self, env: Mapping[str, str] | None = None, log_path: Path | None = None) -> None:
         output = open(log_path, "ab") if log_path else None  # noqa: SIM115 - lives with the process
         self.process = subprocess.Popen(
-            command,
+            self.command,
             env={**os.environ, **(env or {})},
             stdout=output,
             stderr=output,
