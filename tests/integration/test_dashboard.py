@@ -1,0 +1,211 @@
+"""The dashboard in a real Chromium, served by the Hosting emulator, driven as a person would."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+
+import pytest
+from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
+
+from ..localserver import LocalServer, Reply
+from .conftest import ARTIFACTS, Stack
+
+DASHBOARD = "http://127.0.0.1:5000/"
+CHROMIUM_FLAGS = [
+    "--no-sandbox",
+    "--headless",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+# Remembers every value each progress bar showed, so a test can tell a live bar from a jump.
+RECORD_PROGRESS = """
+window.__progress = {};
+new MutationObserver((changes) => {
+  for (const change of changes) {
+    const bar = change.target;
+    const article = bar.closest && bar.closest("article.mission");
+    if (!article || change.attributeName !== "aria-valuenow") continue;
+    const id = article.dataset.missionId;
+    (window.__progress[id] ||= []).push(Number(bar.getAttribute("aria-valuenow")));
+  }
+}).observe(document, {subtree: true, attributes: true, attributeFilter: ["aria-valuenow"]});
+"""
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(
+            executable_path="/usr/bin/chromium", args=CHROMIUM_FLAGS
+        )
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def open_dashboard(browser: Browser, stack: Stack) -> Iterator[Callable[[], Page]]:
+    """Opens the dashboard in a fresh browser profile: a new anonymous user each time."""
+    contexts = []
+
+    def open_page() -> Page:
+        context = browser.new_context(viewport={"width": 1280, "height": 900})
+        contexts.append(context)
+        page = context.new_page()
+        page.add_init_script(RECORD_PROGRESS)
+        page.goto(f"{DASHBOARD}?api={stack.api_url}")
+        expect(page.locator("#auth-status")).to_contain_text("Signed in", timeout=20_000)
+        expect(page.locator("#connection")).to_contain_text("live", timeout=20_000)
+        return page
+
+    yield open_page
+    for context in contexts:
+        context.close()
+
+
+def slow_page(site: LocalServer, delay: float) -> str:
+    path = f"/dash-{uuid.uuid4().hex[:8]}"
+    site.route(
+        path,
+        Reply(body=f"<title>Slow {path}</title><main><p>Worth the wait.</p></main>", delay=delay),
+    )
+    return site.url(path)
+
+
+def propose(
+    page: Page, objective: str, domains: str = "", budget: str = "", inputs: str = ""
+) -> str:
+    """Fills the form like a person and returns the new mission's id."""
+    page.fill("#objective", objective)
+    page.fill("#domains", domains)
+    if budget:
+        page.fill("#budget", budget)
+    page.fill("#inputs", inputs)
+    page.get_by_role("button", name="Propose mission").click()
+    card = page.locator("#live article.mission").filter(has_text=objective).first
+    expect(card).to_have_attribute("data-status", "proposed", timeout=10_000)
+    return str(card.get_attribute("data-mission-id"))
+
+
+def card(page: Page, section: str, mission_id: str) -> Locator:
+    return page.locator(f"#{section} article.mission[data-mission-id='{mission_id}']")
+
+
+def launch(page: Page, mission_id: str) -> None:
+    live = card(page, "live", mission_id)
+    expect(live.locator("button.execute")).to_be_disabled()
+    live.locator("button.approve").click()
+    expect(live).to_have_attribute("data-status", "approved")
+    expect(live.locator("button.approve")).to_be_disabled()
+    live.locator("button.execute").click()
+
+
+def test_create_approve_execute_shows_live_progress_to_100(
+    open_dashboard: Callable[[], Page], site: LocalServer
+) -> None:
+    """The bar moves through intermediate values while the mission runs, then reaches 100,
+    with the step text, the event log and the artifact on screen."""
+    page = open_dashboard()
+    url = slow_page(site, delay=1.5)
+    mission_id = propose(page, f"extract {url}", domains="127.0.0.1")
+    launch(page, mission_id)
+    running = card(page, "live", mission_id)
+    expect(running).to_have_attribute("data-status", "running", timeout=10_000)
+    expect(running.locator(".step")).to_contain_text("Step 5/7: tool_execution", timeout=10_000)
+    page.screenshot(path=str(ARTIFACTS / "dashboard-mid-run.png"), full_page=True)
+
+    done = card(page, "pipeline", mission_id)
+    expect(done).to_have_attribute("data-status", "completed", timeout=30_000)
+    bar = done.get_by_role("progressbar")
+    expect(bar).to_have_attribute("aria-valuenow", "100")
+    seen = page.evaluate(f"window.__progress['{mission_id}'] || []")
+    assert any(0 < value < 100 for value in seen), seen
+    assert seen == sorted(seen), seen
+    expect(done.locator(".tool")).to_contain_text("web_extract")
+    done.locator("a.artifact-link").click()
+    expect(page.locator("#artifact .title")).to_contain_text("Slow", timeout=10_000)
+    log = page.locator("#event-log li")
+    expect(log.last).to_contain_text("mission_completed", timeout=10_000)
+    seqs = [int(s) for s in log.evaluate_all("items => items.map(i => i.dataset.seq)")]
+    assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
+    page.screenshot(path=str(ARTIFACTS / "dashboard-end.png"), full_page=True)
+
+
+def test_a_reload_mid_run_shows_the_same_progress_or_more(
+    open_dashboard: Callable[[], Page], site: LocalServer
+) -> None:
+    """Refreshing the page while a mission runs restores where it is, never earlier."""
+    page = open_dashboard()
+    mission_id = propose(page, f"extract {slow_page(site, delay=3)}", domains="127.0.0.1")
+    launch(page, mission_id)
+    live = card(page, "live", mission_id)
+    expect(live.get_by_role("progressbar")).to_have_attribute("aria-valuenow", "55", timeout=10_000)
+    before = int(live.get_by_role("progressbar").get_attribute("aria-valuenow") or 0)
+    page.reload()
+    bar = page.locator(f"article.mission[data-mission-id='{mission_id}'] [role=progressbar]").first
+    expect(bar).to_be_visible(timeout=20_000)
+    assert int(bar.get_attribute("aria-valuenow") or 0) >= before
+    expect(card(page, "pipeline", mission_id)).to_have_attribute(
+        "data-status", "completed", timeout=30_000
+    )
+
+
+def test_another_user_sees_none_of_my_missions(open_dashboard: Callable[[], Page]) -> None:
+    """A second person, in another browser profile, sees an empty dashboard."""
+    mine = open_dashboard()
+    propose(mine, "calculate 1+2+3")
+    theirs = open_dashboard()
+    expect(theirs.locator("article.mission")).to_have_count(0)
+    expect(mine.locator("#pipeline article.mission")).to_have_count(1)
+
+
+def test_a_failed_mission_shows_its_step_and_message(
+    open_dashboard: Callable[[], Page], site: LocalServer
+) -> None:
+    """A mission over budget ends failed, with the failing step and the reason shown."""
+    page = open_dashboard()
+    mission_id = propose(
+        page,
+        f"extract {slow_page(site, 0)}",
+        domains="127.0.0.1",
+        budget="0.005",
+        inputs='{"max_pages": 10}',
+    )
+    launch(page, mission_id)
+    failed = card(page, "pipeline", mission_id)
+    expect(failed).to_have_attribute("data-status", "failed", timeout=20_000)
+    expect(failed.locator(".failure")).to_contain_text(
+        "budget_check: Budget exceeded: $0.01 > $0.005 limit"
+    )
+    expect(failed.locator(".badge")).to_have_text("failed")
+
+
+def test_bad_input_and_refused_actions_are_explained_inline(
+    open_dashboard: Callable[[], Page],
+) -> None:
+    """Invalid JSON inputs and API refusals show a message next to what caused them."""
+    page = open_dashboard()
+    page.fill("#objective", "calculate 2+2")
+    page.fill("#inputs", "{not json")
+    page.get_by_role("button", name="Propose mission").click()
+    expect(page.locator("#create-error")).not_to_be_empty()
+    expect(page.locator("article.mission")).to_have_count(0)
+    page.fill("#inputs", '{"colour": "red"}')
+    page.get_by_role("button", name="Propose mission").click()
+    expect(page.locator("#create-error")).to_contain_text("inputs")
+
+
+def test_cancel_from_the_dashboard(open_dashboard: Callable[[], Page], site: LocalServer) -> None:
+    """Cancelling a running mission from its card ends it cancelled."""
+    page = open_dashboard()
+    mission_id = propose(page, f"extract {slow_page(site, delay=3)}", domains="127.0.0.1")
+    launch(page, mission_id)
+    live = card(page, "live", mission_id)
+    expect(live).to_have_attribute("data-status", "running", timeout=10_000)
+    live.locator("button.cancel").click()
+    ended = card(page, "pipeline", mission_id)
+    expect(ended).to_have_attribute("data-status", "cancelled", timeout=30_000)
+    expect(ended.locator("button.cancel")).to_be_disabled()

@@ -1,0 +1,56 @@
+// The HTTP API: every change to a mission goes through it (clients never write Firestore).
+
+export class ApiError extends Error {
+  constructor(message, { code = "error", status = 0 } = {}) {
+    super(message);
+    this.code = code;
+    this.status = status;
+  }
+}
+
+export function createApi(baseUrl, currentUser) {
+  async function send(method, path, body, forceRefresh) {
+    const user = currentUser();
+    if (!user) throw new ApiError("Not signed in yet; try again in a moment.");
+    const headers = { Authorization: `Bearer ${await user.getIdToken(forceRefresh)}` };
+    const init = { method, headers };
+    if (body !== undefined) {
+      headers["Content-Type"] = "application/json";
+      init.body = JSON.stringify(body);
+    }
+    let response;
+    try {
+      response = await fetch(`${baseUrl}${path}`, init);
+    } catch {
+      throw new ApiError(`The API at ${baseUrl} cannot be reached. Check your connection.`);
+    }
+    const data = await response.json().catch(() => null);
+    if (!response.ok) {
+      const error = data?.error;
+      throw new ApiError(error?.message || `The API answered ${response.status}.`, {
+        code: error?.code,
+        status: response.status,
+      });
+    }
+    return data;
+  }
+
+  async function request(method, path, body) {
+    try {
+      return await send(method, path, body, false);
+    } catch (error) {
+      // A cached ID token can expire between refreshes: get a fresh one and try once more.
+      if (error.status !== 401) throw error;
+      return send(method, path, body, true);
+    }
+  }
+
+  const mission = (id) => `/missions/${encodeURIComponent(id)}`;
+  return {
+    create: (body) => request("POST", "/missions", body),
+    approve: (id) => request("POST", `${mission(id)}/approve`),
+    execute: (id) => request("POST", `${mission(id)}/execute`),
+    cancel: (id) => request("POST", `${mission(id)}/cancel`),
+    artifact: (id) => request("GET", `${mission(id)}/artifact`),
+  };
+}

@@ -1,0 +1,499 @@
+// Buddy Missions dashboard. Firestore is only read, through realtime listeners (no polling);
+// every change goes through the HTTP API. The selected mission lives in the URL hash.
+
+import { initializeApp } from "firebase/app";
+import {
+  connectAuthEmulator,
+  getAuth,
+  onAuthStateChanged,
+  signInAnonymously,
+} from "firebase/auth";
+import {
+  collection,
+  connectFirestoreEmulator,
+  doc,
+  getFirestore,
+  limit,
+  onSnapshot,
+  orderBy,
+  query,
+  where,
+} from "firebase/firestore";
+
+import { createApi } from "./api.js";
+import { renderArtifact, renderEventLog } from "./detail-view.js";
+import { LIVE, percentOf, stepLine } from "./format.js";
+import { renderMissionList } from "./missions-view.js";
+
+const MISSIONS_SHOWN = 20;
+const RETRY_BASE_MS = 1000;
+const RETRY_MAX_MS = 15000;
+// After a successful action, its buttons stay disabled until the listener shows the change.
+const SETTLE_MAX_MS = 5000;
+const ARTIFACT_ATTEMPTS = 3;
+// Where keyboard focus goes once an action has taken effect and its button is disabled.
+const NEXT_FOCUS = { approve: "execute", execute: "cancel", cancel: "open" };
+
+const $ = (selector) => document.querySelector(selector);
+
+let auth;
+let db;
+let api;
+
+const state = {
+  uid: null,
+  loaded: false,
+  missions: [],
+  stopMissions: null,
+  pending: new Map(), // mission id → the action in flight or waiting to show up
+  errors: new Map(), // mission id → the last action's error message
+  selectedId: null,
+  selected: null, // the selected mission's document
+  selectedError: "",
+  events: new Map(), // seq → event of the selected mission
+  artifact: null, // { missionId, data, loading, attempts }
+  stopDetail: null,
+};
+
+// ---- start-up -------------------------------------------------------------------------
+
+async function fetchJson(url) {
+  const response = await fetch(url, { cache: "no-store" });
+  if (!response.ok) throw new Error(`${url} answered ${response.status}`);
+  return response.json();
+}
+
+async function loadConfig() {
+  const config = await fetchJson("/buddy-config.json");
+  let apiUrl = config.apiUrl;
+  const override = new URLSearchParams(location.search).get("api");
+  // The override is honoured only against emulators: elsewhere a crafted link could send
+  // real ID tokens to any server.
+  if (override && config.useEmulators) apiUrl = override;
+  else if (override) console.warn("?api= is ignored unless buddy-config.json sets useEmulators");
+  return { apiUrl: String(apiUrl).replace(/\/+$/, ""), useEmulators: Boolean(config.useEmulators) };
+}
+
+async function main() {
+  const config = await loadConfig();
+  const app = initializeApp(await fetchJson("/__/firebase/init.json"));
+  auth = getAuth(app);
+  db = getFirestore(app);
+  if (config.useEmulators) {
+    connectAuthEmulator(auth, "http://127.0.0.1:9099", { disableWarnings: true });
+    connectFirestoreEmulator(db, "127.0.0.1", 8080);
+  }
+  api = createApi(config.apiUrl, () => auth.currentUser);
+
+  wireCreateForm();
+  wireMissionActions();
+  window.addEventListener("hashchange", () => select(idFromHash()));
+  setInterval(tick, 1000);
+
+  onAuthStateChanged(auth, (user) => {
+    if (!user) {
+      $("#auth-status").textContent = "Signing in…";
+      signInAnonymously(auth).catch((error) => {
+        $("#auth-status").textContent = `Sign-in failed: ${error.message}`;
+      });
+      return;
+    }
+    startSession(user);
+  });
+}
+
+function startSession(user) {
+  const anonymous = user.isAnonymous ? " (anonymous)" : "";
+  const status = $("#auth-status");
+  status.textContent = `Signed in${anonymous} · uid ${user.uid.slice(0, 6)}…`;
+  status.title = `uid ${user.uid}`;
+  if (state.uid === user.uid) return;
+  state.stopMissions?.();
+  state.uid = user.uid;
+  state.stopMissions = listenToMissions();
+  state.selectedId = null; // re-subscribes the detail listeners for this user
+  select(idFromHash());
+}
+
+// ---- listeners --------------------------------------------------------------------------
+
+// Runs a listener and opens it again after an error, waiting longer after each failure in a row.
+// `open(ok, failed, retrying)` subscribes and returns the unsubscribe function.
+function keepListening(open, onFailure) {
+  let stopped = false;
+  let failures = 0;
+  let timer = 0;
+  let unsubscribe = () => {};
+  const start = (retrying) => {
+    unsubscribe = open(
+      () => {
+        failures = 0;
+      },
+      (error) => {
+        if (stopped) return;
+        const delay = Math.min(RETRY_MAX_MS, RETRY_BASE_MS * 2 ** failures++);
+        if (onFailure(error, delay) !== false) timer = setTimeout(() => start(true), delay);
+      },
+      retrying,
+    );
+  };
+  start(false);
+  return () => {
+    stopped = true;
+    clearTimeout(timer);
+    unsubscribe();
+  };
+}
+
+function setConnection(text, mode) {
+  const connection = $("#connection");
+  if (connection.textContent !== text) connection.textContent = text;
+  connection.dataset.state = mode;
+}
+
+function listenToMissions() {
+  const missions = query(
+    collection(db, "missions"),
+    where("owner_uid", "==", state.uid),
+    orderBy("created_at", "desc"),
+    limit(MISSIONS_SHOWN),
+  );
+  return keepListening(
+    (ok, failed) =>
+      onSnapshot(
+        missions,
+        // Metadata changes too: they say when the listener goes offline and comes back.
+        { includeMetadataChanges: true },
+        (snapshot) => {
+          ok();
+          state.loaded = true;
+          state.missions = snapshot.docs.map((d) => ({ ...d.data(), mission_id: d.id }));
+          if (snapshot.metadata.fromCache) setConnection("reconnecting…", "offline");
+          else setConnection("live", "live");
+          renderMissions();
+        },
+        failed,
+      ),
+    (error, delay) => {
+      setConnection(`Listener error: ${error.message} — retrying in ${delay / 1000}s`, "error");
+    },
+  );
+}
+
+function listenToSelected(id) {
+  const stopDoc = keepListening(
+    (ok, failed) =>
+      onSnapshot(
+        doc(db, "missions", id),
+        (snapshot) => {
+          ok();
+          if (state.selectedId !== id) return;
+          state.selected = snapshot.exists() ? { ...snapshot.data(), mission_id: id } : null;
+          state.selectedError = snapshot.exists() ? "" : "This mission does not exist.";
+          loadArtifactIfReady();
+          renderDetail();
+        },
+        failed,
+      ),
+    (error, delay) => {
+      if (state.selectedId !== id) return false;
+      // The rules deny reading a mission that is missing or someone else's: waiting won't help.
+      const hopeless = error.code === "permission-denied";
+      state.selectedError = hopeless
+        ? "This mission does not exist or is not yours."
+        : `Cannot follow this mission: ${error.message} — retrying in ${delay / 1000}s`;
+      renderDetail();
+      return !hopeless;
+    },
+  );
+
+  const stopEvents = keepListening(
+    (ok, failed, retrying) => {
+      const constraints = [where("owner_uid", "==", state.uid)];
+      // Resume after the last event we have; the Map merge keeps the log whole either way.
+      const lastSeq = Math.max(0, ...state.events.keys());
+      if (retrying && lastSeq > 0) constraints.push(where("seq", ">", lastSeq));
+      const events = query(
+        collection(db, "missions", id, "events"),
+        ...constraints,
+        orderBy("seq"),
+      );
+      return onSnapshot(
+        events,
+        (snapshot) => {
+          ok();
+          if (state.selectedId !== id) return;
+          for (const change of snapshot.docChanges()) {
+            const event = change.doc.data();
+            // A retracted event (an execute whose message never left) is deleted.
+            if (change.type === "removed") state.events.delete(event.seq);
+            else state.events.set(event.seq, event);
+          }
+          renderEventLog($("#event-log"), state.events);
+        },
+        failed,
+      );
+    },
+    (error, delay) => {
+      if (state.selectedId !== id) return false;
+      $("#event-log-error").textContent =
+        `The event log lost its connection (${error.message}); resuming in ${delay / 1000}s.`;
+      setTimeout(() => ($("#event-log-error").textContent = ""), delay + 500);
+      return true;
+    },
+  );
+
+  return () => {
+    stopDoc();
+    stopEvents();
+  };
+}
+
+// ---- selection -------------------------------------------------------------------------
+
+function idFromHash() {
+  const match = /^#m=([A-Za-z0-9_-]{1,64})$/.exec(location.hash);
+  return match ? match[1] : null;
+}
+
+function select(id) {
+  if (id === state.selectedId) return;
+  state.stopDetail?.();
+  state.stopDetail = null;
+  state.selectedId = id;
+  state.selected = null;
+  state.selectedError = "";
+  state.events = new Map();
+  state.artifact = null;
+  $("#event-log").replaceChildren();
+  $("#event-log-error").textContent = "";
+  if (id && state.uid) state.stopDetail = listenToSelected(id);
+  renderDetail();
+  renderMissions();
+}
+
+function showMission(id, { focus = false } = {}) {
+  const hash = `#m=${id}`;
+  if (location.hash !== hash) location.hash = hash;
+  select(id);
+  if (focus) $("#detail-heading").focus();
+}
+
+function loadArtifactIfReady() {
+  const mission = state.selected;
+  const id = state.selectedId;
+  if (!mission?.execution_record?.artifact_reference) return;
+  if (state.artifact?.missionId === id) return;
+  state.artifact = { missionId: id, data: null, loading: true, attempts: 0 };
+  fetchArtifact(state.artifact);
+}
+
+async function fetchArtifact(entry) {
+  entry.attempts += 1;
+  try {
+    entry.data = await api.artifact(entry.missionId);
+    entry.loading = false;
+    $("#artifact-error").textContent = "";
+  } catch (error) {
+    if (state.artifact !== entry) return;
+    if (entry.attempts < ARTIFACT_ATTEMPTS) {
+      setTimeout(() => state.artifact === entry && fetchArtifact(entry), 2000 * entry.attempts);
+      return;
+    }
+    entry.loading = false;
+    $("#artifact-error").textContent = `Could not load the artifact: ${error.message}`;
+  }
+  if (state.artifact === entry) renderDetail();
+}
+
+// ---- rendering -------------------------------------------------------------------------
+
+function prunePending() {
+  const settled = [];
+  for (const [id, entry] of state.pending) {
+    if (!entry.done) continue;
+    const mission = state.missions.find((m) => m.mission_id === id);
+    const changed =
+      !mission ||
+      mission.status !== entry.status ||
+      Boolean(mission.cancel_requested) !== entry.cancelRequested;
+    if (changed || Date.now() - entry.doneAt > SETTLE_MAX_MS) {
+      state.pending.delete(id);
+      settled.push(entry);
+    }
+  }
+  return settled;
+}
+
+function renderMissions() {
+  const settled = prunePending();
+  const ctx = {
+    now: Date.now(),
+    selectedId: state.selectedId,
+    isPending: (mission) => state.pending.has(mission.mission_id),
+    errorFor: (id) => state.errors.get(id),
+  };
+  const live = state.missions.filter((m) => LIVE.has(m.status));
+  renderMissionList($("#live-list"), live, { ...ctx, section: "live", pipeline: false });
+  renderMissionList($("#pipeline-list"), state.missions, {
+    ...ctx,
+    section: "pipeline",
+    pipeline: true,
+  });
+  $("#live-empty").hidden = !state.loaded || live.length > 0;
+  $("#pipeline-empty").hidden = !state.loaded || state.missions.length > 0;
+  $("#missions-loading").hidden = state.loaded;
+
+  // The clicked button is disabled now; keep keyboard users in the card, on the next step.
+  for (const entry of settled) {
+    const active = document.activeElement;
+    if (entry.card.isConnected && (!active || active === document.body || active.disabled)) {
+      const next = entry.card.querySelector(`button.${NEXT_FOCUS[entry.action]}`);
+      if (next && !next.disabled) next.focus();
+    }
+  }
+}
+
+function renderDetail() {
+  const mission = state.selected;
+  const heading = $("#detail-heading");
+  const meta = $("#detail-meta");
+  let title = "Mission details";
+  if (mission) title = mission.objective;
+  else if (state.selectedId) title = state.selectedError ? "Mission unavailable" : "Loading mission…";
+  if (heading.textContent !== title) heading.textContent = title;
+  $("#detail-hint").hidden = Boolean(state.selectedId);
+  $("#detail-body").hidden = !state.selectedId;
+  $("#detail-error").textContent = state.selectedError;
+
+  const parts = mission
+    ? [
+        mission.status,
+        `${percentOf(mission)}%`,
+        stepLine(mission),
+        `budget $${mission.budget_usd}`,
+        mission.scope?.allowed_domains?.length
+          ? `domains ${mission.scope.allowed_domains.join(", ")}`
+          : null,
+      ]
+    : [];
+  const text = parts.filter(Boolean).join(" · ");
+  if (meta.textContent !== text) meta.textContent = text;
+
+  const artifact = state.artifact?.missionId === state.selectedId ? state.artifact.data : null;
+  renderArtifact($("#artifact"), artifact);
+}
+
+// Elapsed time, ETA and stalled leases move with the clock, not with snapshots.
+function tick() {
+  if (state.loaded) renderMissions();
+}
+
+// ---- actions ---------------------------------------------------------------------------
+
+function readCreateForm() {
+  const body = { objective: $("#objective").value };
+  const domains = $("#domains").value.split(/[\s,]+/).filter(Boolean);
+  if (domains.length) body.scope = { allowed_domains: domains };
+  const budget = $("#budget").valueAsNumber;
+  if (Number.isFinite(budget)) body.budget_usd = budget;
+  const tool = $("#tool").value;
+  if (tool) body.tool = tool;
+  const rawInputs = $("#inputs").value.trim();
+  if (rawInputs) {
+    let inputs;
+    try {
+      inputs = JSON.parse(rawInputs);
+    } catch (error) {
+      throw new InputsError(`Inputs are not valid JSON: ${error.message}`);
+    }
+    if (inputs === null || typeof inputs !== "object" || Array.isArray(inputs)) {
+      throw new InputsError('Inputs must be a JSON object, e.g. {"expression": "6*7"}.');
+    }
+    body.inputs = inputs;
+  }
+  return body;
+}
+
+class InputsError extends Error {}
+
+function wireCreateForm() {
+  const form = $("#create-form");
+  const errorBox = $("#create-error");
+  const inputsField = $("#inputs");
+  inputsField.addEventListener("input", () => inputsField.removeAttribute("aria-invalid"));
+
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    let body;
+    try {
+      body = readCreateForm();
+    } catch (error) {
+      if (!(error instanceof InputsError)) throw error;
+      errorBox.textContent = error.message;
+      inputsField.setAttribute("aria-invalid", "true");
+      inputsField.focus();
+      return;
+    }
+    const submit = form.querySelector("button[type=submit]");
+    submit.disabled = true;
+    errorBox.textContent = "";
+    try {
+      const mission = await api.create(body);
+      $("#objective").value = "";
+      showMission(mission.mission_id);
+    } catch (error) {
+      errorBox.textContent = error.message;
+    } finally {
+      submit.disabled = false;
+    }
+  });
+}
+
+function wireMissionActions() {
+  $("main").addEventListener("click", (event) => {
+    const link = event.target.closest("a.artifact-link");
+    if (link && !(event.ctrlKey || event.metaKey || event.shiftKey)) {
+      event.preventDefault();
+      showMission(link.closest("article.mission").dataset.missionId, { focus: true });
+      return;
+    }
+    const button = event.target.closest("article.mission button[data-action]");
+    if (!button || button.disabled) return;
+    const card = button.closest("article.mission");
+    const id = card.dataset.missionId;
+    if (button.dataset.action === "open") showMission(id, { focus: true });
+    else runAction(id, button.dataset.action, card);
+  });
+}
+
+async function runAction(id, action, card) {
+  const mission =
+    state.missions.find((m) => m.mission_id === id) ??
+    (state.selected?.mission_id === id ? state.selected : null);
+  const entry = {
+    action,
+    card,
+    status: mission?.status,
+    cancelRequested: Boolean(mission?.cancel_requested),
+    done: false,
+    doneAt: 0,
+  };
+  state.errors.delete(id);
+  state.pending.set(id, entry);
+  renderMissions();
+  try {
+    await api[action](id);
+    entry.done = true;
+    entry.doneAt = Date.now();
+  } catch (error) {
+    if (state.pending.get(id) === entry) state.pending.delete(id);
+    state.errors.set(id, error.message);
+  }
+  renderMissions();
+}
+
+main().catch((error) => {
+  $("#auth-status").textContent = `Could not start: ${error.message}`;
+  setConnection("offline", "error");
+});

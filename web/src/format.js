@@ -1,0 +1,116 @@
+// Text shown for a mission, computed from its Firestore document alone.
+// No DOM and no SDK here, so every rule about what a person sees lives in one place.
+
+export const TERMINAL = new Set(["completed", "failed", "cancelled"]);
+// Missions someone may still act on or is waiting for.
+export const LIVE = new Set(["proposed", "approved", "queued", "running"]);
+
+// Firestore Timestamps (mission fields) and ISO strings (tracker fields) alike.
+export function toMillis(value) {
+  if (value == null) return null;
+  if (typeof value.toMillis === "function") return value.toMillis();
+  if (value instanceof Date) return value.getTime();
+  const ms = Date.parse(value);
+  return Number.isNaN(ms) ? null : ms;
+}
+
+export function trackerOf(mission) {
+  return mission.execution_record?.progress_tracker ?? null;
+}
+
+export function percentOf(mission) {
+  const percent = Number(trackerOf(mission)?.progress_percent);
+  return Number.isFinite(percent) ? Math.min(100, Math.max(0, Math.round(percent))) : 0;
+}
+
+export function stepText(step) {
+  return (
+    `Step ${step.step_index}/${step.total_steps}: ${step.step_name} — ` +
+    `${step.message} (${step.progress_percent}%)`
+  );
+}
+
+// The step worth showing: the running one, or once finished the last that completed or failed.
+export function shownStep(mission) {
+  const tracker = trackerOf(mission);
+  if (!tracker) return null;
+  const current = tracker.current_step ?? null;
+  const lastDone = tracker.completed_steps?.at(-1) ?? null;
+  if (mission.status === "running") return current ?? lastDone;
+  if (current?.status === "failed") return current;
+  return lastDone ?? current;
+}
+
+const WAITING = {
+  proposed: "Waiting for approval",
+  approved: "Approved — ready to execute",
+  queued: "Queued — waiting for a worker",
+  running: "Starting…",
+  completed: "Completed",
+  failed: "Failed",
+  cancelled: "Cancelled before it ran",
+};
+
+export function stepLine(mission) {
+  const step = shownStep(mission);
+  return step ? stepText(step) : (WAITING[mission.status] ?? mission.status);
+}
+
+// Whole seconds; null when the mission has not started.
+export function elapsedSeconds(mission, now) {
+  const tracker = trackerOf(mission);
+  if (!tracker) return null;
+  if (mission.status === "running") {
+    const start = toMillis(tracker.start_time);
+    if (start != null) return Math.max(0, Math.floor((now - start) / 1000));
+  }
+  return Math.max(0, Math.floor(Number(tracker.elapsed_seconds) || 0));
+}
+
+// The worker's last estimate counted down since it was written; null when there is none to show.
+export function etaSeconds(mission, now) {
+  const tracker = trackerOf(mission);
+  if (!tracker || TERMINAL.has(mission.status)) return null;
+  const written = toMillis(tracker.updated_at);
+  const since = written == null ? 0 : (now - written) / 1000;
+  return Math.max(0, Math.round((Number(tracker.estimated_time_remaining) || 0) - since));
+}
+
+export function detailText(mission) {
+  const detail = trackerOf(mission)?.current_step?.detail;
+  return detail ? `${detail.unit} ${detail.done}/${detail.total}` : null;
+}
+
+export function attemptText(mission) {
+  const attempt = mission.execution_record?.attempt ?? 0;
+  return mission.status === "running" && attempt > 1 ? `Attempt ${attempt}` : null;
+}
+
+// A running mission whose lease ran out: its worker stopped renewing it.
+export function isStalled(mission, now) {
+  if (mission.status !== "running") return false;
+  const expires = toMillis(mission.lease_expires_at);
+  return expires != null && expires < now;
+}
+
+export function failureText(mission) {
+  if (mission.status !== "failed") return null;
+  const error = mission.execution_record?.error;
+  if (!error) return "Failed";
+  return error.step_name ? `Failed at ${error.step_name}: ${error.message}` : `Failed: ${error.message}`;
+}
+
+export function toolText(mission) {
+  return mission.execution_record?.tool_used || mission.tool || "auto";
+}
+
+export function eventText(event) {
+  const parts = [`#${event.seq} ${event.type}`];
+  if (event.step_name) parts.push(event.step_name);
+  if (event.message) parts.push(event.message);
+  return parts.join(" · ");
+}
+
+export function shorten(text, max = 80) {
+  return text.length > max ? `${text.slice(0, max - 1)}…` : text;
+}
