@@ -1,0 +1,584 @@
+"""`buddy`: the command line of Buddy Missions, built on `buddy.client.BuddyClient`.
+
+    buddy run "calculate 2*(3+4)"          # create, approve, execute and watch it live
+    buddy list --status running
+    buddy events m_123 --follow
+
+Exit status: 0 done (mission completed), 1 mission failed or an API error, 2 mission cancelled
+(or a usage error), 3 API unreachable, 130 Ctrl-C while watching (the mission keeps running).
+Output is for people on a terminal (colour, a live progress bar) and plain elsewhere; `--json`
+prints the API's answers, or JSON lines while watching or following.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import itertools
+import json
+import sys
+import time
+from collections.abc import Callable, Generator
+from dataclasses import dataclass
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, ProgressColumn, Task, TextColumn
+from rich.table import Column, Table
+from rich.text import Text
+from typer.exceptions import TyperException
+
+from buddy.client import (
+    TERMINAL,
+    ApiUnreachable,
+    BuddyClient,
+    BuddyError,
+    MissionNotFound,
+    Snapshot,
+)
+
+EXIT_CODES = {"completed": 0, "failed": 1, "cancelled": 2}
+EXIT_ERROR = 1
+EXIT_UNREACHABLE = 3
+EXIT_INTERRUPTED = 130
+WAITING = {
+    "proposed": "waiting to be approved and executed",
+    "approved": "waiting to be executed",
+    "queued": "waiting for a worker",
+}
+
+# soft_wrap: long lines stay whole when output goes to a file or a pipe (rich would cut at 80).
+console = Console(highlight=False, soft_wrap=True)
+errors = Console(stderr=True, highlight=False, soft_wrap=True)
+
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    # Plain tracebacks with --debug: rich's would show local variables, tokens among them.
+    pretty_exceptions_enable=False,
+)
+
+
+@dataclass
+class Options:
+    api_url: str | None = None
+    debug: bool = False
+    json: bool = False
+
+
+OPTIONS = Options()
+
+Json = Annotated[bool, typer.Option("--json", help="Print JSON (JSON lines while watching).")]
+Domains = Annotated[
+    list[str] | None, typer.Option("--domain", help="A hostname the mission may use (repeat).")
+]
+Budget = Annotated[float, typer.Option("--budget", help="Budget in USD (0 < x ≤ 100).")]
+Tool = Annotated[str | None, typer.Option("--tool", help="Pre-select a tool, e.g. calculate.")]
+Inputs = Annotated[
+    list[str] | None,
+    typer.Option("--input", help="A tool input key=value; values are JSON when they parse."),
+]
+
+
+# Pure helpers (unit-tested)
+
+
+def parse_inputs(pairs: list[str] | None) -> dict[str, Any]:
+    """`key=value` pairs; `max_pages=3` gives an int, `url=http://x` stays a string."""
+    inputs: dict[str, Any] = {}
+    for pair in pairs or []:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key.strip():
+            raise typer.BadParameter(f"{pair!r} is not key=value", param_hint="--input")
+        try:
+            inputs[key.strip()] = json.loads(raw)
+        except ValueError:
+            inputs[key.strip()] = raw
+    return inputs
+
+
+def exit_code(status: str) -> int:
+    """The exit status for a mission's final status."""
+    return EXIT_CODES.get(status, EXIT_ERROR)
+
+
+def step_line(step: dict[str, Any], attempt: int | None = None) -> str:
+    """`[ 55%] Step 5/7 tool_execution — Running calculate · pages 3/5 · attempt 2`."""
+    text = (
+        f"[{step['progress_percent']:>3}%] Step {step['step_index']}/{step['total_steps']} "
+        f"{step['step_name']} — {step['message']}"
+    )
+    detail = step.get("detail")
+    if detail and step["status"] == "started":
+        text += f" · {detail['unit']} {detail['done']}/{detail['total']}"
+    if attempt and attempt > 1:
+        text += f" · attempt {attempt}"
+    return text
+
+
+def progress_line(snapshot: dict[str, Any]) -> str:
+    """One line for a snapshot (or a GET /progress answer): its step, or its status."""
+    step = snapshot.get("current_step") or (snapshot.get("completed_steps") or [None])[-1]
+    if step is None:
+        waiting = WAITING.get(snapshot["status"], "")
+        return f"[{snapshot['progress_percent']:>3}%] {snapshot['status']}" + (
+            f" — {waiting}" if waiting else ""
+        )
+    # The step's own percent is the one of its last write; the snapshot's may be newer.
+    step = {**step, "progress_percent": snapshot.get("progress_percent", step["progress_percent"])}
+    return step_line(step, snapshot.get("attempt"))
+
+
+def step_lines(snapshot: Snapshot, seen: set[Any]) -> list[str]:
+    """Lines for what `seen` has not shown yet: each step once, again when it retries or fails.
+
+    Completed steps come first: a listener may skip states, so a step that started and ended
+    between two snapshots is still shown (with its completion message).
+    """
+    lines = []
+    for step in snapshot["completed_steps"]:
+        if step["step_index"] not in seen:
+            seen.add(step["step_index"])
+            lines.append(step_line(step))
+    current = snapshot["current_step"]
+    if current:
+        attempt = snapshot.get("attempt") or 1
+        key = (current["step_index"], current["status"], attempt)
+        again = current["status"] == "failed" or attempt > 1
+        if current["step_index"] not in seen or (again and key not in seen):
+            seen.update({current["step_index"], key})
+            lines.append(progress_line(snapshot))
+    elif not snapshot["completed_steps"] and snapshot["status"] not in seen:
+        seen.add(snapshot["status"])
+        if snapshot["status"] in WAITING:
+            lines.append(progress_line(snapshot))
+    asked = snapshot.get("cancel_requested") and snapshot["status"] not in TERMINAL
+    if asked and "cancel_requested" not in seen:
+        seen.add("cancel_requested")
+        lines.append("Cancel requested: it stops at the next step boundary")
+    return lines
+
+
+def outcome_lines(snapshot: Snapshot) -> list[str]:
+    """How a finished mission ended: the result and artifact, or where it failed."""
+    status, mission_id = snapshot["status"], snapshot["mission_id"]
+    if status == "completed":
+        lines = [
+            f"Completed in {snapshot['elapsed_seconds']:.1f}s: {snapshot['result_summary'] or ''}"
+        ]
+        if snapshot.get("artifact_reference"):
+            title = snapshot["artifact_reference"]["title"]
+            lines.append(f"Artifact: {title} (buddy show {mission_id})")
+        return lines
+    if status == "failed":
+        error = snapshot.get("error") or {}
+        return [f"Failed at {error.get('step_name', '?')}: {error.get('message', 'no reason')}"]
+    if status == "cancelled":
+        return [f"Cancelled at {snapshot['progress_percent']}%"]
+    return [f"Mission {mission_id} is {status}"]
+
+
+def _clock(seconds: float) -> str:
+    whole = max(round(seconds), 0)
+    return f"{whole // 60}:{whole % 60:02d}"
+
+
+# Output
+
+
+def _say(text: str, style: str | None = None, to: Console = console) -> None:
+    # Text, not markup: messages from the API may contain [brackets].
+    to.print(Text(text, style=style or ""))
+
+
+def _json(document: Any, line: bool = False) -> None:
+    sys.stdout.write(json.dumps(document, indent=None if line else 2, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def _mission_lines(mission: dict[str, Any]) -> list[str]:
+    record = mission.get("execution_record") or {}
+    percent = ((record.get("progress_tracker") or {}).get("progress_percent")) or 0
+    lines = [
+        f"Mission {mission['mission_id']}: {mission['status']} ({percent}%)",
+        f"  objective  {mission['objective']}",
+        f"  budget     ${mission['budget_usd']:g}",
+    ]
+    if mission.get("tool"):
+        lines.append(f"  tool       {mission['tool']}")
+    if mission["scope"]["allowed_domains"]:
+        lines.append(f"  domains    {', '.join(mission['scope']['allowed_domains'])}")
+    if mission.get("inputs"):
+        lines.append(f"  inputs     {json.dumps(mission['inputs'])}")
+    lines.append(f"  created    {mission['created_at']}")
+    return lines
+
+
+class _ClockColumn(ProgressColumn):
+    """Elapsed time and ETA, counted on between snapshots (the worker writes only on change)."""
+
+    def render(self, task: Task) -> Text:
+        fields = task.fields
+        since = time.monotonic() - fields.get("received", time.monotonic())
+        ticking = since if fields.get("running") else 0.0
+        elapsed = fields.get("elapsed", 0.0) + ticking
+        eta = max(fields.get("eta", 0.0) - ticking, 0.0)
+        return Text(f"{_clock(elapsed)} · ETA {_clock(eta)}", style="dim")
+
+
+class _Display:
+    """A live progress bar on a terminal, plus one printed line per step change everywhere."""
+
+    def __init__(self, live: bool) -> None:
+        self._seen: set[Any] = set()
+        self._progress = (
+            Progress(
+                TextColumn("{task.percentage:>3.0f}%"),
+                BarColumn(bar_width=24),
+                _ClockColumn(table_column=Column(no_wrap=True)),
+                # One line however narrow the terminal: the step message is cut, not wrapped.
+                TextColumn(
+                    "{task.description}",
+                    markup=False,
+                    table_column=Column(no_wrap=True, overflow="ellipsis", ratio=1),
+                ),
+                console=console,
+                expand=True,
+                transient=True,
+            )
+            if live
+            else None
+        )
+        self._task = self._progress.add_task("", total=100) if self._progress else None
+
+    def __enter__(self) -> _Display:
+        if self._progress:
+            self._progress.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        if self._progress:
+            self._progress.stop()
+
+    def show(self, snapshot: Snapshot) -> None:
+        for line in step_lines(snapshot, self._seen):
+            _say(line)
+        if self._progress and self._task is not None:
+            self._progress.update(
+                self._task,
+                completed=snapshot["progress_percent"],
+                description=progress_line(snapshot).split("] ", 1)[1],
+                elapsed=snapshot["elapsed_seconds"],
+                eta=snapshot["estimated_time_remaining"],
+                running=snapshot["status"] == "running",
+                received=time.monotonic(),
+            )
+
+
+def _follow(
+    snapshots: Generator[Snapshot, None, None], as_json: bool, first: Snapshot | None = None
+) -> int:
+    """Shows snapshots until the mission ends; returns the exit status for how it ended."""
+    last = first
+    live = console.is_terminal and not as_json
+    try:
+        with contextlib.closing(snapshots), _Display(live) as display:
+            for snapshot in itertools.chain([first] if first else [], snapshots):
+                last = snapshot
+                if as_json:
+                    _json(snapshot, line=True)
+                else:
+                    display.show(snapshot)
+    except KeyboardInterrupt:
+        # Detach only: cancelling is an explicit `buddy cancel`.
+        mission = f" {last['mission_id']}" if last else ""
+        _say(
+            f"Detached; the mission keeps running (buddy watch{mission} to follow it again).",
+            to=errors,
+        )
+        return EXIT_INTERRUPTED
+    assert last is not None  # watch yields until a terminal snapshot, or raises
+    if not as_json:
+        style = {"completed": "green", "failed": "red"}.get(last["status"], "yellow")
+        for line in outcome_lines(last):
+            _say(line, style)
+    return exit_code(last["status"])
+
+
+# Commands
+
+
+def _client() -> BuddyClient:
+    return BuddyClient.from_env(api_url=OPTIONS.api_url)
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _handled(command: F) -> F:
+    """One clear line on stderr for a BuddyError (a traceback only with --debug)."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            code = command(*args, **kwargs)
+        except BuddyError as e:
+            if OPTIONS.debug:
+                raise
+            _say(f"error: {e}", "red", to=errors)
+            code = EXIT_UNREACHABLE if isinstance(e, ApiUnreachable) else EXIT_ERROR
+        except KeyboardInterrupt:
+            _say("Interrupted.", to=errors)
+            code = EXIT_INTERRUPTED
+        except (TyperException, typer.Exit, typer.Abort):
+            raise  # usage errors: Typer prints them with the usage line
+        except Exception as e:
+            if OPTIONS.debug:
+                raise
+            _say(f"error: unexpected {type(e).__name__}: {e} (--debug shows more)", "red", errors)
+            code = EXIT_ERROR
+        if code:
+            raise typer.Exit(code)
+
+    return wrapper  # type: ignore[return-value]
+
+
+@app.callback()
+def _options(
+    api_url: Annotated[
+        str | None,
+        typer.Option("--api-url", envvar="BUDDY_API_URL", help="The API's base URL."),
+    ] = None,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
+    as_json: Json = False,
+) -> None:
+    """Run Buddy Missions and watch their progress live.
+
+    Locally, signs in anonymously on the Auth emulator (cached in ~/.config/buddy);
+    elsewhere, set BUDDY_ID_TOKEN.
+
+    Exit status: 0 completed, 1 failed or error, 2 cancelled, 3 API unreachable, 130 Ctrl-C.
+    """
+    OPTIONS.api_url, OPTIONS.debug, OPTIONS.json = api_url, debug, as_json
+
+
+def _create(
+    client: BuddyClient,
+    objective: str,
+    domain: list[str] | None,
+    budget: float,
+    tool: str | None,
+    inputs: list[str] | None,
+) -> dict[str, Any]:
+    return client.create(objective, domain or (), budget, tool, parse_inputs(inputs))
+
+
+@app.command()
+@_handled
+def run(
+    objective: str,
+    domain: Domains = None,
+    budget: Budget = 1.0,
+    tool: Tool = None,
+    inputs: Inputs = None,
+    as_json: Json = False,
+) -> int:
+    """Create, approve and execute a mission, then watch it to the end."""
+    as_json = as_json or OPTIONS.json
+    client = _client()
+    mission_id = _create(client, objective, domain, budget, tool, inputs)["mission_id"]
+    if not as_json:
+        _say(f"Mission {mission_id} created", "bold")
+    client.approve(mission_id)
+    snapshots = client.watch(mission_id)
+    # Listening before it runs, so that even a fast mission shows every step.
+    first = next(snapshots)
+    try:
+        client.execute(mission_id)
+    except BaseException:
+        snapshots.close()
+        raise
+    return _follow(snapshots, as_json, first)
+
+
+@app.command()
+@_handled
+def create(
+    objective: str,
+    domain: Domains = None,
+    budget: Budget = 1.0,
+    tool: Tool = None,
+    inputs: Inputs = None,
+    as_json: Json = False,
+) -> int:
+    """Propose a mission (then: buddy approve ID; buddy execute ID)."""
+    mission = _create(_client(), objective, domain, budget, tool, inputs)
+    if as_json or OPTIONS.json:
+        _json(mission)
+    else:
+        for line in _mission_lines(mission):
+            _say(line)
+    return 0
+
+
+def _print_mission(mission: dict[str, Any], as_json: bool) -> None:
+    if as_json or OPTIONS.json:
+        _json(mission)
+        return
+    for line in _mission_lines(mission):
+        _say(line)
+
+
+@app.command()
+@_handled
+def approve(mission_id: str, as_json: Json = False) -> int:
+    """Approve a proposed mission."""
+    _print_mission(_client().approve(mission_id), as_json)
+    return 0
+
+
+@app.command()
+@_handled
+def execute(
+    mission_id: str,
+    watch: Annotated[bool, typer.Option("--watch", help="Then watch it to the end.")] = False,
+    as_json: Json = False,
+) -> int:
+    """Queue an approved mission for execution."""
+    as_json = as_json or OPTIONS.json
+    client = _client()
+    accepted = client.execute(mission_id)
+    if not watch:
+        _json(accepted) if as_json else _say(f"Mission {mission_id} queued")
+        return 0
+    return _follow(client.watch(mission_id), as_json)
+
+
+@app.command()
+@_handled
+def cancel(mission_id: str, as_json: Json = False) -> int:
+    """Cancel a mission; a running one stops at its next step boundary."""
+    mission = _client().cancel(mission_id)
+    if as_json or OPTIONS.json:
+        _json(mission)
+    elif mission["status"] == "cancelled":
+        _say(f"Mission {mission_id}: cancelled", "yellow")
+    else:
+        _say(f"Mission {mission_id}: {mission['status']}, cancel requested", "yellow")
+        _say("It stops at the next step boundary (buddy watch to see it end).")
+    return 0
+
+
+@app.command()
+@_handled
+def watch(mission_id: str, as_json: Json = False) -> int:
+    """Watch a mission live until it ends (exit 0 completed, 1 failed, 2 cancelled)."""
+    return _follow(_client().watch(mission_id), as_json or OPTIONS.json)
+
+
+@app.command("list")
+@_handled
+def list_missions(
+    status: Annotated[str | None, typer.Option("--status", help="Only this status.")] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, max=100)] = 20,
+    as_json: Json = False,
+) -> int:
+    """Your missions, newest first."""
+    missions = _client().list(status, limit)
+    if as_json or OPTIONS.json:
+        _json({"missions": missions})
+        return 0
+    if not missions:
+        _say("No missions.")
+        return 0
+    table = Table("mission", "status", "%", "objective", "created", box=None)
+    for m in missions:
+        tracker = (m.get("execution_record") or {}).get("progress_tracker") or {}
+        percent = str(tracker.get("progress_percent", 0))
+        table.add_row(
+            m["mission_id"], m["status"], percent, Text(m["objective"]), m["created_at"][:19]
+        )
+    console.print(table)
+    return 0
+
+
+@app.command()
+@_handled
+def show(mission_id: str, as_json: Json = False) -> int:
+    """A mission, its progress, and a preview of its artifact when there is one."""
+    client = _client()
+    mission = client.get(mission_id)
+    progress = client.progress(mission_id)
+    record = mission.get("execution_record") or {}
+    artifact = None
+    if record.get("artifact_reference"):
+        with contextlib.suppress(MissionNotFound):
+            artifact = client.artifact(mission_id)
+    if as_json or OPTIONS.json:
+        _json({"mission": mission, "progress": progress, "artifact": artifact})
+        return 0
+    for line in _mission_lines(mission):
+        _say(line)
+    _say(progress_line({**progress, "attempt": record.get("attempt")}))
+    timing = f"  elapsed {_clock(progress['elapsed_seconds'])}"
+    if progress["status"] not in TERMINAL:
+        timing += f", ETA {_clock(progress['estimated_time_remaining'])}"
+    _say(timing + (" — stalled, waiting for recovery" if progress.get("stalled") else ""))
+    if mission["status"] in TERMINAL:
+        outcome = {
+            **progress,
+            "error": record.get("error"),
+            "result_summary": record.get("result_summary"),
+            "artifact_reference": None,  # its preview follows
+        }
+        for line in outcome_lines(outcome):
+            _say(line)
+    if artifact:
+        _say(f"\n{artifact['title']}", "bold")
+        _say(artifact["preview"])
+    return 0
+
+
+def _event_line(event: dict[str, Any]) -> str:
+    step = f" {event['step_name']}" if event.get("step_name") else ""
+    return (
+        f"{event['seq']:>4} {event['timestamp'][11:19]} {event['type']}{step} — {event['message']}"
+    )
+
+
+@app.command()
+@_handled
+def events(
+    mission_id: str,
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Keep printing new events until it ends.")
+    ] = False,
+    as_json: Json = False,
+) -> int:
+    """A mission's event log; --follow prints new events as they happen."""
+    as_json = as_json or OPTIONS.json
+    client = _client()
+    if not follow:
+        log = client.events(mission_id)
+        if as_json:
+            _json({"events": log})
+        else:
+            for event in log:
+                _say(_event_line(event))
+        return 0
+    try:
+        for event in client.follow_events(mission_id):
+            _json(event, line=True) if as_json else _say(_event_line(event))
+    except KeyboardInterrupt:
+        _say("Detached; the mission keeps running.", to=errors)
+        return EXIT_INTERRUPTED
+    return exit_code(client.get(mission_id)["status"])
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,426 @@
+"""BuddyClient: the Python client of the Buddy Missions API, for scripts, notebooks and the CLI.
+
+    from buddy.client import BuddyClient
+
+    client = BuddyClient.from_env()
+    mission = client.create("calculate 2*(3+4)")
+    client.approve(mission["mission_id"])
+    client.execute(mission["mission_id"])
+    for snapshot in client.watch(mission["mission_id"]):
+        print(snapshot["progress_percent"], snapshot["status"])
+
+Lifecycle calls go through the HTTP API; `watch` listens to the mission's Firestore document
+(a realtime listener, no polling). Every failure is a `BuddyError`, its message meant for a person.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import queue
+import time
+from collections.abc import Generator, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+DEFAULT_API_URL = "http://127.0.0.1:5001"
+DEFAULT_PROJECT_ID = "demo-buddy"
+DEFAULT_AUTH_EMULATOR = "127.0.0.1:9099"
+TERMINAL = frozenset({"completed", "failed", "cancelled"})
+# execute waits for Pub/Sub up to BUDDY_PUBLISH_TIMEOUT_SECONDS (10 s) before its 503.
+TIMEOUT = httpx.Timeout(30.0, connect=5.0)
+# How often a waiting watch wakes up to check its listener and its deadline.
+_WAKE_SECONDS = 0.5
+
+Mission = dict[str, Any]
+Snapshot = dict[str, Any]
+Missions = list[Mission]
+Events = list[dict[str, Any]]
+
+
+class BuddyError(Exception):
+    """Anything that went wrong talking to Buddy Missions; `str(e)` is meant for a person."""
+
+    def __init__(self, message: str, status: int | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.code = code
+
+
+class ApiUnreachable(BuddyError):
+    """Connection refused, reset or timed out."""
+
+
+class NotAuthenticated(BuddyError):
+    """401: no token, or the API refused it."""
+
+
+class MissionNotFound(BuddyError):
+    """404: no such mission (or someone else's), or no artifact yet."""
+
+
+class Conflict(BuddyError):
+    """409: the mission's state does not allow this action."""
+
+
+class InvalidRequest(BuddyError):
+    """400, 413, 415, 422: the request itself is wrong."""
+
+
+class RateLimited(BuddyError):
+    """429: too many of your missions are queued or running."""
+
+
+class ServiceUnavailable(BuddyError):
+    """503 (Firestore, Pub/Sub or Google's keys unreachable), or a lost live listener."""
+
+
+class WatchTimeout(BuddyError):
+    """`watch` gave up waiting for the mission to end."""
+
+
+def unreachable_message(url: str) -> str:
+    return f"cannot reach the API at {url} — start it with scripts/run.sh"
+
+
+def error_for(status: int, code: str, message: str, mission_id: str | None = None) -> BuddyError:
+    """The exception for an API error answer, its message phrased for a person."""
+    if status == 401:
+        return NotAuthenticated(f"not signed in: {message}", status, code)
+    if status == 404:
+        return MissionNotFound(message, status, code)
+    if status == 409:
+        subject = f"Mission {mission_id}" if mission_id else "The mission"
+        return Conflict(f"{subject} can't do that now: {message}", status, code)
+    if status in (400, 413, 415, 422):
+        return InvalidRequest(f"invalid request: {message}", status, code)
+    if status == 429:
+        return RateLimited(f"too many missions at once: {message}", status, code)
+    if status == 503:
+        return ServiceUnavailable(
+            f"the service is unavailable, nothing was changed; try again shortly: {message}",
+            status,
+            code,
+        )
+    return BuddyError(f"the API answered {status}: {message}", status, code)
+
+
+def _error_of(response: httpx.Response, mission_id: str | None) -> BuddyError:
+    try:
+        error = response.json()["error"]
+        code, message = str(error["code"]), str(error["message"])
+    except (ValueError, KeyError, TypeError):
+        # Not our API's error shape (a proxy, a crash page): say what came back, briefly.
+        code, message = "unknown", response.text.strip()[:200] or response.reason_phrase
+    return error_for(response.status_code, code, message, mission_id)
+
+
+def snapshot_of(doc: Mapping[str, Any]) -> Snapshot:
+    """A mission document as a progress snapshot (plain JSON values only)."""
+    record = doc.get("execution_record") or {}
+    tracker = record.get("progress_tracker") or {}
+    status = str(doc["status"])
+    return {
+        "mission_id": doc["mission_id"],
+        "status": status,
+        "progress_percent": int(tracker.get("progress_percent") or 0),
+        "current_step": tracker.get("current_step"),
+        "completed_steps": list(tracker.get("completed_steps") or []),
+        "elapsed_seconds": float(tracker.get("elapsed_seconds") or 0.0),
+        "estimated_time_remaining": (
+            0.0 if status in TERMINAL else float(tracker.get("estimated_time_remaining") or 0.0)
+        ),
+        "attempt": record.get("attempt"),
+        "error": record.get("error"),
+        "result_summary": record.get("result_summary"),
+        "artifact_reference": record.get("artifact_reference"),
+        "cancel_requested": bool(doc.get("cancel_requested")),
+        # Bumped in the same write as every event appended, so a reader knows when to re-read.
+        "event_seq": int(doc.get("event_seq") or 0),
+    }
+
+
+def credentials_path(env: Mapping[str, str] = os.environ) -> Path:
+    base = env.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "buddy" / "credentials.json"
+
+
+@dataclass
+class EmulatorAuth:
+    """An anonymous user of the Auth emulator, cached on disk so that every command of one
+    person acts as the same user (and so sees the same missions)."""
+
+    host: str = DEFAULT_AUTH_EMULATOR
+    path: Path | None = None
+    timeout: float = 10.0
+    http: httpx.Client | None = None
+
+    def __post_init__(self) -> None:
+        self.path = self.path or credentials_path()
+
+    def token(self) -> str:
+        cached = self._load()
+        return cached["idToken"] if cached else self._save(self._sign_up())
+
+    def renew(self) -> str:
+        """A fresh token for the same user when the refresh token still works, else a new user
+        (the emulator forgets its users when it restarts)."""
+        cached = self._load()
+        if cached and cached.get("refreshToken"):
+            with contextlib.suppress(BuddyError):
+                return self._save(self._refresh(cached["refreshToken"]))
+        return self._save(self._sign_up())
+
+    def _sign_up(self) -> dict[str, str]:
+        body = self._post(
+            "identitytoolkit.googleapis.com/v1/accounts:signUp", json={"returnSecureToken": True}
+        )
+        return {k: body[k] for k in ("idToken", "refreshToken", "localId")}
+
+    def _refresh(self, refresh_token: str) -> dict[str, str]:
+        body = self._post(
+            "securetoken.googleapis.com/v1/token",
+            data={"grant_type": "refresh_token", "refresh_token": refresh_token},
+        )
+        return {
+            "idToken": body["id_token"],
+            "refreshToken": body["refresh_token"],
+            "localId": body["user_id"],
+        }
+
+    def _post(self, path: str, **kwargs: Any) -> dict[str, Any]:
+        url = f"http://{self.host}/{path}"
+        try:
+            post = self.http.post if self.http else httpx.post
+            response = post(url, params={"key": "local"}, timeout=self.timeout, **kwargs)
+        except httpx.TransportError:
+            raise ApiUnreachable(
+                f"cannot reach the Auth emulator at {self.host} — start it with scripts/run.sh"
+            ) from None
+        if not response.is_success:
+            raise NotAuthenticated(f"the Auth emulator refused to sign in: {response.text[:200]}")
+        return dict(response.json())
+
+    def _load(self) -> dict[str, str] | None:
+        assert self.path is not None
+        try:
+            data = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return None
+        return data if isinstance(data, dict) and data.get("idToken") else None
+
+    def _save(self, credentials: dict[str, str]) -> str:
+        assert self.path is not None
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # Written 0600 from the start (tokens), then swapped in whole.
+        temporary = self.path.with_suffix(".tmp")
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            json.dump(credentials, out)
+        os.chmod(temporary, 0o600)
+        os.replace(temporary, self.path)
+        return credentials["idToken"]
+
+
+class BuddyClient:
+    """Typed calls to the Buddy Missions API, and a live `watch` over Firestore."""
+
+    def __init__(
+        self,
+        api_url: str = DEFAULT_API_URL,
+        token: str | None = None,
+        project_id: str = DEFAULT_PROJECT_ID,
+        firestore: Any = None,
+        *,
+        auth: EmulatorAuth | None = None,
+        http: httpx.Client | None = None,
+    ) -> None:
+        self.api_url = api_url.rstrip("/")
+        self.project_id = project_id
+        self._token = token
+        self._auth = auth
+        self._firestore = firestore
+        self._http = http or httpx.Client(timeout=TIMEOUT)
+
+    @classmethod
+    def from_env(
+        cls, env: Mapping[str, str] = os.environ, api_url: str | None = None
+    ) -> BuddyClient:
+        """Production: BUDDY_ID_TOKEN. Locally: an anonymous Auth-emulator user, cached."""
+        token = env.get("BUDDY_ID_TOKEN") or None
+        auth = None
+        if token is None:
+            host = env.get("FIREBASE_AUTH_EMULATOR_HOST") or DEFAULT_AUTH_EMULATOR
+            auth = EmulatorAuth(host, credentials_path(env))
+        project = (
+            env.get("BUDDY_PROJECT_ID")
+            or env.get("GOOGLE_CLOUD_PROJECT")
+            or env.get("GCLOUD_PROJECT")
+            or DEFAULT_PROJECT_ID
+        )
+        url = api_url or env.get("BUDDY_API_URL") or DEFAULT_API_URL
+        return cls(url, token, project, auth=auth)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> BuddyClient:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    # The API
+
+    def create(
+        self,
+        objective: str,
+        allowed_domains: Sequence[str] = (),
+        budget_usd: float = 1.0,
+        tool: str | None = None,
+        inputs: Mapping[str, Any] | None = None,
+    ) -> Mission:
+        body: dict[str, Any] = {
+            "objective": objective,
+            "scope": {"allowed_domains": list(allowed_domains)},
+            "budget_usd": budget_usd,
+        }
+        if tool is not None:
+            body["tool"] = tool
+        if inputs:
+            body["inputs"] = dict(inputs)
+        return dict(self._call("POST", "/missions", json=body))
+
+    def approve(self, mission_id: str) -> Mission:
+        return dict(self._call("POST", f"/missions/{mission_id}/approve", mission_id))
+
+    def execute(self, mission_id: str) -> dict[str, Any]:
+        return dict(self._call("POST", f"/missions/{mission_id}/execute", mission_id))
+
+    def cancel(self, mission_id: str) -> Mission:
+        return dict(self._call("POST", f"/missions/{mission_id}/cancel", mission_id))
+
+    def get(self, mission_id: str) -> Mission:
+        return dict(self._call("GET", f"/missions/{mission_id}", mission_id))
+
+    def list(self, status: str | None = None, limit: int = 20) -> Missions:
+        params: dict[str, Any] = {"limit": limit}
+        if status:
+            params["status"] = status
+        return list(self._call("GET", "/missions", params=params)["missions"])
+
+    def progress(self, mission_id: str) -> dict[str, Any]:
+        return dict(self._call("GET", f"/missions/{mission_id}/progress", mission_id))
+
+    def events(self, mission_id: str, after_seq: int = 0) -> Events:
+        params = {"after_seq": after_seq}
+        answer = self._call("GET", f"/missions/{mission_id}/events", mission_id, params=params)
+        return list(answer["events"])
+
+    def artifact(self, mission_id: str) -> dict[str, Any]:
+        return dict(self._call("GET", f"/missions/{mission_id}/artifact", mission_id))
+
+    # Live progress
+
+    def watch(
+        self, mission_id: str, timeout: float | None = None
+    ) -> Generator[Snapshot, None, None]:
+        """Yields a snapshot per change of the mission document, until a terminal one.
+
+        The listener subscribes at the first `next()`; the first snapshot is the state then.
+        Raises WatchTimeout after `timeout` seconds, ServiceUnavailable if the listener dies.
+        """
+        # The API says 404 for unknown or foreign missions (the emulator's Firestore client is
+        # an admin and would not).
+        self.get(mission_id)
+        updates: queue.Queue[Snapshot | None] = queue.Queue()
+
+        def on_snapshot(docs: list[Any], _changes: Any, _read_time: Any) -> None:
+            # Runs on the listener's thread: hand the snapshot over to the generator.
+            data = docs[0].to_dict() if docs and docs[0].exists else None
+            updates.put(snapshot_of(data) if data else None)
+
+        listener = self._db().collection("missions").document(mission_id).on_snapshot(on_snapshot)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            while True:
+                try:
+                    snapshot = updates.get(timeout=_WAKE_SECONDS)
+                except queue.Empty:
+                    if not listener.is_active:
+                        raise ServiceUnavailable(
+                            f"lost the live connection to Firestore while watching {mission_id}"
+                        ) from None
+                    if deadline is not None and time.monotonic() > deadline:
+                        raise WatchTimeout(
+                            f"Mission {mission_id} did not finish within {timeout:g}s"
+                        ) from None
+                    continue
+                if snapshot is None:
+                    raise MissionNotFound(f"Mission {mission_id} not found")
+                yield snapshot
+                if snapshot["status"] in TERMINAL:
+                    return
+        finally:
+            listener.unsubscribe()
+
+    def follow_events(
+        self, mission_id: str, after_seq: int = 0, timeout: float | None = None
+    ) -> Iterator[dict[str, Any]]:
+        """Yields the mission's events from `after_seq` on, as they happen, until it ends.
+
+        Driven by the mission listener: events are appended in the same write that raises the
+        document's `event_seq`, so the log is re-read only when that grew.
+        """
+        last = after_seq
+        for snapshot in self.watch(mission_id, timeout):
+            if snapshot["event_seq"] > last:
+                for event in self.events(mission_id, last):
+                    last = max(last, int(event["seq"]))
+                    yield event
+
+    # Plumbing
+
+    def _call(self, method: str, path: str, mission_id: str | None = None, **kwargs: Any) -> Any:
+        response = self._send(method, path, **kwargs)
+        if response.status_code == 401 and self._auth is not None:
+            # A cached emulator token can expire or outlive the emulator: renew once.
+            self._token = self._auth.renew()
+            response = self._send(method, path, **kwargs)
+        if not response.is_success:
+            raise _error_of(response, mission_id)
+        return response.json()
+
+    def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {self._current_token()}"}
+        try:
+            return self._http.request(method, self.api_url + path, headers=headers, **kwargs)
+        except httpx.TransportError:
+            raise ApiUnreachable(unreachable_message(self.api_url)) from None
+
+    def _current_token(self) -> str:
+        if self._token is None:
+            if self._auth is None:
+                raise NotAuthenticated("no ID token: set BUDDY_ID_TOKEN")
+            self._token = self._auth.token()
+        return self._token
+
+    def _db(self) -> Any:
+        """The Firestore client, made on first use (importing it costs about a second)."""
+        if self._firestore is None:
+            from google.cloud import firestore
+
+            if os.environ.get("FIRESTORE_EMULATOR_HOST"):
+                self._firestore = firestore.Client(project=self.project_id)
+            else:
+                from google.oauth2.credentials import Credentials
+
+                # The user's own ID token, so that the security rules decide what they read.
+                credentials = Credentials(self._current_token())
+                self._firestore = firestore.Client(project=self.project_id, credentials=credentials)
+        return self._firestore

@@ -1,0 +1,165 @@
+"""The `buddy` CLI and BuddyClient against the real stack: the CLI runs as a subprocess, each
+test with its own config directory and so its own anonymous Auth-emulator user."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import requests
+
+from buddy.client import BuddyClient
+
+from .conftest import Stack, User
+
+Buddy = Callable[..., subprocess.CompletedProcess[str]]
+
+
+@pytest.fixture
+def buddy(stack: Stack, tmp_path: Path) -> Buddy:
+    """Runs `python -m buddy.cli ARGS` as this test's user; returns the finished process."""
+
+    def run(
+        *args: str, api_url: str | None = None, timeout: float = 90
+    ) -> subprocess.CompletedProcess[str]:
+        env = {
+            **os.environ,
+            "BUDDY_API_URL": api_url or stack.api_url,
+            "XDG_CONFIG_HOME": str(tmp_path),
+            "NO_COLOR": "1",
+        }
+        env.pop("BUDDY_ID_TOKEN", None)  # sign in on the Auth emulator, cached in tmp_path
+        return subprocess.run(
+            [sys.executable, "-m", "buddy.cli", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+    return run
+
+
+def cli_token(tmp_path: Path) -> str:
+    """The ID token the CLI cached for this test's user."""
+    return str(json.loads((tmp_path / "buddy" / "credentials.json").read_text())["idToken"])
+
+
+def created(buddy: Buddy, *args: str) -> dict:
+    done = buddy("--json", "create", *args)
+    assert done.returncode == 0, done.stderr
+    return dict(json.loads(done.stdout))
+
+
+def test_run_shows_every_step_and_the_result(buddy: Buddy) -> None:
+    """`buddy run "calculate 2*(3+4)"` prints intermediate steps, ends with "= 14", exits 0."""
+    done = buddy("run", "calculate 2*(3+4)")
+    assert done.returncode == 0, done.stdout + done.stderr
+    steps = set(re.findall(r"^\[\s*\d+%\] Step (\d)/7 ", done.stdout, re.MULTILINE))
+    assert steps == {str(k) for k in range(1, 8)}, done.stdout
+    assert "= 14" in done.stdout
+    assert "Completed in" in done.stdout
+    assert "Traceback" not in done.stderr
+
+
+def test_json_create_is_what_the_api_returns(buddy: Buddy, stack: Stack, tmp_path: Path) -> None:
+    """`buddy --json create` prints the mission exactly as GET /missions/{id} returns it."""
+    mission = created(buddy, "calculate 6*7", "--budget", "0.5", "--input", "expression=6*7")
+    assert (mission["status"], mission["inputs"]) == ("proposed", {"expression": "6*7"})
+    response = requests.get(
+        f"{stack.api_url}/missions/{mission['mission_id']}",
+        headers={"Authorization": f"Bearer {cli_token(tmp_path)}"},
+        timeout=30,
+    )
+    assert response.status_code == 200, response.text
+    assert response.json() == mission
+
+
+def test_run_over_budget_fails_at_budget_check_and_exits_1(buddy: Buddy) -> None:
+    """A mission over its budget exits 1 and prints the failed step's message."""
+    done = buddy(
+        "run",
+        "extract the page",
+        "--tool",
+        "web_extract",
+        "--input",
+        "max_pages=10",
+        "--input",
+        "url=http://127.0.0.1:9/x",
+        "--domain",
+        "127.0.0.1",
+        "--budget",
+        "0.005",
+    )
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert re.search(r"Step 3/7 budget_check — Budget exceeded: \$0\.01 > \$0\.005", done.stdout)
+    assert "Failed at budget_check: Budget exceeded" in done.stdout
+
+
+def test_cancel_of_a_proposed_mission_ends_it_cancelled(buddy: Buddy) -> None:
+    """`buddy cancel` on a proposed mission cancels it at once and exits 0."""
+    mission_id = created(buddy, "calculate 1+1")["mission_id"]
+    done = buddy("cancel", mission_id)
+    assert done.returncode == 0, done.stderr
+    assert f"Mission {mission_id}: cancelled" in done.stdout
+    shown = buddy("--json", "show", mission_id)
+    assert json.loads(shown.stdout)["mission"]["status"] == "cancelled"
+
+
+def test_api_down_prints_the_actionable_message_without_a_traceback(buddy: Buddy) -> None:
+    """With nothing listening at BUDDY_API_URL the CLI says how to start it and exits 3."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    done = buddy("list", api_url=closed)
+    assert done.returncode == 3
+    assert done.stderr.strip() == (
+        f"error: cannot reach the API at {closed} — start it with scripts/run.sh"
+    )
+    assert "Traceback" not in done.stderr
+
+
+def test_client_watch_yields_rising_progress_to_100(stack: Stack, alice: User) -> None:
+    """BuddyClient.watch follows a calculate mission from its listener, rising to 100%."""
+    project = os.environ.get("GCLOUD_PROJECT", "demo-buddy")
+    with BuddyClient(stack.api_url, alice.token, project) as client:
+        mission_id = client.create("calculate 12345 * 6789")["mission_id"]
+        client.approve(mission_id)
+        snapshots = client.watch(mission_id, timeout=60)
+        first = next(snapshots)  # subscribed before it runs, so every step can be seen
+        client.execute(mission_id)
+        seen = [first, *snapshots]
+    percents = [s["progress_percent"] for s in seen]
+    assert percents == sorted(percents), percents
+    assert percents[-1] == 100
+    assert len({p for p in percents if 0 < p < 100}) >= 2, percents
+    assert seen[-1]["status"] == "completed"
+    assert seen[-1]["result_summary"].endswith("= 83810205")
+
+
+def test_list_json_lists_the_missions_created(buddy: Buddy) -> None:
+    """`buddy list --json` answers {"missions": [...]} with this user's missions, newest first."""
+    first = created(buddy, "calculate 1+2")["mission_id"]
+    second = created(buddy, "calculate 3+4")["mission_id"]
+    done = buddy("list", "--json")
+    assert done.returncode == 0, done.stderr
+    assert [m["mission_id"] for m in json.loads(done.stdout)["missions"]] == [second, first]
+
+
+def test_events_follow_prints_the_log_until_the_mission_ends(buddy: Buddy) -> None:
+    """`buddy events ID --follow --json` prints each event once, gapless, up to completion."""
+    mission_id = created(buddy, "calculate 2+2")["mission_id"]
+    assert buddy("approve", mission_id).returncode == 0
+    assert buddy("execute", mission_id).returncode == 0
+    done = buddy("events", mission_id, "--follow", "--json")
+    assert done.returncode == 0, done.stderr
+    events = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+    assert events[-1]["type"] == "mission_completed"
