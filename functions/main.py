@@ -17,6 +17,13 @@ def api(request: flask.Request) -> flask.Response:
     return handle(request)
 
 
+@functions_framework.cloud_event
+def dead_letter(event: Any) -> None:
+    from buddy.entrypoints.worker import handle_dead_letter
+
+    handle_dead_letter(event)
+
+
 @functions_framework.http
 def sweeper(request: flask.Request) -> flask.Response:
     from buddy.entrypoints.sweeper import handle

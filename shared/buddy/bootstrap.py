@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from buddy.config import Settings
@@ -37,7 +38,8 @@ def _firestore() -> firestore.Client:
 def _store() -> FirestoreMissionStore:
     from buddy.adapters.firestore_store import FirestoreMissionStore
 
-    return FirestoreMissionStore(_firestore(), utc_now)
+    keep = timedelta(days=settings().event_ttl_days)
+    return FirestoreMissionStore(_firestore(), utc_now, keep)
 
 
 @functools.cache
@@ -65,12 +67,6 @@ def mission_service() -> MissionService:
 def recovery() -> Recovery:
     config = settings()
     return Recovery(_store(), _publisher(), utc_now, config.max_runs, config.queue_timeout_seconds)
-
-
-def dead_letter_subscription() -> str:
-    from buddy.adapters.pubsub import worker_subscription
-
-    return worker_subscription(settings().dead_letter_topic)
 
 
 @functools.cache

@@ -29,6 +29,8 @@ class Settings:
     retry_backoff_seconds: float = 1.0
     # Recovery: a mission is failed after this many runs, or requeued when queued this long.
     max_runs: int = 5
+    # Events older than this are deleted by a Firestore TTL policy on `expire_at`.
+    event_ttl_days: float = 30.0
     queue_timeout_seconds: float = 300.0
     # Test hook (fault injection): the worker pauses this long at the start of every step.
     fault_step_delay_seconds: float = 0.0
@@ -62,6 +64,7 @@ class Settings:
                 env.get("BUDDY_RETRY_BACKOFF_SECONDS", cls.retry_backoff_seconds)
             ),
             max_runs=int(env.get("BUDDY_MAX_RUNS", cls.max_runs)),
+            event_ttl_days=float(env.get("BUDDY_EVENT_TTL_DAYS", cls.event_ttl_days)),
             queue_timeout_seconds=float(
                 env.get("BUDDY_QUEUE_TIMEOUT_SECONDS", cls.queue_timeout_seconds)
             ),

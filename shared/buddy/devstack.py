@@ -34,6 +34,7 @@ EMULATOR_PORTS = {"Firestore": 8080, "Pub/Sub": 8085, "Auth": 9099, "Dashboard (
 API_PORT = int(os.environ.get("BUDDY_API_PORT", "5001"))
 WORKER_PORT = int(os.environ.get("BUDDY_WORKER_PORT", "5002"))
 SWEEPER_PORT = int(os.environ.get("BUDDY_SWEEPER_PORT", "5003"))
+DEAD_LETTER_PORT = int(os.environ.get("BUDDY_DEAD_LETTER_PORT", "5004"))
 # How often the local stack sweeps, standing in for Cloud Scheduler.
 SWEEP_EVERY_SECONDS = float(os.environ.get("BUDDY_SWEEP_EVERY_SECONDS", "30"))
 
@@ -146,13 +147,17 @@ def sweep(sweeper_url: str) -> None:
         print(f"sweep failed: {e}", file=sys.stderr, flush=True)
 
 
-def set_up_pubsub(worker_url: str) -> None:
+def set_up_pubsub(worker_url: str, dead_letter_url: str) -> None:
     from buddy.adapters.pubsub import ensure_execution_topology
     from buddy.config import Settings
 
     settings = Settings.from_env()
     ensure_execution_topology(
-        settings.project_id, settings.executions_topic, settings.dead_letter_topic, worker_url
+        settings.project_id,
+        settings.executions_topic,
+        settings.dead_letter_topic,
+        worker_url,
+        dead_letter_url,
     )
 
 
@@ -170,6 +175,7 @@ def up() -> int:
         Function("api", API_PORT),
         Function("worker", WORKER_PORT),
         Function("sweeper", SWEEPER_PORT),
+        Function("dead_letter", DEAD_LETTER_PORT),
     ]
     stopping = False
 
@@ -191,13 +197,14 @@ def up() -> int:
         os.environ.update(local)
         for function in functions:
             function.start(local)
-        set_up_pubsub(functions[1].url)
+        set_up_pubsub(functions[1].url, functions[3].url)
         wait_for_http(functions[0].url + "/healthz")
         print("\nBuddy Missions is up (Ctrl-C stops everything):", flush=True)
         for name, port in EMULATOR_PORTS.items():
             print(f"  {name:<20} http://127.0.0.1:{port}")
         print(f"  {'HTTP API':<20} {functions[0].url}")
         print(f"  {'Stage worker':<20} {functions[1].url}")
+        print(f"  {'Dead letters':<20} {functions[3].url}")
         print(
             f"  {'Sweeper':<20} {functions[2].url} (every {SWEEP_EVERY_SECONDS:.0f}s)", flush=True
         )

@@ -67,6 +67,11 @@ class Stack:
     worker: Function
     worker_log: Path
     sweeper_url: str
+    dead_letter_url: str
+
+    def feed_worker(self, worker_url: str | None = None) -> None:
+        """Points the execution subscription at a worker (this stack's unless told)."""
+        set_up_pubsub(worker_url or self.worker.url, self.dead_letter_url)
 
 
 @pytest.fixture(scope="session")
@@ -84,15 +89,16 @@ def stack(site: LocalServer) -> Iterator[Stack]:
     for old in ARTIFACTS.glob("*.log"):
         old.unlink()
     env = {**TEST_SETTINGS, "BUDDY_SEARCH_URL": site.base_url}
-    api, worker, sweeper = (Function(t, _free_port()) for t in ("api", "worker", "sweeper"))
+    functions = [Function(t, _free_port()) for t in ("api", "worker", "sweeper", "dead_letter")]
+    api, worker, sweeper, dead_letter = functions
     worker_log = ARTIFACTS / "worker.log"
-    api.start(env, ARTIFACTS / "api.log")
-    worker.start(env, worker_log)
-    sweeper.start(env, ARTIFACTS / "sweeper.log")
-    set_up_pubsub(worker.url)
+    for function in functions:
+        function.start(env, ARTIFACTS / f"{function.target}.log")
+    stack = Stack(api.url, worker, worker_log, sweeper.url, dead_letter.url)
+    stack.feed_worker()
     wait_for_http(api.url + "/healthz")
-    yield Stack(api.url, worker, worker_log, sweeper.url)
-    for function in (api, worker, sweeper):
+    yield stack
+    for function in functions:
         function.stop()
 
 

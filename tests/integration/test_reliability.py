@@ -22,7 +22,7 @@ import requests
 from google.api_core.exceptions import AlreadyExists
 from google.cloud import firestore, pubsub_v1
 
-from buddy.devstack import Function, set_up_pubsub
+from buddy.devstack import Function
 from buddy.domain.progress import STAGES
 
 from ..localserver import LocalServer, Received, Reply
@@ -77,9 +77,9 @@ def faulty_worker(stack: Stack) -> Iterator[Function]:
     worker.start(
         {**TEST_SETTINGS, "BUDDY_FAULT_STEP_DELAY_SECONDS": "1"}, ARTIFACTS / "worker-faulty.log"
     )
-    set_up_pubsub(worker.url)
+    stack.feed_worker(worker.url)
     yield worker
-    set_up_pubsub(stack.worker.url)
+    stack.feed_worker()
     worker.stop()
 
 
@@ -150,7 +150,7 @@ def test_worker_killed_in_any_step_is_resumed(
     assert faulty_worker.process is not None
     os.killpg(faulty_worker.process.pid, signal.SIGKILL)
     faulty_worker.process.wait()
-    set_up_pubsub(stack.worker.url)  # "restart": a healthy worker takes the redelivery
+    stack.feed_worker()  # "restart": a healthy worker takes the redelivery
     final = watcher.wait_terminal(timeout=60)
     mission = assert_ran_exactly_once(alice, db, mission_id)
     assert final["execution_record"]["runs"] == 2
@@ -293,15 +293,19 @@ def push_body(mission_id: str) -> dict:
     }
 
 
+@pytest.fixture(autouse=True, scope="module")
+def orphan_topic() -> None:
+    """A topic nobody subscribes to: missions published there are queued and never start."""
+    publisher = pubsub_v1.PublisherClient()
+    with contextlib.suppress(AlreadyExists):  # from an earlier run in this emulator
+        publisher.create_topic(name=publisher.topic_path(PROJECT, "orphan-executions"))
+
+
 def test_a_stalled_run_with_no_redelivery_is_revived_by_the_sweeper(
     alice: User, db: firestore.Client, stack: Stack, watch: Callable[[str], MissionWatcher]
 ) -> None:
     """A worker dies and no message will ever come back: the mission shows as stalled until
     the sweeper republishes it, and then it completes without repeating anything."""
-    publisher = pubsub_v1.PublisherClient()
-    orphan = publisher.topic_path(PROJECT, "orphan-executions")
-    with contextlib.suppress(AlreadyExists):  # from an earlier run in this emulator
-        publisher.create_topic(name=orphan)
     # An API publishing where no worker listens: the mission is queued, and stays so.
     lost = Function("api", _free_port())
     lost.start(
@@ -342,3 +346,32 @@ def test_a_stalled_run_with_no_redelivery_is_revived_by_the_sweeper(
     assert_ran_exactly_once(alice, db, mission_id)
     assert alice.call("GET", f"/missions/{mission_id}/progress").json()["stalled"] is False
     assert watcher.percents() == sorted(watcher.percents())
+
+
+def test_a_dead_letter_ends_its_mission_with_a_clear_error(
+    alice: User, stack: Stack, watch: Callable[[str], MissionWatcher]
+) -> None:
+    """The dead-letter function fails a mission nobody runs, saying why, and only once."""
+    cut_off = Function("api", _free_port())
+    cut_off.start(
+        {**TEST_SETTINGS, "BUDDY_EXECUTIONS_TOPIC": "orphan-executions"},
+        ARTIFACTS / "api-orphan.log",
+    )
+    try:
+        user = User(alice.uid, alice.token, cut_off.url)
+        mission_id = user.create("calculate 1+1")["mission_id"]
+        user.call("POST", f"/missions/{mission_id}/approve")
+        assert user.call("POST", f"/missions/{mission_id}/execute").status_code == 202
+    finally:
+        cut_off.stop()
+    watcher = watch(mission_id)
+    body = push_body(mission_id)
+    body["message"]["deliveryAttempt"] = 5
+    for _ in range(2):  # Pub/Sub may deliver a dead letter twice as well
+        assert requests.post(stack.dead_letter_url, json=body, timeout=30).status_code == 200
+    final = watcher.wait_terminal()
+    assert final["status"] == "failed"
+    assert final["execution_record"]["error"]["code"] == "dead_lettered"
+    assert "after 5 delivery attempts" in final["execution_record"]["error"]["message"]
+    types = [e["type"] for e in events_of(alice, mission_id)]
+    assert types.count("mission_failed") == 1

@@ -10,7 +10,6 @@ from typing import Any
 from buddy.domain import lifecycle
 from buddy.domain.eta import DurationStat, updated
 from buddy.domain.lifecycle import Change, MissionNotFound, NewEvent, event_record, with_updates
-from buddy.domain.progress import iso
 from buddy.service.ports import Decide, DependencyUnavailable
 from buddy.tools import ToolContext, ToolInputs, ToolResult
 
@@ -43,7 +42,7 @@ class FakeMissionStore:
         self.before_apply: Callable[[], None] = lambda: None  # a concurrent writer's turn
 
     def _event_doc(self, doc: dict[str, Any], seq: int, event: NewEvent) -> dict[str, Any]:
-        return event_record(doc, seq, event, iso(self.clock()))
+        return event_record(doc, seq, event, self.clock(), timedelta(days=30))
 
     def create(self, doc: dict[str, Any], event: NewEvent) -> dict[str, Any]:
         stored = {**copy.deepcopy(doc), "event_seq": 1}

@@ -6,7 +6,7 @@ import functools
 import random
 import time
 from collections.abc import Callable, Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, ParamSpec, TypeVar
 
 from google.api_core import exceptions as gexc
@@ -21,7 +21,7 @@ from buddy.domain.lifecycle import (
     event_record,
     with_updates,
 )
-from buddy.domain.progress import Clock, iso
+from buddy.domain.progress import Clock
 from buddy.service.ports import Decide, DependencyUnavailable
 
 P = ParamSpec("P")
@@ -45,14 +45,17 @@ def _unavailable_is_ours(method: Callable[P, R]) -> Callable[P, R]:
 
 
 class FirestoreMissionStore:
-    def __init__(self, client: firestore.Client, clock: Clock) -> None:
+    def __init__(
+        self, client: firestore.Client, clock: Clock, event_ttl: timedelta = timedelta(days=30)
+    ) -> None:
         self._db = client
         self._clock = clock
+        self._event_ttl = event_ttl
         self._missions = client.collection("missions")
         self._artifacts = client.collection("artifacts")
 
     def _event_doc(self, doc: dict[str, Any], seq: int, event: NewEvent) -> dict[str, Any]:
-        return event_record(doc, seq, event, iso(self._clock()))
+        return event_record(doc, seq, event, self._clock(), self._event_ttl)
 
     @_unavailable_is_ours
     def create(self, doc: dict[str, Any], event: NewEvent) -> dict[str, Any]:

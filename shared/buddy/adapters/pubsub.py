@@ -47,7 +47,11 @@ def worker_subscription(topic: str) -> str:
 
 
 def ensure_execution_topology(
-    project_id: str, topic: str, dead_letter_topic: str, push_endpoint: str
+    project_id: str,
+    topic: str,
+    dead_letter_topic: str,
+    push_endpoint: str,
+    dead_letter_endpoint: str,
 ) -> None:
     """Topic, dead-letter topic and the push subscription that feeds the stage worker.
 
@@ -72,10 +76,10 @@ def ensure_execution_topology(
                 "max_delivery_attempts": MAX_DELIVERY_ATTEMPTS,
             },
         },
-        # Dead letters go to the same worker, which ends their missions with a clear error.
+        # Dead letters go to their own function, which ends their missions with a clear error.
         subscriber.subscription_path(project_id, worker_subscription(dead_letter_topic)): {
             "topic": dead_path,
-            "push_config": {"push_endpoint": push_endpoint},
+            "push_config": {"push_endpoint": dead_letter_endpoint},
             "ack_deadline_seconds": 60,
             "retry_policy": retry,
         },

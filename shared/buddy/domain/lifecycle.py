@@ -8,7 +8,7 @@ Storage applies a change atomically and numbers its events.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -63,8 +63,11 @@ class Change:
     retract_seq: int | None = None
 
 
-def event_record(doc: dict[str, Any], seq: int, event: NewEvent, timestamp: str) -> dict[str, Any]:
-    """The stored form of an event in `missions/{id}/events/{seq}`."""
+def event_record(
+    doc: dict[str, Any], seq: int, event: NewEvent, now: datetime, keep_for: timedelta
+) -> dict[str, Any]:
+    """The stored form of an event in `missions/{id}/events/{seq}`; a TTL policy on
+    `expire_at` deletes it after `keep_for`."""
     return {
         "seq": seq,
         "type": event.type,
@@ -72,8 +75,9 @@ def event_record(doc: dict[str, Any], seq: int, event: NewEvent, timestamp: str)
         "progress_percent": event.progress_percent,
         "message": event.message,
         "attempt": event.attempt,
-        "timestamp": timestamp,
+        "timestamp": now.astimezone(UTC).isoformat().replace("+00:00", "Z"),
         "owner_uid": doc["owner_uid"],
+        "expire_at": now + keep_for,
     }
 
 

@@ -49,10 +49,6 @@ def handle(event: Any) -> None:
     except PoisonMessage as e:
         log.error("dropping poison message", extra={"event_id": event["id"], "reason": str(e)})
         return
-    if str(data.get("subscription", "")).endswith("/" + bootstrap.dead_letter_subscription()):
-        attempts = int(data["message"].get("deliveryAttempt") or MAX_DELIVERY_ATTEMPTS)
-        bootstrap.recovery().dead_lettered(mission_id, attempts)
-        return
     try:
         outcome = bootstrap.mission_runner().run(mission_id)
     except MissionBusy as e:
@@ -65,3 +61,17 @@ def handle(event: Any) -> None:
         "delivery handled",
         extra={"mission_id": mission_id, "event_id": event["id"], "outcome": outcome.value},
     )
+
+
+def handle_dead_letter(event: Any) -> None:
+    """A message Pub/Sub gave up on: end its mission with a clear error (unless a run is live)."""
+    configure_logging()
+    data = event.data or {}
+    try:
+        mission_id = mission_id_of(data)
+    except PoisonMessage as e:
+        log.error("dropping poison dead letter", extra={"event_id": event["id"], "reason": str(e)})
+        return
+    attempts = int(data["message"].get("deliveryAttempt") or MAX_DELIVERY_ATTEMPTS)
+    bootstrap.recovery().dead_lettered(mission_id, attempts)
+    log.warning("dead letter handled", extra={"mission_id": mission_id, "event_id": event["id"]})

@@ -1,0 +1,274 @@
+"""Deploy Buddy Missions to Google Cloud: Cloud Functions (2nd gen), Pub/Sub, Scheduler, Firebase.
+
+    python scripts/deploy.py --project P --region R [--dry-run]   # everything
+    python scripts/deploy.py bundle                                # only build/functions/*
+
+Every cloud change is a gcloud or firebase command, printed before it runs; --dry-run
+prints them all and runs none (it still builds the bundles, which touch nothing remote).
+Re-running is safe: "already exists" answers are accepted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+BUILD = ROOT / "build" / "functions"
+RUNTIME = "python311"
+TOPIC = "mission-executions"
+DEAD_TOPIC = "mission-executions-dead"
+
+
+@dataclass(frozen=True)
+class Function:
+    """One deployed function: its entry point in functions/main.py and how it is triggered."""
+
+    name: str
+    entry_point: str
+    account: str
+    memory: str
+    timeout: str
+    min_instances: int
+    trigger: list[str]
+
+
+FUNCTIONS = (
+    # The API checks ID tokens itself, so it is public; one warm instance hides cold starts.
+    Function(
+        "buddy-api",
+        "api",
+        "buddy-api",
+        "512Mi",
+        "60s",
+        1,
+        ["--trigger-http", "--allow-unauthenticated"],
+    ),
+    # --retry: a raised exception nacks the message, so Pub/Sub delivers it again.
+    Function(
+        "buddy-worker",
+        "worker",
+        "buddy-worker",
+        "1Gi",
+        "540s",
+        0,
+        [f"--trigger-topic={TOPIC}", "--retry"],
+    ),
+    Function(
+        "buddy-dead-letters",
+        "dead_letter",
+        "buddy-worker",
+        "256Mi",
+        "60s",
+        0,
+        [f"--trigger-topic={DEAD_TOPIC}", "--retry"],
+    ),
+    # Only Cloud Scheduler's account may call the sweeper.
+    Function(
+        "buddy-sweeper",
+        "sweeper",
+        "buddy-sweeper",
+        "256Mi",
+        "300s",
+        0,
+        ["--trigger-http", "--no-allow-unauthenticated"],
+    ),
+)
+# Least privilege, per service account.
+ROLES = {
+    "buddy-api": ["roles/datastore.user"],  # + publisher on the execution topic only
+    "buddy-worker": ["roles/datastore.user"],
+    "buddy-sweeper": ["roles/datastore.user"],  # + publisher on the execution topic only
+    "buddy-scheduler": [],  # + run.invoker on the sweeper only
+}
+
+
+def bundle() -> list[Path]:
+    """build/functions/<name>/: main.py, the buddy package, requirements.txt from the lock."""
+    shutil.rmtree(BUILD, ignore_errors=True)
+    built = []
+    for function in FUNCTIONS:
+        target = BUILD / function.name
+        target.mkdir(parents=True)
+        shutil.copy(ROOT / "functions" / "main.py", target / "main.py")
+        shutil.copytree(
+            ROOT / "shared" / "buddy",
+            target / "buddy",
+            ignore=shutil.ignore_patterns("__pycache__", "devstack.py"),
+        )
+        pins = [
+            line
+            for line in (ROOT / "requirements.lock").read_text().splitlines()
+            if line and not line.startswith("#")
+        ]
+        (target / "requirements.txt").write_text("\n".join(pins) + "\n")
+        built.append(target)
+    return built
+
+
+def commands(project: str, region: str) -> list[list[str]]:
+    """Every remote change, in order."""
+    accounts = {name: f"{name}@{project}.iam.gserviceaccount.com" for name in ROLES}
+    out: list[list[str]] = []
+    for name in ROLES:
+        out.append(
+            [
+                "gcloud",
+                "iam",
+                "service-accounts",
+                "create",
+                name,
+                f"--project={project}",
+                f"--display-name=Buddy Missions {name}",
+            ]
+        )
+        for role in ROLES[name]:
+            out.append(
+                [
+                    "gcloud",
+                    "projects",
+                    "add-iam-policy-binding",
+                    project,
+                    f"--member=serviceAccount:{accounts[name]}",
+                    f"--role={role}",
+                    "--condition=None",
+                ]
+            )
+    for topic in (TOPIC, DEAD_TOPIC):
+        out.append(["gcloud", "pubsub", "topics", "create", topic, f"--project={project}"])
+    for name in ("buddy-api", "buddy-sweeper"):
+        out.append(
+            [
+                "gcloud",
+                "pubsub",
+                "topics",
+                "add-iam-policy-binding",
+                TOPIC,
+                f"--project={project}",
+                f"--member=serviceAccount:{accounts[name]}",
+                "--role=roles/pubsub.publisher",
+            ]
+        )
+    # "^;^" makes ";" gcloud's list delimiter, because the origins list holds commas.
+    env = "^;^" + ";".join(
+        [
+            f"BUDDY_PROJECT_ID={project}",
+            f"BUDDY_CORS_ORIGINS=https://{project}.web.app,https://{project}.firebaseapp.com",
+        ]
+    )
+    for function in FUNCTIONS:
+        out.append(
+            [
+                "gcloud",
+                "functions",
+                "deploy",
+                function.name,
+                "--gen2",
+                f"--project={project}",
+                f"--region={region}",
+                f"--runtime={RUNTIME}",
+                f"--source={(BUILD / function.name).relative_to(ROOT)}",
+                f"--entry-point={function.entry_point}",
+                f"--memory={function.memory}",
+                f"--timeout={function.timeout}",
+                f"--min-instances={function.min_instances}",
+                f"--service-account={accounts[function.account]}",
+                f"--set-env-vars={env}",
+                *function.trigger,
+            ]
+        )
+    # The worker's trigger subscription gets the backoff and the dead-letter policy.
+    out.append(["scripts/set-dead-letter-policy.sh", project, region, "buddy-worker", DEAD_TOPIC])
+    out.append(
+        [
+            "gcloud",
+            "functions",
+            "add-invoker-policy-binding",
+            "buddy-sweeper",
+            "--gen2",
+            f"--project={project}",
+            f"--region={region}",
+            f"--member=serviceAccount:{accounts['buddy-scheduler']}",
+        ]
+    )
+    out.append(
+        [
+            "gcloud",
+            "scheduler",
+            "jobs",
+            "create",
+            "http",
+            "buddy-sweeper",
+            f"--project={project}",
+            f"--location={region}",
+            "--schedule=* * * * *",
+            f"--uri=https://{region}-{project}.cloudfunctions.net/buddy-sweeper",
+            "--http-method=POST",
+            f"--oidc-service-account-email={accounts['buddy-scheduler']}",
+        ]
+    )
+    out.append(
+        [
+            "firebase",
+            "deploy",
+            "--only",
+            "firestore:rules,firestore:indexes,hosting",
+            "--project",
+            project,
+            "--non-interactive",
+        ]
+    )
+    return out
+
+
+def dashboard_config(project: str, region: str) -> None:
+    """The dashboard talks to the deployed API and to real Firebase services."""
+    config = {
+        "apiUrl": f"https://{region}-{project}.cloudfunctions.net/buddy-api",
+        "useEmulators": False,
+    }
+    (ROOT / "web" / "public" / "buddy-config.json").write_text(json.dumps(config, indent=2) + "\n")
+
+
+def run(command: list[str], dry_run: bool) -> None:
+    print("$ " + shlex.join(command), flush=True)
+    if dry_run:
+        return
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+    if result.returncode and "already exists" not in (result.stderr + result.stdout).lower():
+        sys.stderr.write(result.stderr)
+        raise SystemExit(f"failed: {shlex.join(command)}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="scripts/deploy.py",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("what", nargs="?", choices=["all", "bundle"], default="all")
+    parser.add_argument("--project")
+    parser.add_argument("--region", default="us-central1")
+    parser.add_argument("--dry-run", action="store_true", help="print commands, run none")
+    args = parser.parse_args(argv)
+    for path in bundle():
+        print(f"built {path.relative_to(ROOT)}", flush=True)
+    if args.what == "bundle":
+        return 0
+    if not args.project:
+        parser.error("--project is required to deploy")
+    if not args.dry_run:
+        dashboard_config(args.project, args.region)
+    for command in commands(args.project, args.region):
+        run(command, args.dry_run)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
