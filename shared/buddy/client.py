@@ -30,6 +30,7 @@ import httpx
 DEFAULT_API_URL = "http://127.0.0.1:5001"
 DEFAULT_PROJECT_ID = "demo-buddy"
 DEFAULT_AUTH_EMULATOR = "127.0.0.1:9099"
+DEFAULT_FIRESTORE_EMULATOR = "127.0.0.1:8080"
 TERMINAL = frozenset({"completed", "failed", "cancelled"})
 # execute waits for Pub/Sub up to BUDDY_PUBLISH_TIMEOUT_SECONDS (10 s) before its 503.
 TIMEOUT = httpx.Timeout(30.0, connect=5.0)
@@ -246,6 +247,8 @@ class BuddyClient:
         self._auth = auth
         self._firestore = firestore
         self._http = http or httpx.Client(timeout=TIMEOUT)
+        # Set for local use: the listener reads the Firestore emulator (as its admin).
+        self.firestore_emulator: str | None = None
 
     @classmethod
     def from_env(
@@ -264,7 +267,11 @@ class BuddyClient:
             or DEFAULT_PROJECT_ID
         )
         url = api_url or env.get("BUDDY_API_URL") or DEFAULT_API_URL
-        return cls(url, token, project, auth=auth)
+        client = cls(url, token, project, auth=auth)
+        # Local use needs no emulator variables in the shell: the stack's defaults apply.
+        local = DEFAULT_FIRESTORE_EMULATOR if token is None else None
+        client.firestore_emulator = env.get("FIRESTORE_EMULATOR_HOST") or local
+        return client
 
     def close(self) -> None:
         self._http.close()
@@ -415,7 +422,10 @@ class BuddyClient:
         if self._firestore is None:
             from google.cloud import firestore
 
-            if os.environ.get("FIRESTORE_EMULATOR_HOST"):
+            emulator = self.firestore_emulator or os.environ.get("FIRESTORE_EMULATOR_HOST")
+            if emulator:
+                # The Firestore client finds its emulator through this variable only.
+                os.environ["FIRESTORE_EMULATOR_HOST"] = emulator
                 self._firestore = firestore.Client(project=self.project_id)
             else:
                 from google.oauth2.credentials import Credentials

@@ -36,6 +36,14 @@ def buddy(stack: Stack, tmp_path: Path) -> Buddy:
             "NO_COLOR": "1",
         }
         env.pop("BUDDY_ID_TOKEN", None)  # sign in on the Auth emulator, cached in tmp_path
+        # As in a person's shell: no emulator variables; the local stack's defaults apply.
+        for name in (
+            "FIRESTORE_EMULATOR_HOST",
+            "FIREBASE_AUTH_EMULATOR_HOST",
+            "PUBSUB_EMULATOR_HOST",
+            "GCLOUD_PROJECT",
+        ):
+            env.pop(name, None)
         return subprocess.run(
             [sys.executable, "-m", "buddy.cli", *args],
             env=env,
