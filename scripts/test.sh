@@ -10,4 +10,4 @@ if [ ! -x /usr/bin/chromium ]; then
 fi
 project=${GCLOUD_PROJECT:-demo-buddy}
 exec firebase emulators:exec --only auth,firestore,pubsub,hosting --project "$project" \
-  "python -m pytest $(printf '%q ' "$@")"
+  "python -m pytest ${*:+$(printf '%q ' "$@")}"

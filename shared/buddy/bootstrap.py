@@ -7,19 +7,20 @@ from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from buddy.config import Settings
-from buddy.domain.intent import RuleBasedClassifier
 from buddy.domain.progress import utc_now
-from buddy.service.execution import MissionRunner, RunSettings
-from buddy.service.missions import MissionService
-from buddy.service.recovery import Recovery
-from buddy.tools import ToolRegistry, default_registry
 
+# Everything below is imported where it is first needed: cold start is a product metric,
+# and an API instance never needs the worker's runner or the web tools' HTTP stack.
 if TYPE_CHECKING:
     from google.cloud import firestore
 
     from buddy.adapters.auth import FirebaseTokenVerifier
     from buddy.adapters.firestore_store import FirestoreMissionStore
     from buddy.adapters.pubsub import PubSubPublisher
+    from buddy.service.execution import MissionRunner
+    from buddy.service.missions import MissionService
+    from buddy.service.recovery import Recovery
+    from buddy.tools import ToolRegistry
 
 
 @functools.cache
@@ -44,6 +45,8 @@ def _store() -> FirestoreMissionStore:
 
 @functools.cache
 def tools() -> ToolRegistry:
+    from buddy.tools import default_registry
+
     config = settings()
     return default_registry(
         web_allow_loopback=config.web_allow_loopback, search_url=config.search_url
@@ -59,12 +62,16 @@ def _publisher() -> PubSubPublisher:
 
 @functools.cache
 def mission_service() -> MissionService:
+    from buddy.service.missions import MissionService
+
     config = settings()
     return MissionService(_store(), _publisher(), tools(), utc_now, config.max_active_missions)
 
 
 @functools.cache
 def recovery() -> Recovery:
+    from buddy.service.recovery import Recovery
+
     config = settings()
     return Recovery(_store(), _publisher(), utc_now, config.max_runs, config.queue_timeout_seconds)
 
@@ -79,6 +86,8 @@ def token_verifier() -> FirebaseTokenVerifier:
 @functools.cache
 def mission_runner() -> MissionRunner:
     from buddy.adapters.firestore_store import FirestoreDurationStats
+    from buddy.domain.intent import RuleBasedClassifier
+    from buddy.service.execution import MissionRunner, RunSettings
 
     config = settings()
     return MissionRunner(

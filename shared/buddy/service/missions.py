@@ -7,7 +7,7 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pydantic
 
@@ -22,7 +22,9 @@ from buddy.service.ports import (
     TooManyActiveMissions,
     ValidationFailed,
 )
-from buddy.tools import ToolRegistry
+
+if TYPE_CHECKING:
+    from buddy.tools import ToolRegistry
 
 log = logging.getLogger(__name__)
 
