@@ -33,7 +33,14 @@ os.environ["BUDDY_DEAD_LETTER_TOPIC"] = "bench-executions-dead"
 from google.cloud import firestore
 
 from bench import coldstart, report
-from buddy.devstack import ROOT, Function, set_up_pubsub, wait_for_http
+from buddy.devstack import (
+    CHROMIUM,
+    CHROMIUM_FLAGS,
+    ROOT,
+    Function,
+    set_up_pubsub,
+    wait_for_http,
+)
 
 OUT = ROOT / "bench"
 POLL_EVERY_SECONDS = 5.0  # the original design's dashboard refresh
@@ -532,17 +539,8 @@ def main(argv: list[str] | None = None) -> int:
 def measure_dom(api: str, db: firestore.Client, count: int) -> list[float]:
     from playwright.sync_api import sync_playwright
 
-    flags = [
-        "--no-sandbox",
-        "--headless",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-    ]
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=flags)
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
         page = browser.new_page()
         page.add_init_script(RECORD_BARS)
         page.goto(f"http://127.0.0.1:5000/?api={api}")

@@ -31,6 +31,17 @@ FIRESTORE_MAIN = "com.google.cloud.datastore.emulator.firestore.CloudFirestore"
 PUBSUB_LAUNCHER = SDK / "pubsub-emulator" / "bin" / "cloud-pubsub-emulator"
 EMULATORS = "auth,firestore,pubsub,hosting"
 EMULATOR_PORTS = {"Firestore": 8080, "Pub/Sub": 8085, "Auth": 9099, "Dashboard (Hosting)": 5000}
+# Debian's Chromium, headless and quiet: this machine's network is closed (see README).
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_FLAGS = [
+    "--no-sandbox",
+    "--headless",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 API_PORT = int(os.environ.get("BUDDY_API_PORT", "5001"))
 WORKER_PORT = int(os.environ.get("BUDDY_WORKER_PORT", "5002"))
 SWEEPER_PORT = int(os.environ.get("BUDDY_SWEEPER_PORT", "5003"))

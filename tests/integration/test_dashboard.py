@@ -8,19 +8,12 @@ from collections.abc import Callable, Iterator
 import pytest
 from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
 
+from buddy.devstack import CHROMIUM, CHROMIUM_FLAGS
+
 from ..localserver import LocalServer, Reply
 from .conftest import ARTIFACTS, Stack
 
 DASHBOARD = "http://127.0.0.1:5000/"
-CHROMIUM_FLAGS = [
-    "--no-sandbox",
-    "--headless",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 # Remembers every value each progress bar showed, so a test can tell a live bar from a jump.
 RECORD_PROGRESS = """
 window.__progress = {};
@@ -39,9 +32,7 @@ new MutationObserver((changes) => {
 @pytest.fixture(scope="session")
 def browser() -> Iterator[Browser]:
     with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(
-            executable_path="/usr/bin/chromium", args=CHROMIUM_FLAGS
-        )
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
         yield chromium
         chromium.close()
 
