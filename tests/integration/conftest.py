@@ -6,6 +6,8 @@ ports, fed by a real Pub/Sub push subscription.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import socket
 import threading
@@ -68,6 +70,14 @@ class Stack:
     worker_log: Path
     sweeper_url: str
     dead_letter_url: str
+
+    def worker_logged(self, message: str) -> list[dict]:
+        """The worker's structured log records with exactly this message."""
+        records = []
+        for line in self.worker_log.read_text().splitlines():
+            with contextlib.suppress(ValueError):
+                records.append(json.loads(line))
+        return [r for r in records if isinstance(r, dict) and r.get("message") == message]
 
     def feed_worker(self, worker_url: str | None = None) -> None:
         """Points the execution subscription at a worker (this stack's unless told)."""
