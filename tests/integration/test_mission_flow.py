@@ -14,6 +14,7 @@ from google.cloud import firestore, pubsub_v1
 
 from buddy.domain.progress import STAGES
 
+from ..localserver import LocalServer, Reply
 from .conftest import MissionWatcher, Stack, User, events_of, start_watched
 
 STEP_NAMES = [stage.name for stage in STAGES]
@@ -71,15 +72,22 @@ def test_event_log_is_gapless_and_ordered(alice: User) -> None:
 
 
 def test_listener_sees_steps_as_they_happen(
-    alice: User, watch: Callable[[str], MissionWatcher]
+    alice: User, site: LocalServer, watch: Callable[[str], MissionWatcher]
 ) -> None:
-    """A Python on_snapshot listener sees intermediate steps, not only the end state."""
-    _, watcher = start_watched(alice, watch, "calculate 12345 * 6789")
-    watcher.wait_terminal()
-    intermediate = {p for p in watcher.percents() if 0 < p < 100}
-    assert len(intermediate) >= 3, f"only saw {watcher.percents()}"
-    running = [s for s in watcher.snapshots if s["status"] == "running"]
-    assert running, "never saw the mission running"
+    """A Python on_snapshot listener sees the run start and its slow step running, not only
+    the end state (quick steps may share a write)."""
+    site.route("/slow-flow", Reply(body="<title>Slow</title><p>finally</p>", delay=1.0))
+    _, watcher = start_watched(
+        alice, watch, f"extract {site.url('/slow-flow')}", scope={"allowed_domains": ["127.0.0.1"]}
+    )
+    assert watcher.wait_terminal()["status"] == "completed"
+    shown = [
+        (t["progress_percent"], (t["current_step"] or {}).get("step_name"))
+        for t in watcher.trackers()
+    ]
+    assert shown[0] == (5, "verification"), shown
+    assert (55, "tool_execution") in shown, shown
+    assert shown[-1][0] == 100
 
 
 @pytest.mark.parametrize(

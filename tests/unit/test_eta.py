@@ -103,7 +103,7 @@ def test_learned_eta_beats_the_rate_formula_after_a_few_missions(
     tool_seconds = 8.0
     store.before_apply = lambda: clock.advance(0.2)  # every write takes a little time
     runner = make_runner(
-        ToolRegistry([FakeTool("slow", on_run=lambda: clock.advance(tool_seconds))])
+        ToolRegistry([FakeTool("slow", on_run=lambda: clock.advance(tool_seconds))]), interval=0
     )
 
     def run_one(n: int) -> tuple[float, float]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import timedelta
 
 import pytest
@@ -81,12 +82,26 @@ def test_completed_mission_events_are_gapless(store: FakeMissionStore, make_runn
     assert events[-1]["progress_percent"] == 100
 
 
-def test_completed_mission_uses_few_writes(store: FakeMissionStore, make_runner) -> None:
-    """A whole run costs at most nine store writes, and percent never goes down."""
+def test_quick_steps_cost_two_writes_and_keep_every_event(
+    store: FakeMissionStore, make_runner
+) -> None:
+    """Steps quicker than the interval share writes: the claim and the end, nothing between,
+    while the event log still has every step, in order."""
     mid = seed_mission(store)
-    make_runner().run(mid)
-    assert store.apply_calls == len(store.writes) <= 9
-    assert_percent_never_decreases(store)
+    make_runner(interval=1.0).run(mid)
+    assert store.apply_calls == len(store.writes) == 2
+    assert store.written_percents() == [5, 100]
+    steps = [(e["type"], e["step_name"]) for e in store.event_log[mid] if "step" in e["type"]]
+    assert steps == [(t, name) for name in STAGE_NAMES for t in ("step_started", "step_completed")]
+
+
+def test_every_boundary_is_written_when_steps_outlast_the_interval(
+    store: FakeMissionStore, clock: FakeClock, make_runner
+) -> None:
+    """Steps that take longer than the interval each show: claim, six boundaries, the end."""
+    mid = seed_mission(store)
+    make_runner(interval=1.0, step_delay_seconds=1.0).run(mid)
+    assert store.written_percents() == [5, 20, 30, 40, 55, 80, 90, 100]
 
 
 @pytest.mark.parametrize(
@@ -243,13 +258,14 @@ def test_mission_taken_by_another_delivery_is_busy(
 
 
 def test_cancel_while_running_stops_at_the_next_boundary(
-    store: FakeMissionStore, make_runner
+    store: FakeMissionStore, clock: FakeClock, make_runner
 ) -> None:
     """A cancel asked during a step ends the run cancelled after that step, without artifact."""
     mid = seed_mission(store, tool="fake")
 
     def owner_cancels() -> None:
         store.missions[mid]["cancel_requested"] = True
+        clock.advance(2)  # the tool runs on for longer than the write interval
 
     runner = make_runner(registry(FakeTool("fake", on_run=owner_cancels)))
     assert runner.run(mid) == Outcome.CANCELLED
@@ -290,7 +306,7 @@ def test_cancel_reports_the_last_completed_steps_percent(
             store.missions[mid]["cancel_requested"] = True
 
     store.before_apply = owner_cancels_in_time
-    assert make_runner().run(mid) == Outcome.CANCELLED
+    assert make_runner(interval=0).run(mid) == Outcome.CANCELLED
     tracker = store.missions[mid]["execution_record"]["progress_tracker"]
     assert tracker["progress_percent"] == percent
     assert [s["step_name"] for s in tracker["completed_steps"]] == STAGE_NAMES[:completed]
@@ -323,6 +339,20 @@ def test_substeps_are_written_once_the_interval_passes(
     assert [e["progress_percent"] for e in progress] == [61, 67, 73, 79]
     assert store.missions[mid]["status"] == "completed"
     assert_percent_never_decreases(store)
+
+
+def test_writes_never_exceed_the_configured_rate(
+    store: FakeMissionStore, clock: FakeClock, make_runner
+) -> None:
+    """A tool reporting every 10 ms for 10 s is written at most once a second, plus the end."""
+    mid = seed_mission(store, tool="fake")
+    tool = FakeTool("fake", substeps=1000, on_substep=lambda: clock.advance(0.01))
+    assert make_runner(registry(tool), interval=1.0).run(mid) == Outcome.COMPLETED
+    times = [w["updated_at"] for w in store.writes]
+    gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(times[:-1])]
+    assert 9 <= len(times) <= 12  # about one a second over ten seconds
+    assert min(gaps) >= 1.0
+    assert store.missions[mid]["status"] == "completed"
 
 
 def test_default_registry_maps_each_intent_to_its_tool() -> None:

@@ -10,7 +10,7 @@ import pytest
 from buddy.domain.lifecycle import InvalidTransition, cancel
 from buddy.domain.progress import STAGES, MissionProgressTracker
 from buddy.service.execution import MissionBusy, Outcome
-from buddy.service.progress_writer import ProgressWriter
+from buddy.service.progress_writer import MissionCancelled, ProgressWriter
 from buddy.service.recovery import Recovery
 from buddy.tools import ToolError, ToolRegistry
 
@@ -47,21 +47,27 @@ def flaky(failures: int, message: str = "Connection timeout", transient: bool = 
     return run
 
 
-# A calculate mission writes its document 8 times: the claim, six boundaries, the end.
-@pytest.mark.parametrize("write", range(1, 9), ids=[f"dies-at-write-{n}" for n in range(1, 9)])
+# Written at every boundary (no interval), a calculate mission writes its document 8 times:
+# the claim, six boundaries, the end. Within one interval, twice: the claim and the end.
+@pytest.mark.parametrize(
+    ("interval", "write"),
+    [(0.0, n) for n in range(1, 9)] + [(1.0, n) for n in (1, 2)],
+    ids=[f"every-boundary-dies-at-write-{n}" for n in range(1, 9)]
+    + [f"coalesced-dies-at-write-{n}" for n in (1, 2)],
+)
 def test_a_run_killed_at_any_write_is_resumed_without_repeating_effects(
-    store: FakeMissionStore, clock: FakeClock, make_runner, write: int
+    store: FakeMissionStore, clock: FakeClock, make_runner, interval: float, write: int
 ) -> None:
     """Whichever write the worker dies at, a later delivery completes it: one artifact, one
     cost record, every step once, gapless events, and progress that never went back."""
     mid = seed_mission(store, objective="calculate 2*(3+4)")
     die_at_write(store, write)
     with pytest.raises(WorkerDied):
-        make_runner(lease_seconds=LEASE).run(mid)
+        make_runner(interval=interval, lease_seconds=LEASE).run(mid)
     store.before_apply = lambda: None
     clock.advance(LEASE + 1)  # the dead run's lease runs out
 
-    assert make_runner(lease_seconds=LEASE).run(mid) == Outcome.COMPLETED
+    assert make_runner(interval=interval, lease_seconds=LEASE).run(mid) == Outcome.COMPLETED
     final = store.missions[mid]
     assert final["status"] == "completed"
     steps = final["execution_record"]["progress_tracker"]["completed_steps"]
@@ -85,7 +91,7 @@ def test_a_second_delivery_during_a_live_run_is_busy_not_lost(
     mid = seed_mission(store)
     die_at_write(store, 3)
     with pytest.raises(WorkerDied):
-        make_runner(lease_seconds=LEASE).run(mid)
+        make_runner(interval=0, lease_seconds=LEASE).run(mid)
     store.before_apply = lambda: None
     writes = len(store.writes)
     runner = make_runner(lease_seconds=LEASE)
@@ -108,7 +114,7 @@ def test_a_delivery_outlives_a_dead_runs_lease_and_takes_over(
     mid = seed_mission(store)
     die_at_write(store, 4)
     with pytest.raises(WorkerDied):
-        make_runner(lease_seconds=LEASE).run(mid)
+        make_runner(interval=0, lease_seconds=LEASE).run(mid)
     store.before_apply = lambda: None
     started = clock.now
     assert make_runner(lease_seconds=LEASE).run(mid) == Outcome.COMPLETED
@@ -183,6 +189,60 @@ def test_heartbeat_renews_the_lease_while_a_long_step_is_quiet(
     writer.heartbeat()
     assert store.missions[mid]["lease_expires_at"] == clock.now + timedelta(seconds=LEASE)
     assert store.missions[mid]["run_id"] == writer.run_id
+
+
+def test_pending_progress_is_written_by_the_heartbeat_after_the_interval(
+    store: FakeMissionStore, clock: FakeClock
+) -> None:
+    """A step that starts right after a write shows within one interval, with no effects of
+    its own before it completes."""
+    mid = seed_mission(store)
+    tracker = MissionProgressTracker(mid, clock)
+    writer = ProgressWriter(store, tracker, clock, min_interval_seconds=1.0, lease_seconds=LEASE)
+    tracker.register_callback(writer)
+    tracker.start_stage(STAGES[0], "Verifying")  # the claim, written at once
+    tracker.complete_step("Verified")
+    tracker.start_stage(STAGES[1], "Classifying")
+    writer.include(intent={"name": "calculate"})  # the running step's effect
+    writer.heartbeat()
+    assert len(store.writes) == 1  # within the interval: still pending
+    clock.advance(1.0)
+    writer.heartbeat()
+    assert len(store.writes) == 2
+    shown = store.missions[mid]["execution_record"]
+    assert shown["progress_tracker"]["current_step"]["step_name"] == STAGES[1].name
+    assert "intent" not in shown  # not before its step completes
+    assert store.event_types(mid)[-3:] == ["step_started", "step_completed", "step_started"]
+    clock.advance(1.0)
+    tracker.complete_step("Classified")
+    tracker.start_stage(STAGES[2], "Estimating")
+    assert store.missions[mid]["execution_record"]["intent"] == {"name": "calculate"}
+
+
+def test_a_cancel_seen_between_boundaries_stops_the_next_step_at_once(
+    store: FakeMissionStore, clock: FakeClock
+) -> None:
+    """A cancel learnt from a heartbeat's write stops the run at the next boundary, even
+    inside the interval."""
+    mid = seed_mission(store)
+    tracker = MissionProgressTracker(mid, clock)
+    writer = ProgressWriter(store, tracker, clock, min_interval_seconds=1.0, lease_seconds=LEASE)
+    tracker.register_callback(writer)
+    tracker.start_stage(STAGES[0], "Verifying")
+    store.missions[mid]["cancel_requested"] = True  # the owner cancels
+    tracker.complete_step("Verified")
+    tracker.start_stage(STAGES[1], "Classifying")
+    clock.advance(1.0)
+    writer.heartbeat()
+    assert writer.cancel_requested and store.missions[mid]["status"] == "running"
+    tracker.complete_step("Classified")
+    with pytest.raises(MissionCancelled):
+        tracker.start_stage(STAGES[2], "Estimating")
+    final = store.missions[mid]
+    assert final["status"] == "cancelled"
+    assert final["execution_record"]["progress_tracker"]["progress_percent"] == 30
+    assert store.event_log[mid][-1]["message"] == "Mission cancelled at 30%"
+    assert "budget_check" not in {e["step_name"] for e in store.event_log[mid]}
 
 
 def test_cancel_racing_completion_ends_in_one_terminal_state(

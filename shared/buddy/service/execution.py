@@ -205,9 +205,12 @@ class MissionRunner:
     @contextlib.contextmanager
     def _heartbeat(self, writer: ProgressWriter) -> Iterator[None]:
         stop = threading.Event()
+        # Often enough to write pending progress soon after its interval, and to renew leases.
+        interval, lease = self.settings.progress_min_interval_seconds, self.settings.lease_seconds
+        tick = max(0.05, min(interval / 4, lease / 6))
 
         def beat() -> None:
-            while not stop.wait(self.settings.lease_seconds / 6):
+            while not stop.wait(tick):
                 try:
                     writer.heartbeat()
                 except (NotClaimable, DependencyUnavailable) as e:

@@ -1,12 +1,16 @@
 """Persisting a run's progress: few writes, each one a checkpoint under a lease.
 
-A step's completion is held back and written together with the next step's
-start, along with whatever the step produced (record fields, documents such as
-the tool's result or the artifact) — so a step's effects and its completion
-land in one transaction, and a resumed run never repeats them. In-step updates
-are written at most once per `min_interval_seconds`; the terminal state is
-always written. Every write renews the run's lease and checks the run still
-owns the mission; a heartbeat renews the lease while a long step is quiet.
+The claim and the end of a run are written at once. Everything between (step
+boundaries, in-step updates, retries) is written at most once per
+`min_interval_seconds`: the events pile up and the latest progress wins, so a
+run of quick steps costs one write, however many sub-steps a tool reports.
+Nothing waits longer than that interval: the heartbeat writes what is pending.
+
+A step's effects (record fields, documents such as the tool's result or the
+artifact) are staged until the step completes and are written with its
+completion in one transaction, so a resumed run never repeats them. Every write
+renews the run's lease and checks the run still owns the mission; the heartbeat
+also renews the lease while a long step is quiet.
 """
 
 from __future__ import annotations
@@ -59,85 +63,118 @@ class ProgressWriter:
     run_id: str = field(default_factory=lambda: secrets.token_hex(8))
     writes: int = 0
     cancel_requested: bool = False
+    # Pending: what the next write carries. Staged: the running step's effects, pending
+    # once the step completes. The heartbeat thread writes too, so both sit under _lock.
     _events: list[NewEvent] = field(default_factory=list)
     _updates: dict[str, Any] = field(default_factory=dict)
     _documents: dict[str, dict[str, Any]] = field(default_factory=dict)
+    _staged_updates: dict[str, Any] = field(default_factory=dict)
+    _staged_documents: dict[str, dict[str, Any]] = field(default_factory=dict)
+    _snapshot: dict[str, Any] = field(default_factory=dict)  # the tracker at the last event
     _claimed: bool = False
     _last_write: float = float("-inf")
     _boundary: dict[str, Any] | None = None
-    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _lock: threading.RLock = field(default_factory=threading.RLock)
 
     def resuming(self) -> None:
         """This run carries on where a stopped one left off (its tracker was restored)."""
         self._boundary = self.tracker.to_dict()
 
     def include(self, **record_fields: Any) -> None:
-        """Execution-record fields to write with the next flush."""
-        self._updates.update({f"execution_record.{k}": v for k, v in record_fields.items()})
+        """Execution-record fields the running step produced, written with its completion."""
+        with self._lock:
+            self._staged_updates.update(_record_fields(record_fields))
 
     def attach(self, path: str, document: dict[str, Any]) -> None:
-        """A document to write in the same transaction as the next flush."""
-        self._documents[path] = document
+        """A document the running step produced, written with its completion."""
+        with self._lock:
+            self._staged_documents[path] = document
 
     def __call__(self, event: ProgressEvent, step: dict[str, Any]) -> None:
         new = NewEvent(event, step["message"], step["step_name"], step["progress_percent"])
-        if event == "step_progress":
-            self._events = [e for e in self._events if e.type != "step_progress"] + [new]
-            if self.clock().timestamp() - self._last_write >= self.min_interval_seconds:
-                self._flush()
-            return
-        self._events.append(new)
-        if event == "step_started":
-            self._flush(at_boundary=self._boundary is not None)
-        elif event == "step_completed" and step["step_index"] == TOTAL_STEPS:
-            self._flush(terminal=Status.COMPLETED)
-        elif event == "step_completed":
-            self._boundary = self.tracker.to_dict()
-        elif event == "step_failed":
-            error = {
-                "step_name": step["step_name"],
-                "code": "step_failed",
-                "message": step["message"],
-            }
-            self.include(error=error)
-            self._flush(terminal=Status.FAILED)
+        with self._lock:
+            if event == "step_progress" and self._events and self._events[-1].type == event:
+                self._events[-1] = new  # the latest in-step update wins
+            else:
+                self._events.append(new)
+            self._snapshot = self.tracker.to_dict()
+            if event in ("step_completed", "step_failed"):
+                self._updates.update(self._staged_updates)
+                self._documents.update(self._staged_documents)
+                self._staged_updates.clear()
+                self._staged_documents.clear()
+            if event == "step_completed" and step["step_index"] == TOTAL_STEPS:
+                self._flush(terminal=Status.COMPLETED)
+            elif event == "step_completed":
+                self._boundary = self._snapshot
+            elif event == "step_failed":
+                error = {
+                    "step_name": step["step_name"],
+                    "code": "step_failed",
+                    "message": step["message"],
+                }
+                self._updates.update(_record_fields({"error": error}))
+                self._flush(terminal=Status.FAILED)
+            elif event == "step_started" and (not self._claimed or self.cancel_requested):
+                # Claim at once; and a cancel seen earlier stops the run at this boundary.
+                self._flush(at_boundary=self._boundary is not None)
+            elif self._due():
+                self._flush(at_boundary=event == "step_started" and self._boundary is not None)
 
     def retry_scheduled(self, attempt: int, of: int, reason: str, delay: float) -> None:
         """Tells clients a step is about to try again, why, and when."""
         step = self.tracker.current_step
-        self._events.append(
-            NewEvent(
-                "retry_scheduled",
-                f"Attempt {attempt - 1} of {of} failed: {reason}; trying again in {delay:.1f}s",
-                step.step_name if step else None,
-                self.tracker.get_progress_percent(),
-                attempt=attempt,
+        with self._lock:
+            self._events.append(
+                NewEvent(
+                    "retry_scheduled",
+                    f"Attempt {attempt - 1} of {of} failed: {reason}; trying again in {delay:.1f}s",
+                    step.step_name if step else None,
+                    self.tracker.get_progress_percent(),
+                    attempt=attempt,
+                )
             )
-        )
-        self.include(attempt=attempt)
-        self._flush()
+            self._updates.update(_record_fields({"attempt": attempt}))
+            if self._due():
+                self._flush()
 
     def cancel_in_step(self) -> None:
         """A tool stopped for a cancel: record where the mission got to, then stop."""
-        self._flush(terminal=Status.CANCELLED)
+        with self._lock:
+            self._flush(terminal=Status.CANCELLED)
 
     def heartbeat(self) -> None:
-        """Renews the lease when nothing else was written for a third of it."""
-        if self.clock().timestamp() - self._last_write < self.lease_seconds / 3:
-            return
-        now = self.clock()
+        """Writes pending progress once the interval has passed; otherwise renews the lease
+        when nothing was written for a third of it."""
+        with self._lock:
+            if self._events and self._due():
+                self._flush(snapshot=self._snapshot)
+                return
+            if self.clock().timestamp() - self._last_write < self.lease_seconds / 3:
+                return
+            now = self.clock()
 
-        def decide(doc: dict[str, Any]) -> Change:
-            self._check_owner(doc)
-            return Change(updates={"lease_expires_at": self._lease_end(now)})
+            def decide(doc: dict[str, Any]) -> Change:
+                self._check_owner(doc)
+                return Change(updates={"lease_expires_at": self._lease_end(now)})
 
-        self._apply(decide)
+            self._apply(decide)
 
-    def _flush(self, terminal: Status | None = None, at_boundary: bool = False) -> None:
-        snapshot = self.tracker.to_dict()
+    def _due(self) -> bool:
+        return self.clock().timestamp() - self._last_write >= self.min_interval_seconds
+
+    def _flush(
+        self,
+        terminal: Status | None = None,
+        at_boundary: bool = False,
+        snapshot: dict[str, Any] | None = None,
+    ) -> None:
+        # From another thread, the snapshot taken at the last event: the tracker may be
+        # halfway through a change. Its updated_at still dates its ETA for clients.
+        snapshot = dict(snapshot or self.tracker.to_dict())
         if terminal is not None:
             snapshot["estimated_time_remaining"] = 0.0
-        events, updates = list(self._events), dict(self._updates)
+        events, updates = tuple(self._events), dict(self._updates)
         documents = tuple(self._documents.items())
         now = self.clock()
 
@@ -154,10 +191,11 @@ class ProgressWriter:
             if at_boundary and doc.get("cancel_requested"):
                 return self._cancellation(changes, events, documents, now)
             changes["execution_record.progress_tracker"] = snapshot
+            written = events
             if terminal is not None:
                 changes.update(_terminal(terminal, now))
-                events.append(_terminal_event(terminal, snapshot))
-            return Change(updates=changes, events=tuple(events), documents=documents)
+                written = (*events, _terminal_event(terminal, snapshot))
+            return Change(updates=changes, events=written, documents=documents)
 
         written = self._apply(decide)
         self._claimed = True
@@ -168,13 +206,11 @@ class ProgressWriter:
             raise MissionCancelled(self.tracker.mission_id)
 
     def _apply(self, decide: Any) -> dict[str, Any]:
-        # The heartbeat thread and the run share this writer: one write at a time.
-        with self._lock:
-            written = self.store.apply(self.tracker.mission_id, decide)
-            self.writes += 1
-            self._last_write = self.clock().timestamp()
-            self.cancel_requested = bool(written.get("cancel_requested"))
-            return written
+        written = self.store.apply(self.tracker.mission_id, decide)
+        self.writes += 1
+        self._last_write = self.clock().timestamp()
+        self.cancel_requested = bool(written.get("cancel_requested"))
+        return written
 
     def _lease_end(self, now: datetime) -> datetime:
         return now + timedelta(seconds=self.lease_seconds)
@@ -205,14 +241,14 @@ class ProgressWriter:
     def _cancellation(
         self,
         changes: dict[str, Any],
-        events: list[NewEvent],
+        events: tuple[NewEvent, ...],
         documents: tuple[tuple[str, dict[str, Any]], ...],
         now: datetime,
     ) -> Change:
         # Stop at the boundary: the step that was about to start never ran.
         boundary = self._boundary or {}
         percent = boundary.get("progress_percent", 0)
-        kept = [e for e in events if e.type != "step_started"]
+        kept = list(events[:-1] if events and events[-1].type == "step_started" else events)
         kept.append(
             NewEvent(
                 "mission_cancelled", f"Mission cancelled at {percent}%", progress_percent=percent
@@ -222,6 +258,10 @@ class ProgressWriter:
         changes["execution_record.progress_tracker"] = {**boundary, "estimated_time_remaining": 0}
         # The completed step's effects (e.g. its artifact) are kept with its completion.
         return Change(updates=changes, events=tuple(kept), documents=documents)
+
+
+def _record_fields(fields: dict[str, Any]) -> dict[str, Any]:
+    return {f"execution_record.{k}": v for k, v in fields.items()}
 
 
 def _terminal(status: Status, now: datetime) -> dict[str, Any]:
