@@ -146,13 +146,14 @@ def measure(runs: int) -> dict:
     samples: dict[str, dict[str, list[float]]] = {
         target: {"lazy_ms": [], "eager_ms": []} for target in ("api", "worker")
     }
-    for target, source, kind in (
-        ("api", LAZY, "lazy_ms"),
-        ("worker", LAZY, "lazy_ms"),
-        ("api", EAGER, "eager_ms"),
-        ("worker", EAGER, "eager_ms"),
-    ):
-        for _ in range(runs):
+    # Interleaved, so that a drift in the machine's load touches both sides alike.
+    for _ in range(runs):
+        for target, source, kind in (
+            ("api", LAZY, "lazy_ms"),
+            ("api", EAGER, "eager_ms"),
+            ("worker", LAZY, "lazy_ms"),
+            ("worker", EAGER, "eager_ms"),
+        ):
             samples[target][kind].append(round(_start(source, target), 1))
     results: dict[str, dict] = {}
     for target, times in samples.items():

@@ -26,13 +26,21 @@ TIMES = "\N{MULTIPLICATION SIGN}"
 LATENCY_ROWS = (  # key in results["latency"], label
     ("floor_listener_ms", "Firestore listener floor"),
     ("python_listener_ms", "Python listener"),
+    ("python_listener_claim_ms", "↳ the claim (mission + 1 event)"),
+    ("python_listener_end_ms", "↳ the end (mission + every step's events + artifact)"),
     ("dom_ms", "Dashboard DOM"),
+    ("dom_snapshot_ms", "↳ the page's snapshot (JS SDK delivery)"),
+    ("dom_render_ms", "↳ snapshot → DOM (the page's rendering)"),
     ("polling_staleness_ms", "Polling staleness"),
 )
 LATENCY_SHORT = {
     "floor_listener_ms": "floor",
     "python_listener_ms": "Python\nlistener",
+    "python_listener_claim_ms": "Python:\nclaim",
+    "python_listener_end_ms": "Python:\nend",
     "dom_ms": "DOM",
+    "dom_snapshot_ms": "DOM:\nsnapshot",
+    "dom_render_ms": "DOM:\nrender",
     "polling_staleness_ms": "polling",
 }
 EXECUTE_ROWS = (
@@ -137,14 +145,27 @@ def markdown(results: Mapping[str, Any]) -> str:
 
     writes = results.get("writes") or []
     if writes:
-        header = ["sub-steps", "mission doc", "events", "other", "total", "peak doc writes/s"]
+        header = [
+            "sub-steps",
+            "mission doc",
+            "of which worker",
+            "worker reads",
+            "events",
+            "other",
+            "total",
+            "peak doc writes/s",
+            "least gap s",
+        ]
         keys = [
             "substeps",
             "mission_doc_writes",
+            "worker_writes",
+            "worker_reads_before_writes",
             "event_docs",
             "other_docs",
             "total_writes",
             "peak_doc_writes_per_s",
+            "min_gap_s",
         ]
         rows = [[fmt(row.get(k)) for k in keys] for row in writes]
         section("Firestore writes per mission", _table(header, rows, "r" * len(header)))

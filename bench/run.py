@@ -10,6 +10,7 @@ run beside the tests.
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import platform
 import statistics
@@ -179,12 +180,15 @@ def staleness(
     return ages
 
 
-def dom_latency(user_page: Any, api: str, db: firestore.Client, count: int) -> list[float]:
-    """Worker's progress write → the dashboard's progress bar, in Chromium."""
+def dom_latency(
+    user_page: Any, api: str, db: firestore.Client, count: int
+) -> dict[str, list[float]]:
+    """Worker's progress write → the dashboard's progress bar, in Chromium; split into the
+    write → the page's snapshot (the JS SDK's delivery) and that snapshot → the DOM."""
     token = user_page.evaluate(ID_TOKEN_FROM_INDEXEDDB)
     owner = User.__new__(User)
     owner.uid, owner.token, owner.api, owner.http = "", token, api, requests.Session()
-    latencies: list[float] = []
+    latencies: dict[str, list[float]] = {"dom": [], "snapshot": [], "render": []}
     for _ in range(count):
         mission_id = owner.approved("calculate 17*23+4")
         recorder = Recorder(db, mission_id)
@@ -193,15 +197,23 @@ def dom_latency(user_page: Any, api: str, db: firestore.Client, count: int) -> l
         user_page.wait_for_function(
             f"(window.__bars['{mission_id}'] || []).some(([, v]) => v === 100)", timeout=20_000
         )
-        shown = user_page.evaluate(f"window.__bars['{mission_id}']")
-        first_shown: dict[int, float] = {}
-        for at_ms, value in shown:
-            first_shown.setdefault(int(value), at_ms / 1000)
+        shown = first_seen(user_page.evaluate(f"window.__bars['{mission_id}']"))
+        snapped = first_seen(user_page.evaluate(f"window.__snapshots['{mission_id}'] || []"))
         for _, tracker in recorder.writes():
-            percent = tracker["progress_percent"]
-            if percent in first_shown:
-                latencies.append((first_shown[percent] - parse_iso(tracker["updated_at"])) * 1000)
-    return [x for x in latencies if x >= 0]
+            percent, written = tracker["progress_percent"], parse_iso(tracker["updated_at"])
+            if percent in shown and percent in snapped:
+                latencies["dom"].append((shown[percent] - written) * 1000)
+                latencies["snapshot"].append((snapped[percent] - written) * 1000)
+                latencies["render"].append((shown[percent] - snapped[percent]) * 1000)
+    return latencies
+
+
+def first_seen(timeline: list[tuple[float, int]]) -> dict[int, float]:
+    """When each value first appeared, in seconds, from a page's [(Date.now(), value)]."""
+    first: dict[int, float] = {}
+    for at_ms, value in timeline:
+        first.setdefault(int(value), at_ms / 1000)
+    return first
 
 
 RECORD_BARS = """
@@ -214,6 +226,14 @@ new MutationObserver((changes) => {
     (window.__bars[article.dataset.missionId] ||= []).push([Date.now(), value]);
   }
 }).observe(document, {subtree: true, attributes: true, attributeFilter: ["aria-valuenow"]});
+window.__snapshots = {};
+window.addEventListener("buddy:missions", (event) => {
+  for (const mission of event.detail) {
+    const tracker = mission.execution_record && mission.execution_record.progress_tracker;
+    if (!tracker) continue;
+    (window.__snapshots[mission.mission_id] ||= []).push([Date.now(), tracker.progress_percent]);
+  }
+});
 """
 ID_TOKEN_FROM_INDEXEDDB = """
 () => new Promise((resolve, reject) => {
@@ -230,6 +250,7 @@ ID_TOKEN_FROM_INDEXEDDB = """
 
 def latency_and_execute(user: User, db: firestore.Client, count: int) -> dict[str, Any]:
     listener, first_progress, overhead = [], [], []
+    by_write: dict[str, list[float]] = {"claim": [], "end": []}
     writes: dict[str, list[tuple[float, int]]] = {}
     ids: list[str] = []
     stop = threading.Event()
@@ -250,7 +271,10 @@ def latency_and_execute(user: User, db: firestore.Client, count: int) -> dict[st
         user.call("POST", f"/missions/{mission_id}/execute")
         recorder.wait()
         timeline = recorder.writes()
-        listener += [(arrived - parse_iso(t["updated_at"])) * 1000 for arrived, t in timeline]
+        delays = [(arrived - parse_iso(t["updated_at"])) * 1000 for arrived, t in timeline]
+        listener += delays
+        by_write["claim"].append(delays[0])
+        by_write["end"].append(delays[-1])
         writes[mission_id] = [
             (parse_iso(t["updated_at"]), t["progress_percent"]) for _, t in timeline
         ]
@@ -264,6 +288,8 @@ def latency_and_execute(user: User, db: firestore.Client, count: int) -> dict[st
     poller.join()
     return {
         "listener": listener,
+        "listener_claim": by_write["claim"],
+        "listener_end": by_write["end"],
         "first_progress": first_progress,
         "overhead": overhead,
         "staleness": staleness(writes, polls),
@@ -375,21 +401,30 @@ def write_cost(db: firestore.Client, substeps: int) -> dict[str, Any]:
     service.execute("bench-writes", mission_id)
     api_writes = 1 + len(store.applied)  # the create batch, then approve and queue
     store.applied.clear()
+    settings = RunSettings()
     runner = MissionRunner(
-        store, tools, RuleBasedClassifier(), utc_now, FirestoreDurationStats(db), RunSettings()
+        store, tools, RuleBasedClassifier(), utc_now, FirestoreDurationStats(db), settings
     )
+    reads = store.apply_reads
     runner.run(mission_id)
     events = len(store.events(mission_id, 0))
-    peak = max((sum(1 for t in store.applied if s <= t < s + 1) for s in store.applied), default=0)
-    mission_doc = api_writes + len(store.applied)
+    applied = store.applied
+    peak = max((sum(1 for t in applied if s <= t < s + 1) for s in applied), default=0)
+    # The end is written at once; every other write waits out the interval since the last.
+    gaps = [b - a for a, b in itertools.pairwise(applied[:-1])]
+    mission_doc = api_writes + len(applied)
     other = 3  # the artifact, the private tool result, one statistics shard
     return {
         "substeps": substeps,
         "mission_doc_writes": mission_doc,
+        "worker_writes": len(applied),
+        "worker_reads_before_writes": store.apply_reads - reads,
         "event_docs": events,
         "other_docs": other,
         "total_writes": mission_doc + events + other,
         "peak_doc_writes_per_s": peak,
+        "min_gap_s": round(min(gaps), 2) if gaps else None,
+        "interval_s": settings.progress_min_interval_seconds,
     }
 
 
@@ -414,6 +449,11 @@ def peak_rss_mb(function: Function) -> float:
             if line.startswith("VmHWM:"):
                 peak = max(peak, int(line.split()[1]))
     return round(peak / 1024, 1)
+
+
+def fmt_gap(row: dict[str, Any]) -> str:
+    gap = "none between" if row["min_gap_s"] is None else f"{row['min_gap_s']} s"
+    return f"{gap} (interval {row['interval_s']} s)"
 
 
 def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
@@ -447,9 +487,15 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             all(s["lost"] == s["duplicated"] == s["stuck"] == 0 for s in results["scale"]),
         ),
         (
-            "mission document writes ≤ 10 whatever the sub-steps",
-            ", ".join(f"{w['substeps']}: {w['mission_doc_writes']}" for w in results["writes"]),
-            all(w["mission_doc_writes"] <= 10 for w in results["writes"]),
+            "mission document writes ≤ 10 whatever the sub-steps, and at most one per "
+            "configured interval between the claim and the end",
+            ", ".join(f"{w['substeps']}: {w['mission_doc_writes']}" for w in results["writes"])
+            + "; least gap "
+            + ", ".join(fmt_gap(w) for w in results["writes"]),
+            all(
+                w["mission_doc_writes"] <= 10 and (w["min_gap_s"] or 1e9) >= 0.99 * w["interval_s"]
+                for w in results["writes"]
+            ),
         ),
         (
             "cold start ≤ half the eager-import baseline",
@@ -465,15 +511,17 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
 
 # Why a target can be missed here, from what each measurement includes (see README).
 WHY_MISSED = [
-    "each progress write is a read and a conditional commit (optimistic concurrency), two "
-    "round trips where the floor's write is one",
-    "the page re-renders every mission card on each snapshot; not yet profiled",
-    "includes the Pub/Sub push (about 66 ms p50 on the emulator) and the claim's read+commit",
-    "seven steps write eight times, each a read and a commit on the emulator",
+    "the floor is a one-field document; a progress write is one atomic commit of the mission "
+    "document (a few KiB, on a precondition) with its events: the claim carries one event, "
+    "the end every quick step's events and the artifact (see the claim/end rows)",
+    "the page renders in about a millisecond (snapshot → DOM row): the rest is the JS SDK "
+    "delivering the dashboard's query snapshot; the emulator re-evaluates query listeners on "
+    "every write, two to three times slower than a document listener",
+    "includes the Pub/Sub push (about 66 ms p50 on the emulator) and the claim's commit",
+    "seven steps cost two commits (claim, end) and the step-duration statistics transaction",
     "see the scale table",
-    "3 API writes (create, approve, queue) + 8 worker writes (claim, six boundaries, end) by "
-    "design; in-step updates add one per BUDDY_PROGRESS_MIN_INTERVAL_SECONDS of tool time, "
-    "so the bound is by time, not by the number of updates",
+    "3 API writes (create, approve, queue) + the worker's claim and end + one per "
+    "BUDDY_PROGRESS_MIN_INTERVAL_SECONDS of tool time",
     "the API still imports pydantic models and the Firestore-free service layer on the first "
     "request",
 ]
@@ -504,13 +552,17 @@ def main(argv: list[str] | None = None) -> int:
         }
         measured = latency_and_execute(User(api), db, 6 if quick else 30)
         floor = floor_latency(db, 30 if quick else 200)
-        dom = measure_dom(api, db, 2 if quick else 10)
+        dom = measure_dom(api, db, 3 if quick else 20)
         python_listener = summary(measured["listener"])
         floor_summary = summary(floor)
         results["latency"] = {
             "python_listener_ms": python_listener,
+            "python_listener_claim_ms": summary(measured["listener_claim"]),
+            "python_listener_end_ms": summary(measured["listener_end"]),
             "floor_listener_ms": floor_summary,
-            "dom_ms": summary(dom),
+            "dom_ms": summary(dom["dom"]),
+            "dom_snapshot_ms": summary(dom["snapshot"]),
+            "dom_render_ms": summary(dom["render"]),
             "polling_staleness_ms": summary(measured["staleness"]),
             "ratio_listener_p95": round(python_listener["p95"] / floor_summary["p95"], 2),
         }
@@ -524,7 +576,7 @@ def main(argv: list[str] | None = None) -> int:
             "worker": peak_rss_mb(functions["worker"]),
         }
         results["writes"] = [write_cost(db, k) for k in (0, 10, 1000)]
-        results["cold_start"] = coldstart.measure(1 if quick else 5)
+        results["cold_start"] = coldstart.measure(1 if quick else 9)
         results["targets"] = targets(results)
         results["meta"]["duration_s"] = round(time.time() - began, 1)
     finally:
@@ -536,7 +588,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def measure_dom(api: str, db: firestore.Client, count: int) -> list[float]:
+def measure_dom(api: str, db: firestore.Client, count: int) -> dict[str, list[float]]:
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:

@@ -25,7 +25,13 @@ def test_quick_benchmark_produces_every_figure(stack: Stack, tmp_path: Path) -> 
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
     results = json.loads((tmp_path / "results.json").read_text())
     latency = results["latency"]
-    for name in ("floor_listener_ms", "python_listener_ms", "dom_ms", "polling_staleness_ms"):
+    for name in (
+        "floor_listener_ms",
+        "python_listener_ms",
+        "dom_ms",
+        "dom_snapshot_ms",
+        "polling_staleness_ms",
+    ):
         assert latency[name]["n"] > 0 and latency[name]["p95"] >= latency[name]["p50"] > 0, name
     assert results["execute"]["first_progress_ms"]["n"] > 0
     assert [s["missions"] for s in results["scale"]] == [1, 10]

@@ -168,6 +168,8 @@ function listenToMissions() {
           ok();
           state.loaded = true;
           state.missions = snapshot.docs.map((d) => ({ ...d.data(), mission_id: d.id }));
+          // Other scripts on the page (the benchmark, say) can follow the same snapshots.
+          window.dispatchEvent(new CustomEvent("buddy:missions", { detail: state.missions }));
           if (snapshot.metadata.fromCache) setConnection("reconnecting…", "offline");
           else setConnection("live", "live");
           renderMissions();
