@@ -56,7 +56,7 @@ TEST_SETTINGS = {
     "BUDDY_PROGRESS_MIN_INTERVAL_SECONDS": "0.2",
     "THREADS": "32",
     "BUDDY_LEASE_SECONDS": "3",
-    "BUDDY_RETRY_BACKOFF_SECONDS": "0.3",  # longer than the write interval: retries show
+    "BUDDY_RETRY_BACKOFF_SECONDS": "0.5",  # well over the write interval: retries show
     "BUDDY_QUEUE_TIMEOUT_SECONDS": "1",
     "BUDDY_PUBLISH_TIMEOUT_SECONDS": "2",
     "BUDDY_WEB_ALLOW_LOOPBACK": "1",
