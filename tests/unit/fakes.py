@@ -211,24 +211,8 @@ def seed_mission(
 ) -> str:
     """Stores a mission and walks it to `status` the way the API would."""
     now = store.clock()
-    doc = {
-        "mission_id": mission_id,
-        "owner_uid": owner_uid,
-        "objective": objective,
-        "scope": {"allowed_domains": []},
-        "budget_usd": budget_usd,
-        "tool": tool,
-        "inputs": {},
-        "status": "proposed",
-        "created_at": now,
-        "updated_at": now,
-        "approved_at": None,
-        "queued_at": None,
-        "started_at": None,
-        "finished_at": None,
-        "cancel_requested": False,
-        "execution_record": None,
-    }
+    scope = {"allowed_domains": []}
+    doc = lifecycle.proposed(mission_id, owner_uid, objective, scope, budget_usd, tool, {}, now)
     store.create(doc, NewEvent("mission_created", "Mission proposed"))
     if status in {"approved", "queued"}:
         store.apply(mission_id, lambda d: lifecycle.approve(d, now))

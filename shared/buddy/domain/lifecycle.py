@@ -90,6 +90,37 @@ def percent_of(doc: dict[str, Any]) -> int:
     return int(tracker.get("progress_percent") or 0)
 
 
+def proposed(
+    mission_id: str,
+    owner_uid: str,
+    objective: str,
+    scope: dict[str, Any],
+    budget_usd: float,
+    tool: str | None,
+    inputs: dict[str, Any],
+    now: datetime,
+) -> dict[str, Any]:
+    """A new mission's document: proposed, nothing done yet."""
+    return {
+        "mission_id": mission_id,
+        "owner_uid": owner_uid,
+        "objective": objective,
+        "scope": scope,
+        "budget_usd": budget_usd,
+        "tool": tool,
+        "inputs": inputs,
+        "status": Status.PROPOSED.value,
+        "created_at": now,
+        "updated_at": now,
+        "approved_at": None,
+        "queued_at": None,
+        "started_at": None,
+        "finished_at": None,
+        "cancel_requested": False,
+        "execution_record": None,
+    }
+
+
 def approve(doc: dict[str, Any], now: datetime) -> Change:
     _require(doc, "approve", {Status.PROPOSED})
     return Change(

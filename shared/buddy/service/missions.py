@@ -49,24 +49,16 @@ class MissionService:
         self._check_tool_and_inputs(request.tool, request.inputs)
         now = self.clock()
         mission_id = new_mission_id()
-        doc = {
-            "mission_id": mission_id,
-            "owner_uid": owner_uid,
-            "objective": request.objective,
-            "scope": request.scope.model_dump(),
-            "budget_usd": request.budget_usd,
-            "tool": request.tool,
-            "inputs": request.inputs,
-            "status": Status.PROPOSED.value,
-            "created_at": now,
-            "updated_at": now,
-            "approved_at": None,
-            "queued_at": None,
-            "started_at": None,
-            "finished_at": None,
-            "cancel_requested": False,
-            "execution_record": None,
-        }
+        doc = lifecycle.proposed(
+            mission_id,
+            owner_uid,
+            request.objective,
+            request.scope.model_dump(),
+            request.budget_usd,
+            request.tool,
+            request.inputs,
+            now,
+        )
         created = self.store.create(doc, NewEvent("mission_created", "Mission proposed"))
         log.info("mission created", extra={"mission_id": mission_id})
         return created
