@@ -141,7 +141,7 @@ def test_client_watch_yields_rising_progress_to_100(stack: Stack, alice: User) -
         mission_id = client.create("calculate 12345 * 6789")["mission_id"]
         client.approve(mission_id)
         snapshots = client.watch(mission_id, timeout=60)
-        first = next(snapshots)  # subscribed before it runs, so every step can be seen
+        first = next(snapshots)  # subscribed before it runs, so the run is seen from its claim
         client.execute(mission_id)
         seen = [first, *snapshots]
     percents = [s["progress_percent"] for s in seen]

@@ -77,9 +77,9 @@ class FirestoreMissionStore:
                 self._known.popitem(last=False)
 
     def _recall(self, mission_id: str) -> tuple[dict[str, Any], Any] | None:
+        """The remembered copy, taken out: nobody else holds it."""
         with self._known_lock:
-            known = self._known.pop(mission_id, None)
-        return (copy.deepcopy(known[0]), known[1]) if known else None
+            return self._known.pop(mission_id, None)
 
     def _event_doc(self, doc: dict[str, Any], seq: int, event: NewEvent) -> dict[str, Any]:
         return event_record(doc, seq, event, self._clock(), self._event_ttl)
@@ -100,8 +100,9 @@ class FirestoreMissionStore:
         snapshot = self._missions.document(mission_id).get(timeout=TIMEOUT_SECONDS)
         if not snapshot.exists:
             return None
-        self._remember(mission_id, snapshot.to_dict(), snapshot.update_time)
-        return snapshot.to_dict()
+        doc = snapshot.to_dict()
+        self._remember(mission_id, doc, snapshot.update_time)  # keeps a copy of its own
+        return doc
 
     @_unavailable_is_ours
     def apply(self, mission_id: str, decide: Decide) -> dict[str, Any]:
