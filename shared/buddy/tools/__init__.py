@@ -7,6 +7,7 @@ from buddy.tools.base import (
     ToolContext,
     ToolError,
     ToolInputs,
+    ToolOverBudget,
     ToolRegistry,
     ToolResult,
 )
@@ -34,6 +35,7 @@ __all__ = [
     "ToolContext",
     "ToolError",
     "ToolInputs",
+    "ToolOverBudget",
     "ToolRegistry",
     "ToolResult",
     "default_registry",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
@@ -42,6 +44,10 @@ class ToolInputs(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
 
+class ToolOverBudget(ToolError):
+    """The tool used up its time budget; it is stopped and the step fails (no retry)."""
+
+
 @dataclass(frozen=True)
 class ToolContext:
     """What a tool gets to work with for one mission."""
@@ -51,11 +57,18 @@ class ToolContext:
     allowed_domains: tuple[str, ...] = ()
     report: Reporter = lambda done, total, unit, message: None
     cancelled: Callable[[], bool] = lambda: False
+    # time.monotonic() by which the tool must have finished (its time budget).
+    deadline: float = math.inf
+
+    def seconds_left(self) -> float:
+        return self.deadline - time.monotonic()
 
     def check_cancelled(self) -> None:
-        """Long tools call this between pages or items."""
+        """Long tools call this between pages or items: stops on a cancel or a spent budget."""
         if self.cancelled():
             raise ToolCancelled
+        if self.seconds_left() <= 0:
+            raise ToolOverBudget("it ran out of its time budget")
 
 
 @dataclass(frozen=True)
@@ -74,6 +87,12 @@ class Tool(Protocol):
     description: str
     intents: frozenset[str]
     input_model: ClassVar[type[ToolInputs]]
+    # Wall-clock seconds the tool may take, retries included; past them it is stopped.
+    time_budget_seconds: ClassVar[float]
+    # CPU-bound work runs in a child process with CPU and memory limits, where it cannot
+    # hold the worker's GIL (and so its lease heartbeat). The class must build with no
+    # arguments there.
+    isolated: ClassVar[bool]
 
     @property
     def unavailable_reason(self) -> str | None:
