@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import gzip
 import socket
+import time
+import tracemalloc
+import zlib
+from dataclasses import replace
 
 import pytest
 from pydantic import ValidationError
 
-from buddy.tools import ToolCancelled, ToolError
+from buddy.tools import ToolCancelled, ToolError, ToolOverBudget
+from buddy.tools import web as web_module
 from buddy.tools.web import (
+    MAX_URL_LENGTH,
+    FetchedPage,
+    PageContent,
     WebExtractInputs,
     WebExtractTool,
     WebPolicy,
@@ -17,6 +26,7 @@ from buddy.tools.web import (
 )
 
 from ..localserver import LocalServer, Reply
+from ..rawserver import Handler, RawServer, Trickle, answer, gzip_bomb, head
 from .conftest import MakeContext, Progress
 
 LOOPBACK = WebPolicy(allow_loopback=True)
@@ -216,13 +226,18 @@ def test_redirect_out_of_scope_is_refused(
 
 @pytest.mark.parametrize(
     ("location", "message"),
-    [("/loop", "redirected more than 5 times"), ("file:///etc/passwd", "Only http and https")],
-    ids=["redirect-loop", "non-http-scheme"],
+    [
+        ("/loop", "redirected more than 5 times"),
+        ("file:///etc/passwd", "Only http and https"),
+        ("/" + "a" * MAX_URL_LENGTH, "longer than 2048 characters"),
+        ("http://[oops/", "redirected to an invalid URL"),
+    ],
+    ids=["redirect-loop", "non-http-scheme", "overlong-location", "unparseable-location"],
 )
 def test_bad_redirects_are_refused(
     server: LocalServer, make_context: MakeContext, location: str, message: str
 ) -> None:
-    """Endless redirects and redirects to non-http(s) URLs end in a ToolError."""
+    """Endless redirects and redirects to non-http(s) or overlong URLs end in a ToolError."""
     server.redirect("/loop", location)
 
     with pytest.raises(ToolError, match=message):
@@ -409,3 +424,526 @@ def test_input_model_rejects_bad_inputs(inputs: dict[str, object]) -> None:
     """Non-http(s) URLs, overlong URLs, max_pages outside 1..10 and unknown fields are refused."""
     with pytest.raises(ValidationError):
         WebExtractInputs.model_validate(inputs)
+
+
+# --- Content encodings: decoded by hand, within the size cap -------------------------------
+
+PACKED = b"<html><head><title>Packed</title></head><body><p>hello encoded world</p></body></html>"
+
+
+def raw_deflate(data: bytes) -> bytes:
+    packer = zlib.compressobj(wbits=-zlib.MAX_WBITS)
+    return packer.compress(data) + packer.flush()
+
+
+@pytest.mark.parametrize(
+    ("encoding", "body"),
+    [
+        ("gzip", gzip.compress(PACKED)),
+        ("x-gzip", gzip.compress(PACKED)),
+        ("GZip", gzip.compress(PACKED)),
+        ("deflate", zlib.compress(PACKED)),
+        ("deflate", raw_deflate(PACKED)),
+        ("deflate, gzip", gzip.compress(zlib.compress(PACKED))),
+        ("gzip, gzip", gzip.compress(gzip.compress(PACKED))),
+        ("gzip,deflate,gzip", gzip.compress(zlib.compress(gzip.compress(PACKED)))),
+        ("identity", PACKED),
+        ("identity, gzip", gzip.compress(PACKED)),
+        ("gzip", gzip.compress(PACKED[:40]) + gzip.compress(PACKED[40:])),
+        ("gzip", gzip.compress(PACKED) + b"\0\0\0\0"),
+    ],
+    ids=[
+        "gzip", "x-gzip", "any-case", "deflate-zlib", "deflate-raw", "deflate-then-gzip",
+        "gzip-twice", "three-layers", "identity", "identity-listed", "multi-member-gzip",
+        "gzip-with-padding",
+    ],
+)  # fmt: skip
+def test_content_encodings_are_decoded(
+    server: LocalServer, make_context: MakeContext, encoding: str, body: bytes
+) -> None:
+    """gzip, x-gzip and deflate (zlib or raw), stacked or not, decode to the page's text."""
+    server.route("/p", Reply(body=body, headers={"Content-Encoding": encoding}))
+
+    result = tool().run(make_context(inputs={"url": server.url("/p")}))
+
+    assert result.title == "Packed"
+    assert result.content.endswith("hello encoded world")
+    assert result.data["truncated"] is False
+    assert server.requests[0].headers["Accept-Encoding"] == "gzip, deflate"
+
+
+@pytest.mark.parametrize(
+    ("encoding", "body"),
+    [("gzip", gzip.compress(PACKED)), ("deflate", raw_deflate(PACKED)),
+     ("deflate", zlib.compress(PACKED))],
+    ids=["gzip", "deflate-raw", "deflate-zlib"],
+)  # fmt: skip
+def test_compressed_body_arriving_a_byte_at_a_time_decodes(
+    make_context: MakeContext, encoding: str, body: bytes
+) -> None:
+    """Decoding does not depend on how the network cuts the body, down to single bytes."""
+    reply = head(200, content_type="text/html", content_encoding=encoding, content_length=len(body))
+    with RawServer(answer(reply, Trickle(body, 0.002))) as raw:
+        result = tool().run(make_context(inputs={"url": raw.url("/p")}))
+
+    assert result.content.endswith("hello encoded world")
+
+
+@pytest.mark.parametrize(
+    ("encoding", "named"),
+    [("br", "br"), ("zstd", "zstd"), ("compress", "compress"), ("x-bogus", "x-bogus"),
+     ("gzip, br", "br"), ("br, gzip", "br")],
+    ids=["brotli", "zstd", "compress", "unknown", "br-outermost", "br-innermost"],
+)  # fmt: skip
+def test_unsupported_content_encodings_are_refused(
+    server: LocalServer, make_context: MakeContext, encoding: str, named: str
+) -> None:
+    """An encoding other than gzip, deflate and identity is a clear, permanent error."""
+    server.route("/p", Reply(body=b"\x8b\x01\x80", headers={"Content-Encoding": encoding}))
+
+    with pytest.raises(ToolError) as error:
+        tool().run(make_context(inputs={"url": server.url("/p")}))
+
+    assert str(error.value) == (
+        f"{server.url('/p')} uses the content encoding '{named}', which web_extract cannot read"
+    )
+    assert error.value.transient is False
+
+
+def test_more_than_three_stacked_encodings_are_refused(
+    server: LocalServer, make_context: MakeContext
+) -> None:
+    """Five gzip layers are refused before anything is inflated."""
+    body = PACKED
+    for _ in range(5):
+        body = gzip.compress(body)
+    server.route("/p", Reply(body=body, headers={"Content-Encoding": ", ".join(["gzip"] * 5)}))
+
+    with pytest.raises(ToolError, match="stacks more content encodings than web_extract reads"):
+        tool().run(make_context(inputs={"url": server.url("/p")}))
+
+
+@pytest.mark.parametrize(
+    ("encoding", "body", "named"),
+    [
+        ("gzip", b"\x1f\x8b" + b"garbage" * 10, "gzip"),
+        ("gzip", gzip.compress(PACKED)[:-12], "gzip"),
+        ("deflate", b"this is not deflate at all", "deflate"),
+        ("deflate, gzip", gzip.compress(b"plain, not deflate"), "deflate"),
+        ("gzip", b"PK\x03\x04 a zip file", "gzip"),
+    ],
+    ids=["gzip-garbage", "gzip-cut-short", "deflate-garbage", "inner-layer-corrupt", "not-gzip"],
+)
+def test_corrupt_compressed_data_is_a_clear_error(
+    server: LocalServer, make_context: MakeContext, encoding: str, body: bytes, named: str
+) -> None:
+    """Compressed data that does not decompress (or stops early) is a permanent ToolError."""
+    server.route("/p", Reply(body=body, headers={"Content-Encoding": encoding}))
+
+    with pytest.raises(ToolError) as error:
+        tool().run(make_context(inputs={"url": server.url("/p")}))
+
+    assert str(error.value) == f"{server.url('/p')} sent {named} data that does not decompress"
+    assert error.value.transient is False
+
+
+@pytest.mark.parametrize(
+    ("encoding", "layers"), [("gzip, gzip", 2), ("gzip", 1)], ids=["double-gzip", "single-gzip"]
+)
+def test_compression_bomb_is_cut_at_the_cap_without_inflating_it(
+    server: LocalServer, make_context: MakeContext, encoding: str, layers: int
+) -> None:
+    """1 GiB of zeros, gzipped once or twice, gives a page cut at the cap and flagged so.
+
+    tracemalloc sees every Python allocation, bytes included, for the whole call (the test's
+    server thread too). The decoded body exists at most twice at once (the buffer it grows
+    in, then the bytes or text made from it) plus a few 64 KiB decoder buffers: about twice
+    the cap. Three times the cap leaves room for the rest of the call and is still 170 times
+    less than inflating the gibibyte.
+    """
+    server.route(
+        "/bomb",
+        Reply(
+            body=gzip_bomb(layers),
+            content_type="text/plain",
+            headers={"Content-Encoding": encoding},
+        ),
+    )
+
+    tracemalloc.start()
+    try:
+        result = tool().run(make_context(inputs={"url": server.url("/bomb")}))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+    assert peak < 3 * LOOPBACK.max_bytes
+    assert result.data["truncated"] is True
+    assert result.summary.endswith(
+        "words from 1 page(s) (truncated at 2 MiB) (truncated at 500,000 characters)"
+    )
+
+
+def test_cap_cuts_a_compressed_page_at_exactly_max_bytes(
+    server: LocalServer, make_context: MakeContext
+) -> None:
+    """The decoded text kept is max_bytes long, no more, and the content says it was cut."""
+    server.route(
+        "/bomb",
+        Reply(
+            body=gzip_bomb(2),
+            content_type="text/plain",
+            headers={"Content-Encoding": "gzip, gzip"},
+        ),
+    )
+    small = WebPolicy(allow_loopback=True, max_bytes=10_000)
+
+    result = tool(small).run(make_context(inputs={"url": server.url("/bomb")}))
+
+    assert result.content.count("\0") == 10_000
+    assert result.content.endswith("\n\n(truncated at 9.77 KiB)")
+    assert "(truncated at 9.77 KiB)" in result.summary
+
+
+# --- One deadline per fetch: headers, body, redirects, name lookup --------------------------
+
+IMPATIENT = WebPolicy(allow_loopback=True, total_timeout=2)
+HTML_HEAD = head(200, content_type="text/html", content_length=1000)
+
+
+def trickled_tls_handshake(conn: socket.socket) -> None:
+    """Answers a ClientHello with the start of a 16 KiB TLS record, then a byte at a time."""
+    conn.sendall(b"\x16\x03\x03\x40\x00")
+    for byte in Trickle(bytes(16384), 0.5):
+        conn.sendall(byte)
+
+
+@pytest.mark.parametrize(
+    ("handler", "scheme"),
+    [
+        (answer(Trickle(HTML_HEAD, 0.5)), "http"),
+        (answer(HTML_HEAD, Trickle(b"x" * 1000, 0.5)), "http"),
+        (trickled_tls_handshake, "https"),
+    ],
+    ids=["trickled-headers", "trickled-body", "trickled-tls-handshake"],
+)
+def test_total_timeout_bounds_a_trickling_server(
+    make_context: MakeContext, handler: Handler, scheme: str
+) -> None:
+    """A byte every 0.5 s never trips a per-read timeout; total_timeout still ends the fetch."""
+    with RawServer(handler) as raw:
+        url = raw.url("/slow").replace("http", scheme, 1)
+        started = time.monotonic()
+        with pytest.raises(ToolError) as error:
+            tool(IMPATIENT).run(make_context(inputs={"url": url}))
+        elapsed = time.monotonic() - started
+
+    assert str(error.value) == "Connection timeout"
+    assert error.value.transient is True
+    assert elapsed < 6
+
+
+def test_total_timeout_covers_every_redirect_hop(
+    server: LocalServer, make_context: MakeContext
+) -> None:
+    """Six hops of 0.8 s each, every one under read_timeout, are cut off at total_timeout."""
+    for hop in range(5):
+        server.route(f"/hop{hop}", Reply(302, headers={"Location": f"/hop{hop + 1}"}, delay=0.8))
+    server.page("/hop5", page("Arrived"))
+    policy = WebPolicy(allow_loopback=True, read_timeout=1.5, total_timeout=2)
+
+    started = time.monotonic()
+    with pytest.raises(ToolError, match=r"^Connection timeout$"):
+        tool(policy).run(make_context(inputs={"url": server.url("/hop0")}))
+
+    assert time.monotonic() - started < 4  # the chain alone takes 4.8 s
+    assert "/hop5" not in server.paths
+
+
+@pytest.mark.usefixtures("hanging_resolver")
+def test_name_lookup_is_bounded_by_the_deadline(make_context: MakeContext) -> None:
+    """A name lookup that never answers ends with the fetch's deadline."""
+    started = time.monotonic()
+    with pytest.raises(ToolError, match=r"^Connection timeout$"):
+        tool(IMPATIENT).run(
+            make_context(inputs={"url": "http://dns.example/"}, allowed_domains=("dns.example",))
+        )
+
+    assert time.monotonic() - started < 6
+
+
+TRICKLING = answer(Trickle(HTML_HEAD, 0.3))
+
+
+@pytest.mark.parametrize("linked", [False, True], ids=["first-page", "linked-page"])
+def test_tool_budget_running_out_is_over_budget_not_a_timeout(
+    server: LocalServer, make_context: MakeContext, linked: bool
+) -> None:
+    """When the tool's own deadline passes mid-fetch, the tool stops with ToolOverBudget."""
+    with RawServer(TRICKLING) as raw:
+        server.page("/", page("Start", raw.url("/slow")))
+        url = server.url("/") if linked else raw.url("/slow")
+        context = replace(
+            make_context(inputs={"url": url, "max_pages": 2}), deadline=time.monotonic() + 1
+        )
+        started = time.monotonic()
+        with pytest.raises(ToolOverBudget) as error:
+            tool().run(context)  # total_timeout is 30 s: the budget is what ends it
+
+    assert error.value.transient is False
+    assert time.monotonic() - started < 4
+
+
+@pytest.mark.parametrize("linked", [False, True], ids=["first-page", "linked-page"])
+def test_cancel_during_a_slow_body_stops_promptly(
+    server: LocalServer, make_context: MakeContext, linked: bool
+) -> None:
+    """A cancel is noticed between reads of a slow body, not after it; it is never "skipped"."""
+    body = head(200, content_type="text/html", content_length=1000)
+    with RawServer(answer(body, Trickle(b"x" * 1000, 0.05))) as raw:
+        server.page("/", page("Start", raw.url("/slow")))
+        started = time.monotonic()
+        context = make_context(
+            inputs={"url": server.url("/") if linked else raw.url("/slow"), "max_pages": 2},
+            cancelled=lambda: time.monotonic() > started + 0.5,
+        )
+        with pytest.raises(ToolCancelled):
+            tool().run(context)
+
+    assert time.monotonic() - started < 2.5
+
+
+@pytest.mark.parametrize(
+    "handler",
+    [
+        answer(b"SSH-2.0-OpenSSH_9.6\r\n"),
+        answer(head(200, content_type="text/html", content_length=1000), b"<p>cut short"),
+        answer(),
+    ],
+    ids=["not-http", "content-length-lies", "silent-hang-up"],
+)
+def test_broken_http_answers_are_transient_errors(
+    make_context: MakeContext, handler: Handler
+) -> None:
+    """Garbage, a body shorter than its Content-Length, or no answer at all name the host."""
+    with RawServer(handler) as raw, pytest.raises(ToolError) as error:
+        tool().run(make_context(inputs={"url": raw.url("/")}))
+
+    assert str(error.value) == "Cannot read the answer from 127.0.0.1"
+    assert error.value.transient is True
+
+
+def test_bytes_past_content_length_are_ignored(make_context: MakeContext) -> None:
+    """A body longer than its Content-Length is read up to Content-Length."""
+    reply = head(200, content_type="text/plain", content_length=5)
+    with RawServer(answer(reply, b"hello and more")) as raw:
+        result = tool().run(make_context(inputs={"url": raw.url("/")}))
+
+    assert result.content.endswith("\n\nhello")
+
+
+def test_proxy_settings_in_the_environment_are_ignored(
+    server: LocalServer, make_context: MakeContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Proxy variables pointing at a dead port change nothing: the environment is not read."""
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
+        monkeypatch.setenv(name, "http://127.0.0.1:9")
+        monkeypatch.setenv(name.lower(), "http://127.0.0.1:9")
+    server.page("/", page("Direct"))
+
+    result = tool().run(make_context(inputs={"url": server.url("/")}))
+
+    assert result.title == "Direct"
+
+
+# --- Charsets: whatever a page declares, it decodes --------------------------------------
+
+WORDS = (
+    "<html><head>{meta}<title>Plain words</title></head>"
+    "<body><p>Hello charset world café</p></body></html>"
+)
+LATIN_META = WORDS.format(meta='<meta charset="ISO-8859-1">').encode("latin-1")
+HTTP_EQUIV = '<meta http-equiv="Content-Type" content="text/html; charset=windows-1252">'
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body"),
+    [
+        *[(f"text/html; charset={label}", WORDS.format(meta="").encode())
+          for label in ("rot13", "base64", "hex", "zlib_codec", "undefined", "punycode", "idna",
+                        "unicode_escape", "no-such-charset", "", '"utf-8"', "'UTF-8'", " utf8 ")],
+        ("text/html", WORDS.format(meta="").encode("utf-16")),
+        ("text/html; charset=utf-8", WORDS.format(meta="").encode("utf-16")),
+        ("text/html", LATIN_META),
+        ("text/html; charset=rot13", LATIN_META),
+        ("text/html", WORDS.format(meta=HTTP_EQUIV).encode("cp1252")),
+        ("text/html", WORDS.format(meta='<meta charset="rot13">').encode()),
+        ("text/html", WORDS.format(meta='<meta charset="utf-16">').encode()),
+        ("text/html; charset=utf-8", WORDS.format(meta='<meta charset="latin-1">').encode()),
+        ("text/html; charset=latin1", WORDS.format(meta="").encode("cp1252")),
+        ("text/plain; charset=base64", b"Plain words\nHello charset world caf\xc3\xa9"),
+    ],
+    ids=[
+        "rot13", "base64", "hex", "zlib", "undefined", "punycode", "idna", "unicode-escape",
+        "unknown-name", "empty-label", "double-quoted", "single-quoted", "padded",
+        "utf-16-bom", "bom-beats-header", "latin-1-meta", "meta-after-bogus-header",
+        "http-equiv", "bogus-meta", "utf-16-meta-means-utf-8", "header-beats-meta",
+        "latin1-header", "plain-text",
+    ],
+)  # fmt: skip
+def test_any_declared_charset_decodes_sensibly(
+    server: LocalServer, make_context: MakeContext, content_type: str, body: bytes
+) -> None:
+    """Non-text codecs, unknown or odd labels fall back (meta, BOM, UTF-8); none raises."""
+    server.route("/p", Reply(body=body, content_type=content_type))
+
+    result = tool().run(make_context(inputs={"url": server.url("/p")}))
+
+    assert "Plain words" in result.content
+    assert "Hello charset world café" in result.content
+
+
+# --- Crawling: a failing linked page is skipped and noted ----------------------------------
+
+
+def test_failing_linked_pages_are_skipped_and_noted(
+    server: LocalServer, make_context: MakeContext
+) -> None:
+    """Linked pages that fail (500, a trickle, br) are listed in data and content; others stay."""
+    bomb = Reply(body=gzip_bomb(2), headers={"Content-Encoding": "gzip, gzip"})
+    server.route(
+        "/rot13", Reply(body=page("Rot13").encode(), content_type="text/html; charset=rot13")
+    )
+    server.route("/bomb", bomb)
+    server.route("/broken", Reply(500, "boom"))
+    server.route("/brotli", Reply(body=b"\x8b\x01", headers={"Content-Encoding": "br"}))
+    server.page("/good", page("Good"))
+    with RawServer(TRICKLING) as raw:
+        links = ["/rot13", "/bomb", "/broken", raw.url("/slow"), "/brotli", "/good"]
+        server.page("/", page("Start", *links))
+
+        result = tool(IMPATIENT).run(make_context(inputs={"url": server.url("/"), "max_pages": 10}))
+
+    read = [server.url(path) for path in ("/", "/rot13", "/bomb", "/good")]
+    assert [p["url"] for p in result.data["pages"]] == read
+    brotli = (
+        f"{server.url('/brotli')} uses the content encoding 'br', which web_extract cannot read"
+    )
+    assert result.data["skipped"] == [
+        {"url": server.url("/broken"), "reason": f"{server.url('/broken')} answered HTTP 500"},
+        {"url": raw.url("/slow"), "reason": "Connection timeout"},
+        {"url": server.url("/brotli"), "reason": brotli},
+    ]
+    assert result.data["truncated"] is True
+    assert result.summary.endswith(", 3 skipped")
+    assert result.content.endswith(
+        "\n\nSkipped pages:"
+        f"\n- {server.url('/broken')}: {server.url('/broken')} answered HTTP 500"
+        f"\n- {raw.url('/slow')}: Connection timeout"
+        f"\n- {server.url('/brotli')}: {brotli}"
+    )
+
+
+def test_unexpected_error_on_a_linked_page_is_skipped_but_not_on_the_first(
+    server: LocalServer, make_context: MakeContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug hit on a linked page skips that page; hit on the first page, it propagates."""
+    real_extract = web_module.extract
+
+    def extract(page: FetchedPage) -> PageContent:
+        if page.url.endswith("/explode"):
+            raise RuntimeError("parser bug")
+        return real_extract(page)
+
+    monkeypatch.setattr(web_module, "extract", extract)
+    server.page("/", page("Start", "/explode", "/fine"))
+    server.page("/explode", page("Explode"))
+    server.page("/fine", page("Fine"))
+
+    result = tool().run(make_context(inputs={"url": server.url("/"), "max_pages": 3}))
+
+    assert [p["title"] for p in result.data["pages"]] == ["Start", "Fine"]
+    assert result.data["skipped"] == [
+        {"url": server.url("/explode"), "reason": "unexpected RuntimeError"}
+    ]
+    with pytest.raises(RuntimeError, match="parser bug"):
+        tool().run(make_context(inputs={"url": server.url("/explode")}))
+
+
+# --- Addresses: IPv6 forms that lead somewhere private --------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("address", "policy", "allowed"),
+    [
+        ("8.8.8.8", WebPolicy(), True),
+        ("2606:4700::1111", WebPolicy(), True),
+        ("::ffff:8.8.8.8", WebPolicy(), True),
+        ("::ffff:10.0.0.1", WebPolicy(), False),
+        ("2002:808:808::1", WebPolicy(), True),
+        ("2002:a00:1::1", WebPolicy(), False),
+        ("2002:a9fe:a9fe::1", WebPolicy(), False),
+        ("2002:7f00:1::1", LOOPBACK, False),
+        ("2001:0:4136:e378:8000:63bf:f7f7:f7f7", WebPolicy(), True),
+        ("2001:0:4136:e378:8000:63bf:f5ff:fffe", WebPolicy(), False),
+        ("2001:0:a00:1:8000:63bf:f7f7:f7f7", WebPolicy(), False),
+        ("64:ff9b::808:808", WebPolicy(), True),
+        ("64:ff9b::a00:1", WebPolicy(), False),
+        ("64:ff9b::a9fe:a9fe", WebPolicy(), False),
+        ("64:ff9b:1::808:808", WebPolicy(), False),
+        ("::8.8.8.8", WebPolicy(), False),
+        ("::10.0.0.1", WebPolicy(), False),
+        ("fec0::1", WebPolicy(), False),
+        ("fe80::1", WebPolicy(), False),
+        ("fc00::1", WebPolicy(), False),
+        ("ff02::1", WebPolicy(), False),
+        ("::", WebPolicy(), False),
+        ("100.64.0.1", WebPolicy(), False),
+        ("::1", LOOPBACK, True),
+        ("::ffff:127.0.0.1", LOOPBACK, True),
+    ],
+    ids=[
+        "ipv4-public", "ipv6-public", "mapped-public", "mapped-private", "6to4-public",
+        "6to4-private", "6to4-metadata", "6to4-loopback-never", "teredo-public",
+        "teredo-private-client", "teredo-private-server", "nat64-public", "nat64-private",
+        "nat64-metadata", "nat64-local-use", "ipv4-compatible-public", "ipv4-compatible-private",
+        "site-local", "link-local", "unique-local", "multicast", "unspecified", "shared-cgnat",
+        "loopback-allowed", "mapped-loopback-allowed",
+    ],
+)  # fmt: skip
+def test_public_address_table(address: str, policy: WebPolicy, allowed: bool) -> None:
+    """6to4, Teredo and NAT64 are judged by the IPv4 address they lead to; site-local,
+    IPv4-compatible and local-use NAT64 addresses are refused outright."""
+    if allowed:
+        assert len(check_address(address, 80, policy)) == 1
+    else:
+        with pytest.raises(ToolError, match="resolves to a private/loopback address"):
+            check_address(address, 80, policy)
+
+
+# --- Bounded strings: what a hostile page controls is clipped -------------------------------
+
+
+def test_strings_from_a_hostile_page_are_clipped(
+    server: LocalServer, make_context: MakeContext
+) -> None:
+    """A 1 MB title, 10 KB link texts, overlong or broken links, 5,000 links: a bounded result."""
+    overlong = "/" + "a" * MAX_URL_LENGTH
+    anchors = "".join(f'<a href="/p{i}">{"x" * 10_000}</a>' for i in range(30))
+    anchors += "".join(f'<a href="/q{i}">{i}</a>' for i in range(5000))
+    html = (
+        f"<html><head><title>{'T' * 1_000_000}</title></head><body>"
+        f'<base href="http://[bad/"><a href="http://[oops/">unparseable</a>'
+        f'<a href="{overlong}">long</a><p>{"w" * 100_000}</p>{anchors}</body></html>'
+    )
+    server.page("/", html)
+
+    result = tool().run(make_context(inputs={"url": server.url("/")}))
+
+    assert len(result.title) == 300
+    assert len(result.data["pages"][0]["title"]) == 300
+    assert len(result.summary) < 400
+    assert len(result.preview) <= 1000
+    assert len(result.data["links"]) == 20
+    assert all(len(link["text"]) <= 200 for link in result.data["links"])
+    assert result.data["links"][0]["url"] == server.url("/p0")  # the bad ones are dropped

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import gzip
+import json
+import time
+from dataclasses import replace
 from typing import Any
 
 import pytest
 from pydantic import ValidationError
 
-from buddy.tools import ToolError
+from buddy.tools import ToolError, ToolOverBudget
 from buddy.tools.search import (
     SearxngProvider,
     WebSearchInputs,
@@ -16,6 +20,7 @@ from buddy.tools.search import (
 )
 
 from ..localserver import LocalServer, Reply
+from ..rawserver import Handler, RawServer, Trickle, answer, gzip_bomb, head
 from .conftest import MakeContext, Progress
 
 
@@ -206,3 +211,130 @@ def test_input_model_rejects_bad_inputs(inputs: dict[str, Any]) -> None:
     """Queries outside 1..500 chars, max_results outside 1..20 and unknown fields are refused."""
     with pytest.raises(ValidationError):
         WebSearchInputs.model_validate(inputs)
+
+
+def test_proxy_settings_in_the_environment_are_ignored(
+    server: LocalServer, make_context: MakeContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Proxy variables pointing at a dead port change nothing: the environment is not read."""
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
+        monkeypatch.setenv(name, "http://127.0.0.1:9")
+        monkeypatch.setenv(name.lower(), "http://127.0.0.1:9")
+    tool = searxng(server, hit("https://a.example/", 1.0))
+
+    result = tool.run(make_context(inputs={"query": "direct"}, allowed_domains=()))
+
+    assert [r["url"] for r in result.data["results"]] == ["https://a.example/"]
+
+
+def test_provider_host_name_is_resolved(server: LocalServer) -> None:
+    """A provider named by host name (not an address) is looked up and reached."""
+    server.json("/search", {"results": [hit("https://a.example/", 1.0)]})
+
+    hits = SearxngProvider(f"http://localhost:{server.port}").search("q", 5)
+
+    assert [h.url for h in hits] == ["https://a.example/"]
+
+
+def test_compressed_answer_is_read(server: LocalServer) -> None:
+    """A gzip-encoded JSON answer is decoded."""
+    body = gzip.compress(json.dumps({"results": [hit("https://a.example/", 1.0)]}).encode())
+    server.route(
+        "/search",
+        Reply(body=body, content_type="application/json", headers={"Content-Encoding": "gzip"}),
+    )
+
+    hits = SearxngProvider(server.base_url).search("q", 5)
+
+    assert [h.url for h in hits] == ["https://a.example/"]
+    assert server.requests[0].headers["Accept-Encoding"] == "gzip, deflate"
+
+
+JSON_HEAD = head(200, content_type="application/json", content_length=100)
+
+
+@pytest.mark.parametrize(
+    "handler",
+    [answer(Trickle(JSON_HEAD, 0.3)), answer(JSON_HEAD, Trickle(b" " * 100, 0.3))],
+    ids=["trickled-headers", "trickled-body"],
+)
+def test_trickling_provider_times_out_within_its_timeout(handler: Handler) -> None:
+    """A provider sending a byte at a time is cut off at the provider's timeout, as a whole."""
+    with RawServer(handler) as raw:
+        provider = SearxngProvider(f"http://127.0.0.1:{raw.port}", timeout=1)
+        started = time.monotonic()
+        with pytest.raises(ToolError) as error:
+            provider.search("q", 5)
+
+    assert str(error.value) == "Search provider timed out"
+    assert error.value.transient is True
+    assert time.monotonic() - started < 4
+
+
+def test_tool_budget_running_out_is_over_budget(make_context: MakeContext) -> None:
+    """When the tool's deadline passes mid-search, the tool stops with ToolOverBudget."""
+    with RawServer(answer(Trickle(JSON_HEAD, 0.3))) as raw:
+        tool = WebSearchTool(SearxngProvider(f"http://127.0.0.1:{raw.port}", timeout=30))
+        context = make_context("find anything", allowed_domains=())
+        started = time.monotonic()
+        with pytest.raises(ToolOverBudget):
+            tool.run(replace(context, deadline=time.monotonic() + 1))
+
+    assert time.monotonic() - started < 4
+
+
+@pytest.mark.usefixtures("hanging_resolver")
+def test_provider_name_lookup_is_bounded() -> None:
+    """A lookup of the provider's name that never answers ends with the provider's timeout."""
+    started = time.monotonic()
+    with pytest.raises(ToolError, match=r"^Search provider timed out$"):
+        SearxngProvider("http://searxng.example", timeout=1).search("q", 5)
+
+    assert time.monotonic() - started < 4
+
+
+@pytest.mark.parametrize("compressed", [False, True], ids=["three-megabytes", "gzip-bomb"])
+def test_oversized_answer_is_refused(server: LocalServer, compressed: bool) -> None:
+    """An answer over 2 MiB, as sent or once decoded, is refused without being read whole."""
+    if compressed:
+        headers = {"Content-Encoding": "gzip, gzip"}
+        server.route(
+            "/search", Reply(body=gzip_bomb(2), content_type="application/json", headers=headers)
+        )
+    else:
+        server.json("/search", {"results": [], "padding": "x" * 3_000_000})
+
+    with pytest.raises(ToolError) as error:
+        SearxngProvider(server.base_url).search("q", 5)
+
+    assert str(error.value) == "Search provider's answer is larger than 2 MiB"
+    assert error.value.transient is False
+
+
+def test_unsupported_encoding_is_an_unreadable_answer(server: LocalServer) -> None:
+    """An answer in an encoding we cannot decode is reported as unreadable."""
+    server.route(
+        "/search",
+        Reply(
+            body=b"\x8b\x01", content_type="application/json", headers={"Content-Encoding": "br"}
+        ),
+    )
+
+    with pytest.raises(ToolError, match="returned an unreadable answer"):
+        SearxngProvider(server.base_url).search("q", 5)
+
+
+def test_hostile_result_strings_are_clipped(server: LocalServer, make_context: MakeContext) -> None:
+    """Huge titles and snippets are clipped; results with overlong URLs are dropped."""
+    tool = searxng(
+        server,
+        {"url": "https://a.example/", "title": "T" * 100_000, "content": "s" * 100_000},
+        hit("https://b.example/" + "x" * 3000, 9.0),
+    )
+
+    result = tool.run(make_context(inputs={"query": "big"}, allowed_domains=()))
+
+    [only] = result.data["results"]
+    assert only["url"] == "https://a.example/"
+    assert len(only["title"]) == 300
+    assert len(only["snippet"]) == 1000

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from buddy.domain.intent import RuleBasedClassifier, first_url, strip_calculation_verb
 from buddy.tools import ToolContext, ToolError
-from buddy.tools.calculate import CalculateTool, evaluate
+from buddy.tools.calculate import ALLOWED, CalculateTool, evaluate
 
 
 @pytest.mark.parametrize(
@@ -77,9 +79,23 @@ def test_strip_calculation_verb() -> None:
         ("sqrt(16)", 4),
         ("-3+5", 2),
         ("7 // 2", 3),
+        ("7 % 4", 3),
+        ("-2**2", -4),
+        ("2**-2", 0.25),
+        ("round(3.14159, 2)", 3.14),
+        ("round(12345, -2)", 12300),
+        ("round(2.5)", 2),
+        ("min(3, 1, 2)", 1),
+        ("max(1, abs(-9))", 9),
+        ("pi*2", 2 * math.pi),
+        ("e", math.e),
+        ("1e300*1", 1e300),
+        ("10**300", 10**300),
+        ("(-8)**(1/1)", -8),
+        ("10**-400", 0),
+        ("(" * 200 + "1" + ")" * 200, 1),
         ("2\u00d73", 6),
         ("6\u00f74", 1.5),
-        ("max(1, abs(-9))", 9),
     ],
     ids=[
         "parens",
@@ -89,9 +105,23 @@ def test_strip_calculation_verb() -> None:
         "sqrt",
         "negative",
         "floordiv",
+        "modulo",
+        "power-binds-tighter-than-minus",
+        "negative-exponent",
+        "round-digits",
+        "round-negative-digits",
+        "round-half-even",
+        "min",
+        "functions",
+        "pi",
+        "e",
+        "largest-float-magnitude",
+        "largest-int-magnitude",
+        "negative-base-whole-exponent",
+        "tiny-result-underflows-to-zero",
+        "200-nested-parentheses",
         "times-sign",
         "divide-sign",
-        "functions",
     ],
 )
 def test_good_expressions(expression: str, value: float) -> None:
@@ -99,49 +129,160 @@ def test_good_expressions(expression: str, value: float) -> None:
     assert evaluate(expression) == value
 
 
+TOO_LARGE = "the result would be too large"
+NOT_ALLOWED = "is not allowed: " + ALLOWED
+DEEP_PARENTHESES = "(" * 201 + "1" + ")" * 201  # Python's parser stops at 200
+
+
 @pytest.mark.parametrize(
     ("expression", "message"),
     [
+        # Operations whose cost is refused before it is paid.
+        ("round(1, -10**8)", "round's digits must be between -300 and 300"),
+        ("round(1, 10**8)", "round's digits must be between -300 and 300"),
+        ("round(2.5, 301)", "round's digits must be between -300 and 300"),
+        ("round(2.5, 1.5)", "round's digits must be a whole number"),
+        ("round(2.5, 2.0)", "round's digits must be a whole number"),
+        ("9**9**9", TOO_LARGE),
+        ("9**99999", TOO_LARGE),
+        ("2^5000", TOO_LARGE),
+        ("((10**1000)**1000)**1000", TOO_LARGE),
+        ("0.5**-2000", TOO_LARGE),
+        ("(10**300)*(10**300)", TOO_LARGE),
+        ("10**300*10", TOO_LARGE),
+        ("10**301", TOO_LARGE),
+        ("1" + "0" * 301, TOO_LARGE),
+        ("1e308*10", TOO_LARGE),
+        ("1e309", TOO_LARGE),
+        ("1e309-1e309", TOO_LARGE),
+        ("-(1e308*10)", TOO_LARGE),
+        ("1e300/1e-300", TOO_LARGE),
+        ("1e300//1e-10", TOO_LARGE),
+        ("e**700", TOO_LARGE),
+        # Anything but numbers, the arithmetic operators and the five functions.
+        ("(1).to_bytes(10**9)", "'to_bytes' " + NOT_ALLOWED),
+        ("(1).to_bytes(10**9).count(0)", "'count' " + NOT_ALLOWED),
+        ("(2).bit_length()", "'bit_length' " + NOT_ALLOWED),
+        ("(1).real", "'real' " + NOT_ALLOWED),
+        ("(1).__class__", "'__class__' " + NOT_ALLOWED),
+        ('"a"*10', "the text 'a' " + NOT_ALLOWED),
+        ('"a"*10**10', "the text 'a' " + NOT_ALLOWED),
+        ("b'a'", "the text b'a' " + NOT_ALLOWED),
+        ("f'{1}'", "text " + NOT_ALLOWED),
+        ("True+1", "'True' " + NOT_ALLOWED),
+        ("1j", "a complex number " + NOT_ALLOWED),
+        ("2<<10", "the operator << " + NOT_ALLOWED),
+        ("6 & 3", "the operator & " + NOT_ALLOWED),
+        ("~1", "the operator ~ " + NOT_ALLOWED),
+        ("1 < 2", "a comparison " + NOT_ALLOWED),
+        ("1 or 2", "'and' / 'or' " + NOT_ALLOWED),
+        ("1 if 1 else 2", "'if ... else' " + NOT_ALLOWED),
+        ("[1][0]", "indexing with [ ] " + NOT_ALLOWED),
+        ("(1, 2)", "a list, tuple, set or dict " + NOT_ALLOWED),
+        ("[x for x in (1, 2)]", "a comprehension " + NOT_ALLOWED),
+        ("lambda: 1", "'lambda' " + NOT_ALLOWED),
+        ("(lambda: 1)()", "'lambda' " + NOT_ALLOWED),
+        ("__import__('os')", "'__import__' " + NOT_ALLOWED),
+        ("open('x')", "'open' " + NOT_ALLOWED),
+        ("x + 1", "'x' " + NOT_ALLOWED),
+        ("round(1.5, ndigits=1)", "a keyword argument " + NOT_ALLOWED),
+        ("max(*(1, 2))", "'*' unpacking " + NOT_ALLOWED),
+        # The functions' own rules.
+        ("min(5)", "min needs at least two numbers"),
+        ("max()", "max needs at least two numbers"),
+        ("sqrt(4, 9)", "sqrt takes one number"),
+        ("round()", "round takes a number and, optionally, how many digits to keep"),
+        ("sqrt(-1)", "the square root of a negative number is not a real number"),
+        ("(-8)**0.5", "the result is not a real number"),
+        ("(-8)**(1/3)", "the result is not a real number"),
         ("1/0", "division by zero"),
-        ("7 % 0", "division by zero"),
-        ("9**99999", "Exponent 99999 is too large (limit 1000)"),
-        ("2^5000", "Exponent 5000 is too large (limit 1000)"),
-        ("10**400", "the result is too large"),
-        ("((10**1000)**1000)**1000", "the result is too large"),
-        ("__import__('os')", "only numbers can be calculated, not 'os'"),
-        ('"a"*3', "only numbers can be calculated, not 'a'"),
-        ('"a"*10**10', "only numbers can be calculated, not 'a'"),
-        ("open('x')", "only numbers can be calculated, not 'x'"),
-        ("lambda: 1", "not an arithmetic expression: 'lambda: 1'"),
-        ("(1).__class__", "not an arithmetic expression: '(1).__class__'"),
-        ("x + 1", "not an arithmetic expression: 'x + 1'"),
-        ("sqrt(-1)", "not an arithmetic expression: 'sqrt(-1)'"),
+        ("1%0", "division by zero"),
+        ("7 // 0.0", "division by zero"),
+        ("0**-1", "division by zero"),
+        # Shape and size.
+        (DEEP_PARENTHESES, f"not an arithmetic expression: {DEEP_PARENTHESES!r}"),
+        ("-" * 499 + "1", "the expression is nested more than 250 levels deep"),
+        ("1 +", "not an arithmetic expression: '1 +'"),
+        ("1\x00", "not an arithmetic expression: '1\\x00'"),
         ("", "No expression to calculate"),
         ("   ", "No expression to calculate"),
         ("1+" * 299 + "11", "Expression is longer than 500 characters"),
     ],
     ids=[
-        "div-zero",
-        "mod-zero",
+        "round-huge-negative-digits",
+        "round-huge-digits",
+        "round-301-digits",
+        "round-fractional-digits",
+        "round-float-digits",
+        "tower-of-powers",
         "huge-exponent",
         "huge-caret",
-        "huge-result",
         "nested-powers",
-        "import",
+        "small-base-negative-exponent",
+        "product-of-huge-ints",
+        "int-over-magnitude",
+        "power-over-magnitude",
+        "int-literal-over-magnitude",
+        "float-overflow",
+        "float-literal-is-inf",
+        "inf-minus-inf",
+        "negated-overflow",
+        "division-overflow",
+        "floordiv-overflow",
+        "e-power-overflow",
+        "method-call",
+        "chained-method-call",
+        "bit-length",
+        "attribute",
+        "dunder-attribute",
         "string",
         "huge-string",
-        "open",
+        "bytes",
+        "f-string",
+        "bool",
+        "complex",
+        "shift",
+        "bit-and",
+        "invert",
+        "comparison",
+        "boolean-op",
+        "conditional",
+        "subscript",
+        "tuple",
+        "comprehension",
         "lambda",
-        "dunder-attribute",
+        "lambda-call",
+        "import",
+        "open",
         "unknown-name",
-        "math-domain",
+        "keyword-argument",
+        "star-args",
+        "min-one-argument",
+        "max-no-argument",
+        "sqrt-two-arguments",
+        "round-no-argument",
+        "sqrt-negative",
+        "negative-base-square-root",
+        "negative-base-cube-root",
+        "div-zero",
+        "mod-zero",
+        "floordiv-float-zero",
+        "zero-negative-power",
+        "201-nested-parentheses",
+        "500-nested-signs",
+        "incomplete",
+        "null-byte",
         "empty",
         "blank",
         "too-long",
     ],
 )
 def test_hostile_or_invalid_expressions_are_rejected(expression: str, message: str) -> None:
-    """Anything but bounded arithmetic raises ToolError with a message for the owner."""
+    """Anything but bounded arithmetic raises ToolError with a message for the owner.
+
+    None of these can be slow: each is refused at parsing, at a whitelist check, or
+    from a bound checked before the operation runs.
+    """
     with pytest.raises(ToolError) as raised:
         evaluate(expression)
     assert str(raised.value) == message
@@ -158,6 +299,23 @@ def test_calculate_tool_strips_the_verb_and_formats_the_result() -> None:
     assert (result.title, result.content, result.type) == ("10/4 = 2.5", "2.5", "calculation")
     assert result.data == {"expression": "10/4", "result": "2.5"}
     assert result.cost_usd == CalculateTool.cost_usd
+
+
+def test_longest_sum_is_within_the_nesting_limit() -> None:
+    """A 500-character sum, the deepest left-nested expression that fits, evaluates."""
+    assert evaluate("1+" * 249 + "11") == 260
+    assert evaluate("2*" * 249 + "1") == 2**249
+
+
+def test_calculate_tool_shows_overflow_in_the_owners_words() -> None:
+    """An overflowing calculation fails with the message the step shows."""
+    with pytest.raises(ToolError, match=r"^the result would be too large$"):
+        CalculateTool().run(ToolContext("calculate 1e308*10", {}))
+
+
+def test_calculate_tool_runs_isolated_within_a_time_budget() -> None:
+    """The calculator declares itself for a child process, with a 5 s budget."""
+    assert (CalculateTool.isolated, CalculateTool.time_budget_seconds) == (True, 5.0)
 
 
 def test_calculate_tool_prefers_an_explicit_expression_input() -> None:

@@ -44,6 +44,10 @@ class ToolInputs(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
 
+class ToolCrashed(Exception):
+    """A tool failed in a way it did not foresee (a bug); str() says what, for people."""
+
+
 class ToolOverBudget(ToolError):
     """The tool used up its time budget; it is stopped and the step fails (no retry)."""
 
@@ -120,4 +124,4 @@ class ToolRegistry:
         """The first tool that serves the intent, preferring one that can run here."""
         serving = [t for t in self._tools.values() if intent in t.intents]
         available = [t for t in serving if t.unavailable_reason is None]
-        return (available or serving or [None])[0]
+        return next(iter(available or serving), None)

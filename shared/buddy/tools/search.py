@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import math
 import re
+import time
 from dataclasses import dataclass
-from typing import Annotated, Any, Protocol
+from typing import Annotated, Any, ClassVar, Protocol
 from urllib.parse import urlsplit
 
 import httpx
@@ -12,9 +15,13 @@ from pydantic import Field
 
 from buddy.domain.intent import SEARCH
 from buddy.tools.base import INTEGRAL_FLOATS, ToolContext, ToolError, ToolInputs, ToolResult
-from buddy.tools.web import USER_AGENT, host_in_scope
+from buddy.tools.bounded_http import BoundedClient, ContentEncodingError, read_body
+from buddy.tools.web import MAX_TITLE_CHARS, MAX_URL_LENGTH, USER_AGENT, clip, host_in_scope
 
 MAX_QUERY_LENGTH = 500
+# A page of results is tens of kilobytes; an answer past this is not one.
+MAX_ANSWER_BYTES = 2 * 1024 * 1024
+MAX_SNIPPET_CHARS = 1000
 # Providers return whole pages of results; scope filtering then discards some of them.
 OVERFETCH = 3
 
@@ -34,7 +41,9 @@ class SearchHit:
 class SearchProvider(Protocol):
     name: str
 
-    def search(self, query: str, limit: int) -> list[SearchHit]: ...
+    def search(self, query: str, limit: int, deadline: float = math.inf) -> list[SearchHit]:
+        """At most limit hits, asked for by deadline (a time.monotonic() value)."""
+        ...
 
 
 class SearxngProvider:
@@ -42,32 +51,41 @@ class SearxngProvider:
 
     name = "searxng"
 
-    def __init__(
-        self, base_url: str, timeout: float = 10, transport: httpx.BaseTransport | None = None
-    ) -> None:
+    def __init__(self, base_url: str, timeout: float = 10) -> None:
         self.base_url = base_url.rstrip("/")
+        # Bounds the whole search (name lookup, connect, answer), not each socket operation.
         self.timeout = timeout
-        self._transport = transport
 
-    def search(self, query: str, limit: int) -> list[SearchHit]:
+    def search(self, query: str, limit: int, deadline: float = math.inf) -> list[SearchHit]:
+        deadline = min(time.monotonic() + self.timeout, deadline)
+        timeout = httpx.Timeout(self.timeout)
         try:
-            with httpx.Client(
-                timeout=self.timeout, transport=self._transport, headers={"User-Agent": USER_AGENT}
-            ) as client:
-                response = client.get(
-                    f"{self.base_url}/search", params={"q": query, "format": "json"}
+            with BoundedClient(timeout, headers={"User-Agent": USER_AGENT}) as client:
+                request = client.build_request(
+                    "GET", f"{self.base_url}/search", params={"q": query, "format": "json"}
                 )
+                response = client.send(request, deadline=deadline)
+                try:
+                    status = response.status_code
+                    body = read_body(response, MAX_ANSWER_BYTES) if status == 200 else None
+                finally:
+                    response.close()
         except httpx.TimeoutException as e:
             raise ToolError("Search provider timed out", transient=True) from e
         except httpx.HTTPError as e:
             raise ToolError("Cannot connect to the search provider", transient=True) from e
-        if response.status_code != 200:
-            status = response.status_code
+        except ContentEncodingError as e:
+            raise ToolError("Search provider returned an unreadable answer") from e
+        if body is None:
             raise ToolError(
                 f"Search provider answered HTTP {status}", transient=status >= 500 or status == 429
             )
+        if body.truncated:
+            raise ToolError(
+                f"Search provider's answer is larger than {MAX_ANSWER_BYTES // (1024 * 1024)} MiB"
+            )
         try:
-            results = response.json()["results"]
+            results = json.loads(body.data)["results"]
             hits = [hit for item in results if (hit := _hit(item)) is not None]
         except (AttributeError, KeyError, TypeError, ValueError) as e:
             raise ToolError("Search provider returned an unreadable answer") from e
@@ -75,14 +93,14 @@ class SearxngProvider:
 
 
 def _hit(item: dict[str, Any]) -> SearchHit | None:
-    """One SearXNG result, or None for results that are not web pages."""
+    """One SearXNG result, its strings clipped; None for results that are not web pages."""
     url = str(item.get("url") or "")
-    if urlsplit(url).scheme not in ("http", "https"):
+    if len(url) > MAX_URL_LENGTH or urlsplit(url).scheme not in ("http", "https"):
         return None
     return SearchHit(
         url=url,
-        title=str(item.get("title") or url),
-        snippet=str(item.get("content") or ""),
+        title=clip(str(item.get("title") or url), MAX_TITLE_CHARS),
+        snippet=clip(str(item.get("content") or ""), MAX_SNIPPET_CHARS),
         score=float(item.get("score") or 0.0),
     )
 
@@ -117,7 +135,9 @@ class WebSearchTool:
     name = "web_search"
     description = "Searches the web and lists the best results, within the allowed domains if any."
     intents = frozenset({SEARCH})
-    input_model = WebSearchInputs
+    input_model: ClassVar[type[ToolInputs]] = WebSearchInputs
+    time_budget_seconds: ClassVar[float] = 30.0
+    isolated: ClassVar[bool] = False
 
     def __init__(self, provider: SearchProvider | None, cost_per_query: float = 0.002) -> None:
         self.provider = provider
@@ -142,7 +162,13 @@ class WebSearchTool:
         if not query:
             raise ToolError("Nothing to search for: give inputs.query or say what to find")
         context.check_cancelled()
-        hits = self.provider.search(query, inputs.max_results * OVERFETCH)
+        try:
+            hits = self.provider.search(
+                query, inputs.max_results * OVERFETCH, deadline=context.deadline
+            )
+        except ToolError:
+            context.check_cancelled()  # a spent budget says so, rather than "timed out"
+            raise
         results = rank(hits, context.allowed_domains, inputs.max_results)
         context.report(1, 1, "queries", f"{len(results)} results for '{query}'")
         data: dict[str, Any] = {
