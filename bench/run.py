@@ -366,6 +366,7 @@ def write_cost(db: firestore.Client, substeps: int) -> dict[str, Any]:
     class SubstepTool:
         name, description = "substeps", "Reports many sub-steps (benchmark only)"
         intents, input_model, unavailable_reason = frozenset({"calculate"}), ToolInputs, None
+        time_budget_seconds, isolated = 60.0, False
 
         def estimate_cost(self, inputs: ToolInputs) -> float:
             return 0.0

@@ -49,7 +49,9 @@ def tools() -> ToolRegistry:
 
     config = settings()
     return default_registry(
-        web_allow_loopback=config.web_allow_loopback, search_url=config.search_url
+        web_allow_loopback=config.web_allow_loopback,
+        search_url=config.search_url,
+        web_fetch_timeout=config.web_fetch_timeout_seconds,
     )
 
 
@@ -80,7 +82,7 @@ def recovery() -> Recovery:
 def token_verifier() -> FirebaseTokenVerifier:
     from buddy.adapters.auth import FirebaseTokenVerifier
 
-    return FirebaseTokenVerifier(settings().project_id)
+    return FirebaseTokenVerifier(settings().project_id, check_revoked=settings().check_revoked)
 
 
 @functools.cache

@@ -19,6 +19,8 @@ class Settings:
     progress_min_interval_seconds: float = 1.0
     # Development only: lets web tools fetch from 127.0.0.1 (local test servers).
     web_allow_loopback: bool = False
+    # One deadline per page fetched: DNS, connect, headers, body and every redirect.
+    web_fetch_timeout_seconds: float = 30.0
     search_url: str | None = None
     # Origins whose pages may call the API from a browser (the dashboard).
     cors_origins: frozenset[str] = frozenset({"http://127.0.0.1:5000", "http://localhost:5000"})
@@ -34,6 +36,9 @@ class Settings:
     queue_timeout_seconds: float = 300.0
     # Test hook (fault injection): the worker pauses this long at the start of every step.
     fault_step_delay_seconds: float = 0.0
+    # Refuse ID tokens revoked (or users disabled) since they were issued: one Auth call more
+    # per request, and the API's account needs to read users (roles/firebaseauth.viewer).
+    check_revoked: bool = False
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> Settings:
@@ -51,6 +56,9 @@ class Settings:
                 env.get("BUDDY_PROGRESS_MIN_INTERVAL_SECONDS", cls.progress_min_interval_seconds)
             ),
             web_allow_loopback=env.get("BUDDY_WEB_ALLOW_LOOPBACK", "").lower() in {"1", "true"},
+            web_fetch_timeout_seconds=float(
+                env.get("BUDDY_WEB_FETCH_TIMEOUT_SECONDS", cls.web_fetch_timeout_seconds)
+            ),
             search_url=env.get("BUDDY_SEARCH_URL") or None,
             cors_origins=frozenset(
                 o.strip() for o in env["BUDDY_CORS_ORIGINS"].split(",") if o.strip()
@@ -69,6 +77,7 @@ class Settings:
                 env.get("BUDDY_QUEUE_TIMEOUT_SECONDS", cls.queue_timeout_seconds)
             ),
             fault_step_delay_seconds=float(env.get("BUDDY_FAULT_STEP_DELAY_SECONDS", "0")),
+            check_revoked=env.get("BUDDY_CHECK_REVOKED", "").lower() in {"1", "true"},
         )
 
 

@@ -9,8 +9,22 @@ from typing import Any
 
 from buddy.domain import lifecycle
 from buddy.domain.eta import DurationStat, updated
-from buddy.domain.lifecycle import Change, MissionNotFound, NewEvent, event_record, with_updates
-from buddy.service.ports import Decide, DependencyUnavailable
+from buddy.domain.lifecycle import (
+    ACTIVE,
+    Change,
+    MissionNotFound,
+    NewEvent,
+    active_delta,
+    event_record,
+    with_updates,
+)
+from buddy.domain.sizes import MAX_DOCUMENT_BYTES, document_size
+from buddy.service.ports import (
+    Decide,
+    DependencyUnavailable,
+    StorageRejected,
+    TooManyActiveMissions,
+)
 from buddy.tools import ToolContext, ToolInputs, ToolResult
 
 START = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
@@ -40,6 +54,8 @@ class FakeMissionStore:
         self.apply_calls = 0
         self.writes: list[dict[str, Any]] = []  # the updates of each apply that wrote
         self.before_apply: Callable[[], None] = lambda: None  # a concurrent writer's turn
+        # Firestore refusing a write as invalid (InvalidArgument), whatever its size.
+        self.refuse_when: Callable[[Change], bool] = lambda change: False
 
     def _event_doc(self, doc: dict[str, Any], seq: int, event: NewEvent) -> dict[str, Any]:
         return event_record(doc, seq, event, self.clock(), timedelta(days=30))
@@ -62,6 +78,16 @@ class FakeMissionStore:
         change = decide(copy.deepcopy(doc))
         if change == Change():
             return copy.deepcopy(doc)
+        limit = change.active_limit
+        entering = active_delta(doc, change) > 0 and limit is not None
+        if entering and self.active_count(doc["owner_uid"]) >= limit:
+            raise TooManyActiveMissions(limit)
+        after = with_updates(doc, change.updates)
+        for path, document in [(f"missions/{mission_id}", after), *change.documents]:
+            if document_size(path, document) > MAX_DOCUMENT_BYTES:
+                raise StorageRejected(f"Firestore refused the write: {path} is over 1 MiB")
+        if self.refuse_when(change):
+            raise StorageRejected("Firestore refused the write: invalid argument")
         log = self.event_log[mission_id]
         seq = int(doc.get("event_seq", 0))
         if change.retract_seq is not None and change.retract_seq == seq:
@@ -78,12 +104,12 @@ class FakeMissionStore:
         self.missions[mission_id] = with_updates(doc, updates)
         return copy.deepcopy(self.missions[mission_id])
 
-    def count_active(self, owner_uid: str) -> int:
-        active = {"queued", "running"}
+    def active_count(self, owner_uid: str) -> int:
+        """The owner's queued and running missions (the adapter keeps this as a counter)."""
         return sum(
             1
             for m in self.missions.values()
-            if m["owner_uid"] == owner_uid and m["status"] in active
+            if m["owner_uid"] == owner_uid and m["status"] in ACTIVE
         )
 
     def list(self, owner_uid: str, status: str | None, limit: int) -> list[dict[str, Any]]:
@@ -136,8 +162,11 @@ class FakePublisher:
     def __init__(self) -> None:
         self.published: list[str] = []
         self.down = False
+        # What happens while the publish is in flight (e.g. a worker gets the message).
+        self.during_publish: Callable[[str], None] = lambda mission_id: None
 
     def publish_execution(self, mission_id: str) -> None:
+        self.during_publish(mission_id)
         if self.down:
             raise DependencyUnavailable("Pub/Sub is unavailable; the mission was not queued")
         self.published.append(mission_id)
@@ -148,6 +177,7 @@ class FakeTool:
 
     input_model = ToolInputs
     unavailable_reason: str | None = None
+    isolated = False
 
     def __init__(
         self,
@@ -157,6 +187,8 @@ class FakeTool:
         substeps: int = 0,
         on_run: Any = None,
         on_substep: Any = None,
+        result: ToolResult | None = None,
+        time_budget_seconds: float = 60.0,
     ) -> None:
         self.name = name
         self.description = "A fake tool for tests"
@@ -165,6 +197,8 @@ class FakeTool:
         self.substeps = substeps
         self.on_run = on_run or (lambda: None)
         self.on_substep = on_substep or (lambda: None)
+        self.result = result
+        self.time_budget_seconds = time_budget_seconds
 
     def estimate_cost(self, inputs: ToolInputs) -> float:
         return self.estimated_cost_usd
@@ -175,6 +209,8 @@ class FakeTool:
             self.on_substep()
             context.check_cancelled()
             context.report(done, self.substeps, "items", f"item {done}/{self.substeps}")
+        if self.result is not None:
+            return self.result
         return ToolResult(
             title="Fake result",
             summary="fake done",
@@ -217,7 +253,7 @@ def seed_mission(
     if status in {"approved", "queued"}:
         store.apply(mission_id, lambda d: lifecycle.approve(d, now))
     if status == "queued":
-        store.apply(mission_id, lambda d: lifecycle.queue(d, now))
+        store.apply(mission_id, lambda d: lifecycle.queue(d, now, max_active=100))
     if status not in {"proposed", "approved", "queued"}:
         store.missions[mission_id]["status"] = status
     store.apply_calls, store.writes = 0, []

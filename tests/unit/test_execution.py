@@ -108,13 +108,6 @@ def test_every_boundary_is_written_when_steps_outlast_the_interval(
     ("status", "objective", "budget", "step", "message"),
     [
         (
-            "proposed",
-            "calculate 3+4",
-            1.0,
-            "verification",
-            "Mission not approved: it is still proposed",
-        ),
-        (
             "queued",
             "calculate 3+4",
             0.00005,
@@ -144,7 +137,7 @@ def test_every_boundary_is_written_when_steps_outlast_the_interval(
             "Tool execution failed: division by zero",
         ),
     ],
-    ids=["not-approved", "budget-tiny", "low-confidence", "no-tool", "tool-error"],
+    ids=["budget-tiny", "low-confidence", "no-tool", "tool-error"],
 )
 def test_failures_are_recorded_at_their_step(
     store: FakeMissionStore,
@@ -222,13 +215,18 @@ def test_owner_chosen_tool_runs_with_full_confidence(store: FakeMissionStore, ma
         (lambda store: None, "m_missing"),
         (lambda store: seed_mission(store, status="completed"), "m_test"),
         (lambda store: seed_mission(store, status="cancelled"), "m_test"),
+        (lambda store: seed_mission(store, status="failed"), "m_test"),
+        # An execute answered 503 was undone; its message may still arrive: never run it.
+        (lambda store: seed_mission(store, status="approved"), "m_test"),
+        (lambda store: seed_mission(store, status="proposed"), "m_test"),
     ],
-    ids=["missing", "completed", "cancelled"],
+    ids=["missing", "completed", "cancelled", "failed", "approved", "proposed"],
 )
 def test_unclaimable_missions_are_skipped_without_writes(
     store: FakeMissionStore, make_runner, setup, mission_id: str
 ) -> None:
-    """A delivery for a missing or no-longer-claimable mission writes nothing."""
+    """A delivery for a mission that is not queued (missing, finished, or never queued)
+    writes nothing and runs nothing."""
     setup(store)
     before = store.get(mission_id)
     assert make_runner().run(mission_id) == Outcome.SKIPPED

@@ -15,6 +15,10 @@ from .fakes import START
 ALL = [s.value for s in Status]
 
 
+def queue(mission: dict[str, Any], now: Any) -> lifecycle.Change:
+    return lifecycle.queue(mission, now, max_active=10)
+
+
 def doc(status: str, **extra: Any) -> dict[str, Any]:
     return {"mission_id": "m_1", "owner_uid": "alice", "status": status, "event_seq": 3, **extra}
 
@@ -23,7 +27,7 @@ def doc(status: str, **extra: Any) -> dict[str, Any]:
     ("action", "allowed_from", "to", "event"),
     [
         (lifecycle.approve, "proposed", "approved", "mission_approved"),
-        (lifecycle.queue, "approved", "queued", "mission_queued"),
+        (queue, "approved", "queued", "mission_queued"),
     ],
     ids=["approve", "queue"],
 )
@@ -38,7 +42,7 @@ def test_allowed_transition(action, allowed_from: str, to: str, event: str) -> N
 @pytest.mark.parametrize(
     ("action", "verb", "status", "allowed"),
     [(lifecycle.approve, "approve", s, "proposed") for s in ALL if s != "proposed"]
-    + [(lifecycle.queue, "execute", s, "approved") for s in ALL if s != "approved"],
+    + [(queue, "execute", s, "approved") for s in ALL if s != "approved"],
     ids=[f"approve-from-{s}" for s in ALL if s != "proposed"]
     + [f"queue-from-{s}" for s in ALL if s != "approved"],
 )

@@ -14,7 +14,14 @@ from buddy.service.progress_writer import MissionCancelled, ProgressWriter
 from buddy.service.recovery import Recovery
 from buddy.tools import ToolError, ToolRegistry
 
-from .fakes import FakeClock, FakeMissionStore, FakePublisher, FakeTool, seed_mission
+from .fakes import (
+    FakeClock,
+    FakeDurationStats,
+    FakeMissionStore,
+    FakePublisher,
+    FakeTool,
+    seed_mission,
+)
 
 LEASE = 60.0
 STEP_NAMES = [stage.name for stage in STAGES]
@@ -56,10 +63,16 @@ def flaky(failures: int, message: str = "Connection timeout", transient: bool = 
     + [f"coalesced-dies-at-write-{n}" for n in (1, 2)],
 )
 def test_a_run_killed_at_any_write_is_resumed_without_repeating_effects(
-    store: FakeMissionStore, clock: FakeClock, make_runner, interval: float, write: int
+    store: FakeMissionStore,
+    clock: FakeClock,
+    stats: FakeDurationStats,
+    make_runner,
+    interval: float,
+    write: int,
 ) -> None:
     """Whichever write the worker dies at, a later delivery completes it: one artifact, one
-    cost record, every step once, gapless events, and progress that never went back."""
+    cost record, every step once, gapless events, progress that never went back, and the
+    step durations counted once."""
     mid = seed_mission(store, objective="calculate 2*(3+4)")
     die_at_write(store, write)
     with pytest.raises(WorkerDied):
@@ -81,6 +94,8 @@ def test_a_run_killed_at_any_write_is_resumed_without_repeating_effects(
     assert types.count("step_completed") == 7 and types.count("mission_completed") == 1
     percents = store.written_percents()
     assert percents == sorted(percents)
+    assert len(stats.recorded) == 1
+    assert set(stats.recorded[0]) == {*STEP_NAMES, "tool_execution:calculate"}
 
 
 def test_a_second_delivery_during_a_live_run_is_busy_not_lost(

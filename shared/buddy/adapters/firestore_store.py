@@ -21,11 +21,17 @@ from buddy.domain.lifecycle import (
     Change,
     MissionNotFound,
     NewEvent,
+    active_delta,
     event_record,
     with_updates,
 )
 from buddy.domain.progress import Clock
-from buddy.service.ports import Decide, DependencyUnavailable
+from buddy.service.ports import (
+    Decide,
+    DependencyUnavailable,
+    StorageRejected,
+    TooManyActiveMissions,
+)
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -49,7 +55,7 @@ def _unavailable_is_ours(method: Callable[P, R]) -> Callable[P, R]:
 
 
 class FirestoreMissionStore:
-    """Missions, their events and artifacts.
+    """Missions, their events and artifacts, and each owner's count of active missions.
 
     The store remembers the version (update time) of the missions it last read or wrote.
     `apply` decides on that copy and commits on condition that the mission is still at that
@@ -65,6 +71,9 @@ class FirestoreMissionStore:
         self._event_ttl = event_ttl
         self._missions = client.collection("missions")
         self._artifacts = client.collection("artifacts")
+        # users/{uid}.active_missions: queued + running, kept in the commit of every change
+        # into or out of those states, so a limit holds exactly under any concurrency.
+        self._users = client.collection("users")
         self._known: OrderedDict[str, tuple[dict[str, Any], Any]] = OrderedDict()
         self._known_lock = threading.Lock()
         self.apply_reads = 0  # reads `apply` could not avoid (for tests and benchmarks)
@@ -106,9 +115,10 @@ class FirestoreMissionStore:
 
     @_unavailable_is_ours
     def apply(self, mission_id: str, decide: Decide) -> dict[str, Any]:
-        """Optimistic concurrency: the batch commits only if the mission is unchanged since it
-        was read; otherwise read and decide again. One hot document under many writers (twenty
-        simultaneous executes) resolves in a few rounds, where lock-based transactions time out.
+        """Optimistic concurrency: the batch commits only if the mission (and, for a change
+        into the active states, the owner's count) is unchanged since it was read; otherwise
+        read and decide again. One hot document under many writers (twenty simultaneous
+        executes) resolves in a few rounds, where lock-based transactions time out.
         """
         ref = self._missions.document(mission_id)
         known = self._recall(mission_id)
@@ -116,10 +126,10 @@ class FirestoreMissionStore:
             doc, version = known
             try:
                 change = decide(doc)
+                if change != Change() and (written := self._commit(ref, doc, change, version)):
+                    return written
             except Exception:
-                change = Change()  # perhaps a stale copy's verdict: ask again on a fresh read
-            if change != Change() and (written := self._commit(ref, doc, change, version)):
-                return written
+                pass  # perhaps a stale copy's verdict: ask again on a fresh read
         for attempt in range(APPLY_ATTEMPTS):
             snapshot = ref.get(timeout=TIMEOUT_SECONDS)
             self.apply_reads += 1
@@ -140,14 +150,45 @@ class FirestoreMissionStore:
     ) -> dict[str, Any] | None:
         """Writes the change if the mission is still at `version`; None if it moved on."""
         batch, updates = self._batch(ref, doc, change)
+        self._count_active(batch, doc, change)
+        # The mission's write goes last: its result carries the version to remember.
         batch.update(ref, updates, option=self._db.write_option(last_update_time=version))
         try:
             results = batch.commit(timeout=TIMEOUT_SECONDS)
         except (gexc.FailedPrecondition, gexc.Aborted, gexc.AlreadyExists):
             return None
+        except gexc.BadRequest as e:
+            # InvalidArgument and the like (a document over 1 MiB): the same write would be
+            # refused again, so this is no reason to retry or redeliver.
+            raise StorageRejected(f"Firestore refused the write: {e.message}"[:300]) from e
         written = with_updates(doc, updates)
         self._remember(ref.id, written, results[-1].update_time)  # the mission's is last
         return written
+
+    def _count_active(self, batch: Any, doc: dict[str, Any], change: Change) -> None:
+        """Adds the owner's active-mission count to the batch when the change moves the
+        mission into or out of the active states; refuses one over its limit."""
+        delta = active_delta(doc, change)
+        if not delta:
+            return
+        ref = self._users.document(doc["owner_uid"])
+        if delta < 0 or change.active_limit is None:
+            batch.set(ref, {"active_missions": firestore.Increment(delta)}, merge=True)
+            return
+        snapshot = ref.get(timeout=TIMEOUT_SECONDS)
+        if snapshot.exists:
+            active = max(int((snapshot.to_dict() or {}).get("active_missions") or 0), 0)
+        else:  # the owner's first: count what is there (missions from before the counter)
+            active = self._active_by_query(doc["owner_uid"])
+        if active >= change.active_limit:
+            raise TooManyActiveMissions(change.active_limit)
+        if snapshot.exists:
+            # On the version read: a concurrent change to the count makes this commit fail,
+            # and the caller decides again on fresh figures.
+            option = self._db.write_option(last_update_time=snapshot.update_time)
+            batch.update(ref, {"active_missions": active + 1}, option=option)
+        else:
+            batch.create(ref, {"active_missions": active + 1})
 
     def _batch(self, ref: Any, doc: dict[str, Any], change: Change) -> tuple[Any, dict[str, Any]]:
         """The writes of a change, besides the mission update itself: events, side documents."""
@@ -182,8 +223,7 @@ class FirestoreMissionStore:
         )
         return [s.to_dict() for s in query.stream(timeout=TIMEOUT_SECONDS)]
 
-    @_unavailable_is_ours
-    def count_active(self, owner_uid: str) -> int:
+    def _active_by_query(self, owner_uid: str) -> int:
         query = self._missions.where(
             filter=firestore.FieldFilter("owner_uid", "==", owner_uid)
         ).where(filter=firestore.FieldFilter("status", "in", [s.value for s in ACTIVE]))

@@ -61,6 +61,16 @@ class Change:
     # Retracts the newest event when it has this seq (undoing an action that
     # never took effect, such as a queueing whose message could not be published).
     retract_seq: int | None = None
+    # A change that makes the mission active (queued or running) commits only while its
+    # owner has fewer active missions than this; storage keeps the count with every change.
+    active_limit: int | None = None
+
+
+def active_delta(doc: dict[str, Any], change: Change) -> int:
+    """+1 when the change moves the mission into the active set, -1 out of it, else 0."""
+    before = Status(doc["status"]) in ACTIVE
+    after = Status(change.updates.get("status", doc["status"])) in ACTIVE
+    return int(after) - int(before)
 
 
 def event_record(
@@ -129,11 +139,12 @@ def approve(doc: dict[str, Any], now: datetime) -> Change:
     )
 
 
-def queue(doc: dict[str, Any], now: datetime) -> Change:
+def queue(doc: dict[str, Any], now: datetime, max_active: int) -> Change:
     _require(doc, "execute", {Status.APPROVED})
     return Change(
         updates={"status": Status.QUEUED, "queued_at": now, "updated_at": now},
         events=(NewEvent("mission_queued", "Mission queued for execution"),),
+        active_limit=max_active,
     )
 
 

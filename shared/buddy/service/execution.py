@@ -14,7 +14,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from enum import StrEnum
 from typing import Any
 
@@ -25,8 +25,14 @@ from buddy.domain.eta import Durations, LearnedEta, samples_of
 from buddy.domain.intent import Intent, IntentClassifier
 from buddy.domain.lifecycle import Status, status_of
 from buddy.domain.progress import STAGES, Clock, MissionProgressTracker, iso
+from buddy.domain.sizes import fit_text_field, value_size
 from buddy.schemas import validation_message
-from buddy.service.ports import DependencyUnavailable, DurationStatsStore, MissionStore
+from buddy.service.ports import (
+    DependencyUnavailable,
+    DurationStatsStore,
+    MissionStore,
+    StorageRejected,
+)
 from buddy.service.progress_writer import (
     CLAIMABLE,
     MissionBusy,
@@ -39,8 +45,10 @@ from buddy.tools import (
     Tool,
     ToolCancelled,
     ToolContext,
+    ToolCrashed,
     ToolError,
     ToolInputs,
+    ToolOverBudget,
     ToolRegistry,
     ToolResult,
 )
@@ -49,8 +57,9 @@ log = logging.getLogger(__name__)
 
 MIN_TOOL_CONFIDENCE = 0.15
 PREVIEW_CHARS = 1000
-MAX_ARTIFACT_CHARS = 500_000
 MAX_MESSAGE_CHARS = 500
+MAX_TITLE_CHARS = 300
+MAX_DATA_BYTES = 64 * 1024
 (VERIFICATION, INTENT, BUDGET, SELECTION, EXECUTION, ARTIFACT, FINALIZE) = STAGES
 
 __all__ = ["MissionBusy", "MissionRunner", "Outcome", "RunSettings", "money"]
@@ -125,7 +134,7 @@ class MissionRunner:
         resuming = status == Status.RUNNING
         if not resuming and status not in CLAIMABLE:
             log.info(
-                "mission already finished, skipping delivery",
+                "mission is not queued, dropping delivery",
                 extra={"mission_id": mission_id, "status": status.value},
             )
             return Outcome.SKIPPED
@@ -145,7 +154,14 @@ class MissionRunner:
             log.info("resuming a stalled mission", extra={"mission_id": mission_id})
         try:
             with self._heartbeat(writer):
-                outcome = self._run_stages(run, history, tracker, writer)
+                try:
+                    outcome = self._run_stages(run, history, tracker, writer)
+                except StorageRejected as e:
+                    log.error(
+                        "a write was refused", extra={"mission_id": mission_id, "reason": str(e)}
+                    )
+                    writer.fail_unsaved(str(e))
+                    outcome = Outcome.FAILED
         except NotClaimable as e:
             log.info(
                 "another run owns the mission", extra={"mission_id": mission_id, "reason": str(e)}
@@ -154,6 +170,8 @@ class MissionRunner:
         except MissionCancelled:
             log.info("mission cancelled", extra={"mission_id": mission_id})
             return Outcome.CANCELLED
+        if outcome == Outcome.COMPLETED:
+            self._record_durations(tracker, run)
         log.info(
             "mission finished",
             extra={"mission_id": mission_id, "outcome": outcome.value, "writes": writer.writes},
@@ -260,9 +278,8 @@ class MissionRunner:
         return Outcome.COMPLETED
 
     def _verify(self, run: Run, *_: Any) -> str:
-        if status_of(run.doc) == Status.PROPOSED:
-            raise StepFailed("Mission not approved: it is still proposed")
-        return "Mission is approved and not yet executed"
+        # The claim already checked it: only a queued mission is started.
+        return "Mission is approved, queued and not yet executed"
 
     def _classify(self, run: Run, _h: Durations, _t: Any, writer: ProgressWriter) -> str:
         run.intent = self.classifier.classify(run.doc["objective"], run.doc.get("inputs") or {})
@@ -306,6 +323,7 @@ class MissionRunner:
     ) -> str:
         tool = run.tool
         assert tool is not None
+        budget = tool.time_budget_seconds
         context = ToolContext(
             objective=run.doc["objective"],
             inputs=run.doc.get("inputs") or {},
@@ -314,10 +332,12 @@ class MissionRunner:
                 done, total, unit, message
             ),
             cancelled=lambda: writer.cancel_requested,
+            deadline=time.monotonic() + budget,
         )
         attempts = self.settings.tool_max_attempts
         retrying = tenacity.Retrying(
-            stop=tenacity.stop_after_attempt(attempts),
+            # Retries share the tool's time budget: none starts after it.
+            stop=tenacity.stop_after_attempt(attempts) | tenacity.stop_before_delay(budget),
             wait=tenacity.wait_exponential_jitter(
                 initial=self.settings.retry_backoff_seconds,
                 max=60,
@@ -327,32 +347,53 @@ class MissionRunner:
             before_sleep=lambda state: writer.retry_scheduled(
                 state.attempt_number + 1,
                 attempts,
-                str(state.outcome.exception()),
+                str(state.outcome.exception()) if state.outcome else "",
                 state.next_action.sleep if state.next_action else 0.0,
             ),
             sleep=self.sleep,
             reraise=True,
         )
         try:
-            run.result = retrying(tool.run, context)
+            run.result = bounded(retrying(self._tool_call(tool), context))
         except (ToolCancelled, MissionCancelled, NotClaimable, DependencyUnavailable):
             raise
+        except ToolOverBudget as e:
+            raise StepFailed(
+                f"Tool execution failed: {tool.name} took longer than its time budget "
+                f"of {budget:g} s"
+            ) from e
         except ToolError as e:
             tries = f" (after {attempts} attempts)" if e.transient else ""
             raise StepFailed(f"Tool execution failed: {e}{tries}") from e
+        except ToolCrashed as e:
+            log.error("tool crashed", extra={"mission_id": run.mission_id, "tool": tool.name})
+            raise StepFailed(f"Tool execution failed: {e}") from e
         except Exception as e:
             # A bug or resource blow-up in a tool must still end the mission, not strand it.
             log.exception("tool crashed", extra={"mission_id": run.mission_id, "tool": tool.name})
             raise StepFailed(f"Tool execution failed: unexpected {type(e).__name__}") from e
         result = run.result
-        stored = {**asdict(result), "content": result.content[:MAX_ARTIFACT_CHARS]}
-        writer.attach(result_path(run.mission_id), stored)
+        path = result_path(run.mission_id)
+        stored = asdict(result)
+        fit_text_field(path, stored, "content")
+        writer.attach(path, stored)
         return f"{tool.name} finished: {result.summary}"
+
+    @staticmethod
+    def _tool_call(tool: Tool) -> Callable[[ToolContext], ToolResult]:
+        """How the tool runs: CPU-bound ones in a child process that cannot hold our GIL
+        (the lease heartbeat runs on), the rest in this process, bounded by their deadline."""
+        if tool.isolated:
+            from buddy.tools.isolation import run_isolated
+
+            return lambda context: run_isolated(tool, context)
+        return tool.run
 
     def _write_artifact(self, run: Run, _h: Durations, _t: Any, writer: ProgressWriter) -> str:
         tool, result = run.tool, run.result
         assert tool is not None and result is not None
         artifact_id = "a_" + run.mission_id
+        path = f"artifacts/{artifact_id}"
         artifact = {
             "artifact_id": artifact_id,
             "mission_id": run.mission_id,
@@ -361,14 +402,17 @@ class MissionRunner:
             "type": result.type,
             "title": result.title,
             "summary": result.summary,
-            # Keeps the document well under Firestore's 1 MiB limit.
-            "content": result.content[:MAX_ARTIFACT_CHARS],
-            "preview": (result.preview or result.content)[:PREVIEW_CHARS],
+            "content": result.content,
+            "preview": result.preview or result.content[:PREVIEW_CHARS],
             "data": result.data,
             "created_at": iso(self.clock()),
         }
+        # Cut by encoded size, not characters: a CJK character is 3 bytes of the 1 MiB.
+        artifact["truncated"] = fit_text_field(path, artifact, "content") or bool(
+            result.data.get("truncated")
+        )
         # Written in the same transaction that records this step as completed: once.
-        writer.attach(f"artifacts/{artifact_id}", artifact)
+        writer.attach(path, artifact)
         reference = {"artifact_id": artifact_id, "title": result.title, "type": result.type}
         writer.include(artifact_reference=reference)
         return f"Artifact ready: {result.title}"
@@ -382,7 +426,6 @@ class MissionRunner:
             cost_usd={"estimated": run.estimate, "actual": result.cost_usd},
             result_summary=result.summary,
         )
-        self._record_durations(tracker, tool)
         return f"Execution complete: {result.summary}"
 
     def _candidate(self, doc: dict[str, Any], intent: str) -> Tool | None:
@@ -426,15 +469,33 @@ class MissionRunner:
             raise StepFailed(f"Tool selection failed: {candidate.unavailable_reason}")
         return candidate, confidence, note
 
-    def _record_durations(self, tracker: MissionProgressTracker, tool: Tool) -> None:
-        # Finalize is still running: its time so far is nearly all of it.
-        finalize = {"step_name": FINALIZE.name, "duration_seconds": tracker.current_step_seconds()}
+    def _record_durations(self, tracker: MissionProgressTracker, run: Run) -> None:
+        """Folds the run's step durations into the ETA statistics, after its terminal write:
+        a worker that dies before it loses one sample, but a resumed run never counts the
+        same mission twice."""
+        tool = run.tool.name if run.tool else None
         try:
-            self.stats.record(samples_of([*tracker.completed_steps, finalize], tool.name))
+            self.stats.record(samples_of(tracker.completed_steps, tool))
         except DependencyUnavailable:
             # Statistics only sharpen future ETAs; never fail a finished mission for them.
-            log.warning("could not record step durations", extra={"tool": tool.name})
+            log.warning("could not record step durations", extra={"tool": tool})
 
 
-def _clip(message: str) -> str:
-    return message if len(message) <= MAX_MESSAGE_CHARS else message[: MAX_MESSAGE_CHARS - 1] + "…"
+def bounded(result: ToolResult) -> ToolResult:
+    """A tool's result with every field a mission document carries kept small: whatever a
+    page or a tool says, the mission and its artifact stay far below Firestore's 1 MiB."""
+    data = result.data
+    if value_size(data) > MAX_DATA_BYTES:
+        data = {"omitted": f"the tool's data was over {MAX_DATA_BYTES // 1024} KiB"}
+    return replace(
+        result,
+        title=_clip(result.title, MAX_TITLE_CHARS),
+        summary=_clip(result.summary, MAX_MESSAGE_CHARS),
+        preview=_clip(result.preview, PREVIEW_CHARS),
+        type=result.type[:64],
+        data=data,
+    )
+
+
+def _clip(message: str, limit: int = MAX_MESSAGE_CHARS) -> str:
+    return message if len(message) <= limit else message[: limit - 1] + "…"

@@ -19,7 +19,6 @@ from buddy.service.ports import (
     DependencyUnavailable,
     ExecutionPublisher,
     MissionStore,
-    TooManyActiveMissions,
     ValidationFailed,
 )
 
@@ -43,7 +42,7 @@ class MissionService:
     publisher: ExecutionPublisher
     tools: ToolRegistry
     clock: Clock
-    max_active_missions: int = 10
+    max_active: int = 10
 
     def create(self, owner_uid: str, request: CreateMission) -> dict[str, Any]:
         self._check_tool_and_inputs(request.tool, request.inputs)
@@ -81,19 +80,34 @@ class MissionService:
         return self._transition(owner_uid, mission_id, lifecycle.approve)
 
     def execute(self, owner_uid: str, mission_id: str) -> dict[str, Any]:
-        # Best effort: simultaneous executes may each see the count just under the limit.
-        if self.store.count_active(owner_uid) >= self.max_active_missions:
-            raise TooManyActiveMissions(
-                f"You already have {self.max_active_missions} missions queued or running; "
-                "wait for one to finish or cancel one"
-            )
-        queued = self._transition(owner_uid, mission_id, lifecycle.queue)
+        """approved → queued (within the owner's active-mission limit) and one message.
+
+        A publish that fails or times out may still have sent its message, so the queueing is
+        undone: back to approved, 503, and a message that arrives later finds the mission not
+        queued and is dropped by the worker. If a worker claimed it first, the message did
+        leave: 202. If even the undo fails, the mission stays queued and the sweeper
+        republishes it: 202 as well, because it will run.
+        """
+        queued = self._transition(
+            owner_uid, mission_id, lambda doc, now: lifecycle.queue(doc, now, self.max_active)
+        )
         try:
             self.publisher.publish_execution(mission_id)
         except DependencyUnavailable:
             seq = queued["event_seq"]
-            self.store.apply(mission_id, lambda doc: lifecycle.unqueue(doc, seq, self.clock()))
-            raise
+            try:
+                after = self.store.apply(
+                    mission_id, lambda doc: lifecycle.unqueue(doc, seq, self.clock())
+                )
+            except DependencyUnavailable:
+                log.warning(
+                    "could not undo a queueing; the sweeper will dispatch it",
+                    extra={"mission_id": mission_id},
+                )
+                return {"mission_id": mission_id, "status": Status.QUEUED.value}
+            if after["status"] in (Status.APPROVED.value, Status.CANCELLED.value):
+                raise
+            log.info("message left despite a publish error", extra={"mission_id": mission_id})
         log.info("mission queued", extra={"mission_id": mission_id})
         return {"mission_id": mission_id, "status": Status.QUEUED.value}
 

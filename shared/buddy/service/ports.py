@@ -23,6 +23,16 @@ class ValidationFailed(ServiceError):
 class TooManyActiveMissions(ServiceError):
     """The owner already has as many queued or running missions as allowed."""
 
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            f"You already have {limit} missions queued or running; "
+            "wait for one to finish or cancel one"
+        )
+
+
+class StorageRejected(ServiceError):
+    """Firestore refused a write as invalid (e.g. a document over 1 MiB): retrying won't help."""
+
 
 class DependencyUnavailable(ServiceError):
     """Firestore, Pub/Sub or Auth could not be reached; nothing was changed."""
@@ -37,17 +47,16 @@ class MissionStore(Protocol):
     def apply(self, mission_id: str, decide: Decide) -> dict[str, Any]:
         """Atomically: read the mission, `decide` a change, write it and number its events.
 
-        Raises MissionNotFound, or whatever `decide` raises (then nothing is written).
-        Returns the mission as written.
+        In the same commit it keeps the owner's count of active (queued or running) missions,
+        and refuses a change over its `active_limit` with TooManyActiveMissions.
+        Raises MissionNotFound, StorageRejected, or whatever `decide` raises (then nothing is
+        written). Returns the mission as written.
         """
 
     def list(self, owner_uid: str, status: str | None, limit: int) -> list[dict[str, Any]]: ...
 
     def in_flight_before(self, status: str, field: str, before: datetime) -> list[dict[str, Any]]:
         """Missions in `status` whose timestamp `field` is earlier than `before` (a page)."""
-
-    def count_active(self, owner_uid: str) -> int:
-        """How many of the owner's missions are queued or running."""
 
     def events(self, mission_id: str, after_seq: int) -> list[dict[str, Any]]: ...
 

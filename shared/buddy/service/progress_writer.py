@@ -30,10 +30,11 @@ from buddy.domain.lifecycle import (
     status_of,
 )
 from buddy.domain.progress import TOTAL_STEPS, Clock, MissionProgressTracker, ProgressEvent
-from buddy.service.ports import MissionStore
+from buddy.service.ports import MissionStore, StorageRejected
 
-# Statuses a delivery may start from; `proposed` is claimed only to fail it visibly.
-CLAIMABLE = frozenset({Status.PROPOSED, Status.APPROVED, Status.QUEUED})
+# The status a delivery may start from. A message for an approved mission is one whose
+# execute was undone (its publish failed or timed out, and the owner was told so): dropped.
+CLAIMABLE = frozenset({Status.QUEUED})
 
 
 class NotClaimable(LifecycleError):
@@ -74,6 +75,9 @@ class ProgressWriter:
     _claimed: bool = False
     _last_write: float = float("-inf")
     _boundary: dict[str, Any] | None = None
+    # Why Firestore refused this run's pending write; the heartbeat then only renews the lease.
+    _rejected: str | None = None
+    _effects_of: str | None = None  # the step whose effects the next write carries
     _lock: threading.RLock = field(default_factory=threading.RLock)
 
     def resuming(self) -> None:
@@ -99,6 +103,8 @@ class ProgressWriter:
                 self._events.append(new)
             self._snapshot = self.tracker.to_dict()
             if event in ("step_completed", "step_failed"):
+                if self._staged_updates or self._staged_documents:
+                    self._effects_of = step["step_name"]
                 self._updates.update(self._staged_updates)
                 self._documents.update(self._staged_documents)
                 self._staged_updates.clear()
@@ -110,7 +116,7 @@ class ProgressWriter:
             elif event == "step_failed":
                 error = {
                     "step_name": step["step_name"],
-                    "code": "step_failed",
+                    "code": "storage_rejected" if self._rejected else "step_failed",
                     "message": step["message"],
                 }
                 self._updates.update(_record_fields({"error": error}))
@@ -138,6 +144,29 @@ class ProgressWriter:
             if self._due():
                 self._flush()
 
+    def fail_unsaved(self, reason: str) -> None:
+        """Firestore refused a write of this run as invalid: end the mission failed, saying
+        so, without the effects it refused (retrying or redelivering would not help)."""
+        with self._lock:
+            self._rejected = reason
+            for pending in (
+                self._updates,
+                self._staged_updates,
+                self._documents,
+                self._staged_documents,
+            ):
+                pending.clear()
+            step = self.tracker.current_step
+            running = step is not None and step.status == "started"
+            blamed = self._effects_of or (step.step_name if step else "finalize")
+            message = f"Could not save {blamed}'s result: {reason}"
+            if running:
+                self.tracker.fail_step(message)  # written as the run's failure
+                return
+            error = {"step_name": blamed, "code": "storage_rejected", "message": message}
+            self._updates.update(_record_fields({"error": error}))
+            self._flush(terminal=Status.FAILED)
+
     def cancel_in_step(self) -> None:
         """A tool stopped for a cancel: record where the mission got to, then stop."""
         with self._lock:
@@ -147,8 +176,13 @@ class ProgressWriter:
         """Writes pending progress once the interval has passed; otherwise renews the lease
         when nothing was written for a third of it."""
         with self._lock:
-            if self._events and self._due():
-                self._flush(snapshot=self._snapshot)
+            if self._events and self._due() and self._rejected is None:
+                try:
+                    self._flush(snapshot=self._snapshot)
+                except StorageRejected as e:
+                    # The run's own next write meets it too, and fails the mission; until
+                    # then keep the lease, or another run would take over and repeat this.
+                    self._rejected = str(e)
                 return
             if self.clock().timestamp() - self._last_write < self.lease_seconds / 3:
                 return
@@ -199,6 +233,7 @@ class ProgressWriter:
 
         written = self._apply(decide)
         self._claimed = True
+        self._effects_of = None
         self._events.clear()
         self._updates.clear()
         self._documents.clear()
