@@ -36,7 +36,13 @@ class Function:
     memory: str
     timeout: str
     min_instances: int
+    # A ceiling on instances: what one burst (or one abusive user) can cost.
+    max_instances: int
     trigger: list[str]
+
+    @property
+    def pubsub_triggered(self) -> bool:
+        return any(flag.startswith("--trigger-topic=") for flag in self.trigger)
 
 
 FUNCTIONS = (
@@ -48,6 +54,7 @@ FUNCTIONS = (
         "512Mi",
         "60s",
         1,
+        20,
         ["--trigger-http", "--allow-unauthenticated"],
     ),
     # --retry: a raised exception nacks the message, so Pub/Sub delivers it again.
@@ -58,6 +65,7 @@ FUNCTIONS = (
         "1Gi",
         "540s",
         0,
+        20,
         [f"--trigger-topic={TOPIC}", "--retry"],
     ),
     Function(
@@ -67,6 +75,7 @@ FUNCTIONS = (
         "256Mi",
         "60s",
         0,
+        5,
         [f"--trigger-topic={DEAD_TOPIC}", "--retry"],
     ),
     # Only Cloud Scheduler's account may call the sweeper.
@@ -77,6 +86,7 @@ FUNCTIONS = (
         "256Mi",
         "300s",
         0,
+        1,
         ["--trigger-http", "--no-allow-unauthenticated"],
     ),
 )
@@ -86,7 +96,12 @@ ROLES = {
     "buddy-worker": ["roles/datastore.user"],
     "buddy-sweeper": ["roles/datastore.user"],  # + publisher on the execution topic only
     "buddy-scheduler": [],  # + run.invoker on the sweeper only
+    # The identity Pub/Sub pushes with (Eventarc triggers): run.invoker on the worker and the
+    # dead-letter function only, instead of the default compute account's Editor role.
+    "buddy-trigger": [],
 }
+# With --check-revoked the API looks users up in Firebase Auth on every request.
+REVOCATION_ROLE = "roles/firebaseauth.viewer"
 
 
 def bundle() -> list[Path]:
@@ -112,7 +127,32 @@ def bundle() -> list[Path]:
     return built
 
 
-def commands(project: str, region: str) -> list[list[str]]:
+def _project_role(project: str, account: str, role: str) -> list[str]:
+    return [
+        "gcloud",
+        "projects",
+        "add-iam-policy-binding",
+        project,
+        f"--member=serviceAccount:{account}",
+        f"--role={role}",
+        "--condition=None",
+    ]
+
+
+def _invoker(function: str, project: str, region: str, account: str) -> list[str]:
+    return [
+        "gcloud",
+        "functions",
+        "add-invoker-policy-binding",
+        function,
+        "--gen2",
+        f"--project={project}",
+        f"--region={region}",
+        f"--member=serviceAccount:{account}",
+    ]
+
+
+def commands(project: str, region: str, check_revoked: bool = False) -> list[list[str]]:
     """Every remote change, in order."""
     accounts = {name: f"{name}@{project}.iam.gserviceaccount.com" for name in ROLES}
     out: list[list[str]] = []
@@ -129,17 +169,9 @@ def commands(project: str, region: str) -> list[list[str]]:
             ]
         )
         for role in ROLES[name]:
-            out.append(
-                [
-                    "gcloud",
-                    "projects",
-                    "add-iam-policy-binding",
-                    project,
-                    f"--member=serviceAccount:{accounts[name]}",
-                    f"--role={role}",
-                    "--condition=None",
-                ]
-            )
+            out.append(_project_role(project, accounts[name], role))
+    if check_revoked:
+        out.append(_project_role(project, accounts["buddy-api"], REVOCATION_ROLE))
     for topic in (TOPIC, DEAD_TOPIC):
         out.append(["gcloud", "pubsub", "topics", "create", topic, f"--project={project}"])
     for name in ("buddy-api", "buddy-sweeper"):
@@ -156,13 +188,19 @@ def commands(project: str, region: str) -> list[list[str]]:
             ]
         )
     # "^;^" makes ";" gcloud's list delimiter, because the origins list holds commas.
-    env = "^;^" + ";".join(
-        [
-            f"BUDDY_PROJECT_ID={project}",
-            f"BUDDY_CORS_ORIGINS=https://{project}.web.app,https://{project}.firebaseapp.com",
-        ]
-    )
+    settings = [
+        f"BUDDY_PROJECT_ID={project}",
+        f"BUDDY_CORS_ORIGINS=https://{project}.web.app,https://{project}.firebaseapp.com",
+    ]
+    if check_revoked:
+        settings.append("BUDDY_CHECK_REVOKED=1")
+    env = "^;^" + ";".join(settings)
     for function in FUNCTIONS:
+        trigger_account = (
+            [f"--trigger-service-account={accounts['buddy-trigger']}"]
+            if function.pubsub_triggered
+            else []
+        )
         out.append(
             [
                 "gcloud",
@@ -178,25 +216,18 @@ def commands(project: str, region: str) -> list[list[str]]:
                 f"--memory={function.memory}",
                 f"--timeout={function.timeout}",
                 f"--min-instances={function.min_instances}",
+                f"--max-instances={function.max_instances}",
                 f"--service-account={accounts[function.account]}",
                 f"--set-env-vars={env}",
                 *function.trigger,
+                *trigger_account,
             ]
         )
+        if function.pubsub_triggered:
+            out.append(_invoker(function.name, project, region, accounts["buddy-trigger"]))
     # The worker's trigger subscription gets the backoff and the dead-letter policy.
     out.append(["scripts/set-dead-letter-policy.sh", project, region, "buddy-worker", DEAD_TOPIC])
-    out.append(
-        [
-            "gcloud",
-            "functions",
-            "add-invoker-policy-binding",
-            "buddy-sweeper",
-            "--gen2",
-            f"--project={project}",
-            f"--region={region}",
-            f"--member=serviceAccount:{accounts['buddy-scheduler']}",
-        ]
-    )
+    out.append(_invoker("buddy-sweeper", project, region, accounts["buddy-scheduler"]))
     out.append(
         [
             "gcloud",
@@ -256,6 +287,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--project")
     parser.add_argument("--region", default="us-central1")
     parser.add_argument("--dry-run", action="store_true", help="print commands, run none")
+    parser.add_argument(
+        "--check-revoked",
+        action="store_true",
+        help="refuse revoked ID tokens (one Firebase Auth call per API request)",
+    )
     args = parser.parse_args(argv)
     for path in bundle():
         print(f"built {path.relative_to(ROOT)}", flush=True)
@@ -265,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--project is required to deploy")
     if not args.dry_run:
         dashboard_config(args.project, args.region)
-    for command in commands(args.project, args.region):
+    for command in commands(args.project, args.region, args.check_revoked):
         run(command, args.dry_run)
     return 0
 

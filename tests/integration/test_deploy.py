@@ -17,8 +17,12 @@ from pathlib import Path
 
 import pytest
 import requests
+from google.cloud import firestore
 
+from buddy.adapters.firestore_store import FirestoreMissionStore
 from buddy.devstack import ROOT, wait_for_http
+from buddy.domain import lifecycle
+from buddy.domain.progress import utc_now
 
 from .conftest import ARTIFACTS, MissionWatcher, User, _free_port
 
@@ -56,6 +60,7 @@ def test_dry_run_prints_every_cloud_command() -> None:
             "--runtime=python311",
             "--service-account=",
             "--min-instances=",
+            "--max-instances=",
             "--memory=",
             "--timeout=",
         ):
@@ -80,6 +85,40 @@ def test_dry_run_prints_every_cloud_command() -> None:
         "--project acme-prod --non-interactive"
     )
     assert not any("EMULATOR" in c for c in commands)
+    assert not any("REVOKED" in c or "firebaseauth" in c for c in commands)
+
+
+def test_pubsub_triggers_push_as_an_account_that_may_only_invoke_them() -> None:
+    """The worker and the dead-letter function are pushed to by a dedicated account, never the
+    default compute account, and that account is given the invoker role on them alone."""
+    out = deploy("--project", "acme-prod", "--region", "europe-west1", "--dry-run")
+    commands = [line[2:] for line in out.splitlines() if line.startswith("$ ")]
+    trigger = "buddy-trigger@acme-prod.iam.gserviceaccount.com"
+    deploys = {c.split()[3]: c for c in commands if c.startswith("gcloud functions deploy")}
+    for name in ("buddy-worker", "buddy-dead-letters"):
+        assert f"--trigger-service-account={trigger}" in deploys[name]
+    for name in ("buddy-api", "buddy-sweeper"):
+        assert "--trigger-service-account" not in deploys[name]
+    invoked = [c.split()[3] for c in commands if trigger in c and "add-invoker" in c]
+    assert invoked == ["buddy-worker", "buddy-dead-letters"]
+    assert not any(trigger in c and "projects add-iam-policy-binding" in c for c in commands)
+    limits = {name: c.split("--max-instances=")[1].split()[0] for name, c in deploys.items()}
+    assert all(int(n) >= 1 for n in limits.values()) and limits["buddy-sweeper"] == "1"
+
+
+def test_check_revoked_turns_on_the_setting_and_lets_the_api_read_users() -> None:
+    """--check-revoked sets BUDDY_CHECK_REVOKED=1 on the functions and gives the API's account
+    the role that looks users up; nothing else gains it."""
+    out = deploy("--project", "acme-prod", "--dry-run", "--check-revoked")
+    commands = [line[2:] for line in out.splitlines() if line.startswith("$ ")]
+    api = next(c for c in commands if c.startswith("gcloud functions deploy buddy-api"))
+    assert "BUDDY_CHECK_REVOKED=1" in api
+    roles = [c for c in commands if "roles/firebaseauth.viewer" in c]
+    assert roles == [
+        "gcloud projects add-iam-policy-binding acme-prod "
+        "--member=serviceAccount:buddy-api@acme-prod.iam.gserviceaccount.com "
+        "--role=roles/firebaseauth.viewer --condition=None"
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -166,12 +205,17 @@ def test_api_bundle_serves_health_from_its_own_install(serve) -> None:  # type: 
 def test_worker_bundle_runs_a_mission_from_a_pubsub_push(
     serve,
     alice: User,
+    db: firestore.Client,
     watch,  # type: ignore[no-untyped-def]
 ) -> None:
     """The worker's bundle turns a Pub/Sub-shaped push into a completed mission."""
     url = serve("buddy-worker", "worker")
     mission_id = alice.create("calculate 3*14")["mission_id"]
     alice.call("POST", f"/missions/{mission_id}/approve")
+    # Queued as execute would, without the message (which the stack's worker would take).
+    FirestoreMissionStore(db, utc_now).apply(
+        mission_id, lambda doc: lifecycle.queue(doc, utc_now(), max_active=100)
+    )
     watcher: MissionWatcher = watch(mission_id)
     data = base64.b64encode(json.dumps({"mission_id": mission_id}).encode()).decode()
     push = {

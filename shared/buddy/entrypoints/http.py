@@ -289,7 +289,9 @@ def _authenticate(request: flask.Request) -> str:
     try:
         return bootstrap.token_verifier().verify(token.strip())
     except InvalidToken as e:
-        raise ApiError(401, "unauthenticated", "The ID token is invalid or expired") from e
+        raise ApiError(
+            401, "unauthenticated", "The ID token is invalid, expired or revoked; sign in again"
+        ) from e
 
 
 def _body(request: flask.Request) -> Any:

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 REF = "#/components/schemas/{model}"
 ERROR_MEANING = {
     400: "The body is not valid JSON",
-    401: "No Firebase ID token, or an invalid or expired one",
+    401: "No Firebase ID token, or an invalid, expired or revoked one",
     404: "No such mission for this user (another user's mission is not found either)",
     409: "The mission's state does not allow this",
     413: "The body is over 64 KiB",
