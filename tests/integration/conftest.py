@@ -60,6 +60,7 @@ TEST_SETTINGS = {
     "BUDDY_QUEUE_TIMEOUT_SECONDS": "1",
     "BUDDY_PUBLISH_TIMEOUT_SECONDS": "2",
     "BUDDY_WEB_ALLOW_LOOPBACK": "1",
+    "BUDDY_WEB_FETCH_TIMEOUT_SECONDS": "5",
 }
 
 
@@ -110,6 +111,23 @@ def stack(site: LocalServer) -> Iterator[Stack]:
     yield stack
     for function in functions:
         function.stop()
+
+
+@pytest.fixture
+def start_api(stack: Stack) -> Iterator[Callable[..., str]]:
+    """Starts an extra API process with some settings changed; returns its URL."""
+    started: list[Function] = []
+
+    def start(**env: str) -> str:
+        api = Function("api", _free_port())
+        api.start(env, ARTIFACTS / f"api-extra-{len(started)}.log")
+        started.append(api)
+        wait_for_http(api.url + "/healthz")
+        return api.url
+
+    yield start
+    for api in started:
+        api.stop()
 
 
 @pytest.fixture(scope="session")

@@ -148,17 +148,26 @@ def publish_raw(data: bytes) -> None:
     publisher.publish(topic, data).result(timeout=10)
 
 
-def test_message_for_unapproved_mission_fails_verification(
-    alice: User, watch: Callable[[str], MissionWatcher]
+def test_message_for_a_mission_never_queued_is_dropped(
+    stack: Stack, alice: User, db: firestore.Client
 ) -> None:
-    """A stray execution message for a proposed mission fails it at verification."""
-    mission_id = alice.create()["mission_id"]
-    watcher = watch(mission_id)
-    publish_raw(json.dumps({"mission_id": mission_id}).encode())
-    final = watcher.wait_terminal()
-    assert final["status"] == "failed"
-    assert final["execution_record"]["error"]["step_name"] == "verification"
-    assert "not approved" in final["execution_record"]["error"]["message"]
+    """A stray execution message for a proposed or approved mission (one whose execute was
+    answered 503, say) is acknowledged and dropped: the mission does not run."""
+    proposed = alice.create()["mission_id"]
+    approved = alice.create()["mission_id"]
+    alice.call("POST", f"/missions/{approved}/approve")
+    for mission_id in (proposed, approved):
+        publish_raw(json.dumps({"mission_id": mission_id}).encode())
+    deadline = time.monotonic() + 30
+    dropped: set[str] = set()
+    while dropped != {proposed, approved}:
+        assert time.monotonic() < deadline, f"only {dropped} dropped"
+        time.sleep(0.1)
+        records = stack.worker_logged("mission is not queued, dropping delivery")
+        dropped = {r["mission_id"] for r in records} & {proposed, approved}
+    for mission_id, status in ((proposed, "proposed"), (approved, "approved")):
+        mission = db.collection("missions").document(mission_id).get().to_dict()
+        assert (mission["status"], mission["execution_record"]) == (status, None)
 
 
 def test_message_for_missing_mission_is_acknowledged(stack: Stack, db: firestore.Client) -> None:

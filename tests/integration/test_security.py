@@ -40,23 +40,6 @@ def unsigned_token(uid: str, expires_in: int) -> str:
     return f"{part({'alg': 'none', 'typ': 'JWT'})}.{part(claims)}."
 
 
-@pytest.fixture
-def start_api() -> Iterator[Callable[..., str]]:
-    """Starts an extra API process with some settings changed; returns its URL."""
-    started: list[Function] = []
-
-    def start(**env: str) -> str:
-        api = Function("api", _free_port())
-        api.start(env, ARTIFACTS / f"api-extra-{len(started)}.log")
-        started.append(api)
-        wait_for_http(api.url + "/healthz")
-        return api.url
-
-    yield start
-    for api in started:
-        api.stop()
-
-
 @pytest.fixture(scope="module")
 def production_api(stack: Stack) -> Iterator[str]:
     """The API with emulator token checks off, as in production: real signatures required."""
