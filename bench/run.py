@@ -10,6 +10,7 @@ run beside the tests.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import os
 import platform
@@ -34,6 +35,7 @@ os.environ["BUDDY_DEAD_LETTER_TOPIC"] = "bench-executions-dead"
 from google.cloud import firestore
 
 from bench import coldstart, report
+from buddy.config import LocalPorts
 from buddy.devstack import (
     CHROMIUM,
     CHROMIUM_FLAGS,
@@ -355,12 +357,12 @@ def scale(api: str, db: firestore.Client, missions: int) -> dict[str, Any]:
 
 def write_cost(db: firestore.Client, substeps: int) -> dict[str, Any]:
     """Document writes of one mission whose tool reports `substeps` updates over about 2 s."""
-    from buddy.adapters.firestore_store import FirestoreDurationStats, FirestoreMissionStore
-    from buddy.domain.intent import RuleBasedClassifier
+    from buddy.adapters.firestore_store import FirestoreMissionStore
+    from buddy.bootstrap import build
+    from buddy.config import Settings
+    from buddy.domain.mission import Mission
     from buddy.domain.progress import utc_now
     from buddy.schemas import CreateMission
-    from buddy.service.execution import MissionRunner, RunSettings
-    from buddy.service.missions import MissionService
     from buddy.tools import ToolContext, ToolInputs, ToolRegistry, ToolResult
 
     class SubstepTool:
@@ -382,7 +384,7 @@ def write_cost(db: firestore.Client, substeps: int) -> dict[str, Any]:
             super().__init__(db, utc_now)
             self.applied: list[float] = []
 
-        def apply(self, mission_id: str, decide: Callable[..., Any]) -> dict[str, Any]:
+        def apply(self, mission_id: str, decide: Callable[..., Any]) -> Mission:
             written = super().apply(mission_id, decide)
             self.applied.append(time.time())
             return written
@@ -392,22 +394,19 @@ def write_cost(db: firestore.Client, substeps: int) -> dict[str, Any]:
             pass
 
     store = CountingStore()
-    tools = ToolRegistry([SubstepTool()])
-    service = MissionService(store, NoPublisher(), tools, utc_now, 100000)
+    settings = dataclasses.replace(Settings.from_env(), max_active_missions=100000)
+    app = build(settings, store=store, publisher=NoPublisher(), tools=ToolRegistry([SubstepTool()]))
+    service = app.missions
     mission = service.create(
         "bench-writes", CreateMission(objective="count writes", tool="substeps")
     )
-    mission_id = mission["mission_id"]
+    mission_id = mission.mission_id
     service.approve("bench-writes", mission_id)
     service.execute("bench-writes", mission_id)
     api_writes = 1 + len(store.applied)  # the create batch, then approve and queue
     store.applied.clear()
-    settings = RunSettings()
-    runner = MissionRunner(
-        store, tools, RuleBasedClassifier(), utc_now, FirestoreDurationStats(db), settings
-    )
     reads = store.apply_reads
-    runner.run(mission_id)
+    app.runner.run(mission_id)
     events = len(store.events(mission_id, 0))
     applied = store.applied
     peak = max((sum(1 for t in applied if s <= t < s + 1) for s in applied), default=0)
@@ -596,7 +595,7 @@ def measure_dom(api: str, db: firestore.Client, count: int) -> dict[str, list[fl
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
         page = browser.new_page()
         page.add_init_script(RECORD_BARS)
-        page.goto(f"http://127.0.0.1:5000/?api={api}")
+        page.goto(f"{LocalPorts.from_env().url('hosting')}/?api={api}")
         page.wait_for_selector("#connection:has-text('live')", timeout=30_000)
         try:
             return dom_latency(page, api, db, count)

@@ -1,108 +1,199 @@
-"""Composition root: builds the real adapters once per instance, on first use."""
+"""Composition root: what the entry points run on, built from settings and adapters.
+
+    build(settings, store=..., publisher=...)   # any adapter can be given (tests: fakes)
+    app()                                       # the production instance, made on first use
+
+Every part is made on first use and kept: cold start is a product metric, and an API
+instance never needs the worker's runner or the web tools' HTTP stack. Real adapters (and
+their SDKs) are imported only when no other was given.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from buddy.config import Settings
-from buddy.domain.progress import utc_now
+from buddy.domain.progress import Clock, utc_now
 
-# Everything below is imported where it is first needed: cold start is a product metric,
-# and an API instance never needs the worker's runner or the web tools' HTTP stack.
 if TYPE_CHECKING:
     from google.cloud import firestore
 
-    from buddy.adapters.auth import FirebaseTokenVerifier
-    from buddy.adapters.firestore_store import FirestoreMissionStore
-    from buddy.adapters.pubsub import PubSubPublisher
-    from buddy.service.execution import MissionRunner
+    from buddy.domain.intent import IntentClassifier
+    from buddy.service.execution import Heartbeat, MissionRunner
     from buddy.service.missions import MissionService
+    from buddy.service.ports import (
+        DurationStatsStore,
+        ExecutionPublisher,
+        MissionStore,
+        TokenVerifier,
+    )
     from buddy.service.recovery import Recovery
     from buddy.tools import ToolRegistry
 
 
-@functools.cache
-def settings() -> Settings:
-    return Settings.from_env()
+@dataclass
+class App:
+    """The use cases and the adapters they run on; each made on first use, once."""
+
+    settings: Settings
+    clock: Clock = utc_now
+    given_store: MissionStore | None = None
+    given_publisher: ExecutionPublisher | None = None
+    given_verifier: TokenVerifier | None = None
+    given_tools: ToolRegistry | None = None
+    given_stats: DurationStatsStore | None = None
+    given_classifier: IntentClassifier | None = None
+    heartbeat: Heartbeat | None = None
+
+    @functools.cached_property
+    def _firestore(self) -> firestore.Client:
+        from google.cloud import firestore
+
+        return firestore.Client(project=self.settings.project_id)
+
+    @functools.cached_property
+    def store(self) -> MissionStore:
+        if self.given_store is not None:
+            return self.given_store
+        from buddy.adapters.firestore_store import FirestoreMissionStore
+
+        keep = timedelta(days=self.settings.event_ttl_days)
+        return FirestoreMissionStore(self._firestore, self.clock, keep)
+
+    @functools.cached_property
+    def publisher(self) -> ExecutionPublisher:
+        if self.given_publisher is not None:
+            return self.given_publisher
+        from buddy.adapters.pubsub import PubSubPublisher
+
+        config = self.settings
+        return PubSubPublisher(
+            config.project_id, config.executions_topic, config.publish_timeout_seconds
+        )
+
+    @functools.cached_property
+    def verifier(self) -> TokenVerifier:
+        if self.given_verifier is not None:
+            return self.given_verifier
+        from buddy.adapters.auth import FirebaseTokenVerifier
+
+        return FirebaseTokenVerifier(self.settings.project_id, self.settings.check_revoked)
+
+    @functools.cached_property
+    def tools(self) -> ToolRegistry:
+        if self.given_tools is not None:
+            return self.given_tools
+        from buddy.tools import default_registry
+
+        config = self.settings
+        return default_registry(
+            web_allow_loopback=config.web_allow_loopback,
+            search_url=config.search_url,
+            web_fetch_timeout=config.web_fetch_timeout_seconds,
+        )
+
+    @functools.cached_property
+    def stats(self) -> DurationStatsStore:
+        if self.given_stats is not None:
+            return self.given_stats
+        from buddy.adapters.firestore_store import FirestoreDurationStats
+
+        return FirestoreDurationStats(self._firestore)
+
+    @functools.cached_property
+    def missions(self) -> MissionService:
+        from buddy.service.missions import MissionService
+
+        return MissionService(
+            self.store, self.publisher, self.tools, self.clock, self.settings.max_active_missions
+        )
+
+    @functools.cached_property
+    def recovery(self) -> Recovery:
+        from buddy.service.recovery import Recovery
+
+        config = self.settings
+        return Recovery(
+            self.store, self.publisher, self.clock, config.max_runs, config.queue_timeout_seconds
+        )
+
+    @functools.cached_property
+    def runner(self) -> MissionRunner:
+        from buddy.domain.intent import RuleBasedClassifier
+        from buddy.service.execution import MissionRunner, RunSettings
+
+        config = self.settings
+        return MissionRunner(
+            store=self.store,
+            tools=self.tools,
+            classifier=self.given_classifier or RuleBasedClassifier(),
+            clock=self.clock,
+            stats=self.stats,
+            settings=RunSettings(
+                progress_min_interval_seconds=config.progress_min_interval_seconds,
+                lease_seconds=config.lease_seconds,
+                tool_max_attempts=config.tool_max_attempts,
+                retry_backoff_seconds=config.retry_backoff_seconds,
+                step_delay_seconds=config.fault_step_delay_seconds,
+            ),
+            heartbeat=self.heartbeat,
+        )
 
 
-@functools.cache
-def _firestore() -> firestore.Client:
-    from google.cloud import firestore
-
-    return firestore.Client(project=settings().project_id)
-
-
-@functools.cache
-def _store() -> FirestoreMissionStore:
-    from buddy.adapters.firestore_store import FirestoreMissionStore
-
-    keep = timedelta(days=settings().event_ttl_days)
-    return FirestoreMissionStore(_firestore(), utc_now, keep)
-
-
-@functools.cache
-def tools() -> ToolRegistry:
-    from buddy.tools import default_registry
-
-    config = settings()
-    return default_registry(
-        web_allow_loopback=config.web_allow_loopback,
-        search_url=config.search_url,
-        web_fetch_timeout=config.web_fetch_timeout_seconds,
+def build(
+    settings: Settings | None = None,
+    *,
+    clock: Clock = utc_now,
+    store: MissionStore | None = None,
+    publisher: ExecutionPublisher | None = None,
+    verifier: TokenVerifier | None = None,
+    tools: ToolRegistry | None = None,
+    stats: DurationStatsStore | None = None,
+    classifier: IntentClassifier | None = None,
+    heartbeat: Heartbeat | None = None,
+) -> App:
+    """An App on the given adapters, and real ones (from `settings`) for the rest."""
+    return App(
+        settings or Settings.from_env(),
+        clock,
+        store,
+        publisher,
+        verifier,
+        tools,
+        stats,
+        classifier,
+        heartbeat,
     )
 
 
-@functools.cache
-def _publisher() -> PubSubPublisher:
-    from buddy.adapters.pubsub import PubSubPublisher
-
-    return PubSubPublisher(settings().project_id, settings().executions_topic)
+_installed: App | None = None
+_lock = threading.Lock()
 
 
-@functools.cache
-def mission_service() -> MissionService:
-    from buddy.service.missions import MissionService
-
-    config = settings()
-    return MissionService(_store(), _publisher(), tools(), utc_now, config.max_active_missions)
-
-
-@functools.cache
-def recovery() -> Recovery:
-    from buddy.service.recovery import Recovery
-
-    config = settings()
-    return Recovery(_store(), _publisher(), utc_now, config.max_runs, config.queue_timeout_seconds)
+def app() -> App:
+    """The instance the entry points run on: the production one, made on first use (from
+    the environment), unless a test installed another."""
+    global _installed
+    with _lock:
+        if _installed is None:
+            _installed = build()
+        return _installed
 
 
-@functools.cache
-def token_verifier() -> FirebaseTokenVerifier:
-    from buddy.adapters.auth import FirebaseTokenVerifier
-
-    return FirebaseTokenVerifier(settings().project_id, check_revoked=settings().check_revoked)
-
-
-@functools.cache
-def mission_runner() -> MissionRunner:
-    from buddy.adapters.firestore_store import FirestoreDurationStats
-    from buddy.domain.intent import RuleBasedClassifier
-    from buddy.service.execution import MissionRunner, RunSettings
-
-    config = settings()
-    return MissionRunner(
-        store=_store(),
-        tools=tools(),
-        classifier=RuleBasedClassifier(),
-        clock=utc_now,
-        stats=FirestoreDurationStats(_firestore()),
-        settings=RunSettings(
-            progress_min_interval_seconds=config.progress_min_interval_seconds,
-            lease_seconds=config.lease_seconds,
-            tool_max_attempts=config.tool_max_attempts,
-            retry_backoff_seconds=config.retry_backoff_seconds,
-            step_delay_seconds=config.fault_step_delay_seconds,
-        ),
-    )
+@contextlib.contextmanager
+def installed(instance: App) -> Iterator[App]:
+    """Runs the entry points on `instance` for a while (in-process tests)."""
+    global _installed
+    with _lock:
+        before, _installed = _installed, instance
+    try:
+        yield instance
+    finally:
+        with _lock:
+            _installed = before

@@ -36,6 +36,7 @@ from buddy.client import (
     BuddyError,
     MissionNotFound,
     Snapshot,
+    percent_of,
 )
 
 EXIT_CODES = {"completed": 0, "failed": 1, "cancelled": 2}
@@ -198,10 +199,8 @@ def _json(document: Any, line: bool = False) -> None:
 
 
 def _mission_lines(mission: dict[str, Any]) -> list[str]:
-    record = mission.get("execution_record") or {}
-    percent = ((record.get("progress_tracker") or {}).get("progress_percent")) or 0
     lines = [
-        f"Mission {mission['mission_id']}: {mission['status']} ({percent}%)",
+        f"Mission {mission['mission_id']}: {mission['status']} ({percent_of(mission)}%)",
         f"  objective  {mission['objective']}",
         f"  budget     ${mission['budget_usd']:g}",
     ]
@@ -494,10 +493,12 @@ def list_missions(
         return 0
     table = Table("mission", "status", "%", "objective", "created", box=None)
     for m in missions:
-        tracker = (m.get("execution_record") or {}).get("progress_tracker") or {}
-        percent = str(tracker.get("progress_percent", 0))
         table.add_row(
-            m["mission_id"], m["status"], percent, Text(m["objective"]), m["created_at"][:19]
+            m["mission_id"],
+            m["status"],
+            str(percent_of(m)),
+            Text(m["objective"]),
+            m["created_at"][:19],
         )
     console.print(table)
     return 0

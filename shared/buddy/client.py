@@ -10,7 +10,8 @@
         print(snapshot["progress_percent"], snapshot["status"])
 
 Lifecycle calls go through the HTTP API; `watch` listens to the mission's Firestore document
-(a realtime listener, no polling). Every failure is a `BuddyError`, its message meant for a person.
+(a realtime listener, no polling; see buddy.adapters.firestore_listener). Every failure is a
+`BuddyError`, its message meant for a person.
 """
 
 from __future__ import annotations
@@ -20,18 +21,22 @@ import json
 import os
 import queue
 import time
-from collections.abc import Generator, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 
-DEFAULT_API_URL = "http://127.0.0.1:5001"
-DEFAULT_PROJECT_ID = "demo-buddy"
-DEFAULT_AUTH_EMULATOR = "127.0.0.1:9099"
-DEFAULT_FIRESTORE_EMULATOR = "127.0.0.1:8080"
-TERMINAL = frozenset({"completed", "failed", "cancelled"})
+from buddy.config import PROJECT_ID, LocalPorts
+from buddy.domain.mission import TERMINAL as TERMINAL_STATUSES
+
+_LOCAL = LocalPorts.from_env()
+DEFAULT_API_URL = _LOCAL.url("api")
+DEFAULT_PROJECT_ID = PROJECT_ID
+DEFAULT_AUTH_EMULATOR = _LOCAL.address("auth")
+DEFAULT_FIRESTORE_EMULATOR = _LOCAL.address("firestore")
+TERMINAL = frozenset(status.value for status in TERMINAL_STATUSES)
 # execute waits for Pub/Sub up to BUDDY_PUBLISH_TIMEOUT_SECONDS (10 s) before its 503.
 TIMEOUT = httpx.Timeout(30.0, connect=5.0)
 # How often a waiting watch wakes up to check its listener and its deadline.
@@ -121,15 +126,37 @@ def _error_of(response: httpx.Response, mission_id: str | None) -> BuddyError:
     return error_for(response.status_code, code, message, mission_id)
 
 
+class Subscription(Protocol):
+    is_active: bool
+
+    def unsubscribe(self) -> None: ...
+
+
+class MissionListener(Protocol):
+    def listen(
+        self, mission_id: str, on_change: Callable[[Mapping[str, Any] | None], None]
+    ) -> Subscription:
+        """Calls on_change with the mission document (None once gone) on every change."""
+
+
+def tracker_of(mission: Mapping[str, Any]) -> Mapping[str, Any]:
+    """A mission's progress tracker (empty before it ran), from the API or a listener."""
+    return (mission.get("execution_record") or {}).get("progress_tracker") or {}
+
+
+def percent_of(mission: Mapping[str, Any]) -> int:
+    return int(tracker_of(mission).get("progress_percent") or 0)
+
+
 def snapshot_of(doc: Mapping[str, Any]) -> Snapshot:
     """A mission document as a progress snapshot (plain JSON values only)."""
     record = doc.get("execution_record") or {}
-    tracker = record.get("progress_tracker") or {}
+    tracker = tracker_of(doc)
     status = str(doc["status"])
     return {
         "mission_id": doc["mission_id"],
         "status": status,
-        "progress_percent": int(tracker.get("progress_percent") or 0),
+        "progress_percent": percent_of(doc),
         "current_step": tracker.get("current_step"),
         "completed_steps": list(tracker.get("completed_steps") or []),
         "elapsed_seconds": float(tracker.get("elapsed_seconds") or 0.0),
@@ -236,7 +263,7 @@ class BuddyClient:
         api_url: str = DEFAULT_API_URL,
         token: str | None = None,
         project_id: str = DEFAULT_PROJECT_ID,
-        firestore: Any = None,
+        listener: MissionListener | None = None,
         *,
         auth: EmulatorAuth | None = None,
         http: httpx.Client | None = None,
@@ -245,7 +272,7 @@ class BuddyClient:
         self.project_id = project_id
         self._token = token
         self._auth = auth
-        self._firestore = firestore
+        self._listener = listener
         self._http = http or httpx.Client(timeout=TIMEOUT)
         # Set for local use: the listener reads the Firestore emulator (as its admin).
         self.firestore_emulator: str | None = None
@@ -347,12 +374,11 @@ class BuddyClient:
         self.get(mission_id)
         updates: queue.Queue[Snapshot | None] = queue.Queue()
 
-        def on_snapshot(docs: list[Any], _changes: Any, _read_time: Any) -> None:
+        def on_change(data: Mapping[str, Any] | None) -> None:
             # Runs on the listener's thread: hand the snapshot over to the generator.
-            data = docs[0].to_dict() if docs and docs[0].exists else None
             updates.put(snapshot_of(data) if data else None)
 
-        listener = self._db().collection("missions").document(mission_id).on_snapshot(on_snapshot)
+        listener = self._listen().listen(mission_id, on_change)
         deadline = None if timeout is None else time.monotonic() + timeout
         try:
             while True:
@@ -417,20 +443,13 @@ class BuddyClient:
             self._token = self._auth.token()
         return self._token
 
-    def _db(self) -> Any:
-        """The Firestore client, made on first use (importing it costs about a second)."""
-        if self._firestore is None:
-            from google.cloud import firestore
+    def _listen(self) -> MissionListener:
+        """The Firestore listener, made on first use (importing it costs about a second)."""
+        if self._listener is None:
+            from buddy.adapters.firestore_listener import FirestoreMissionListener
 
             emulator = self.firestore_emulator or os.environ.get("FIRESTORE_EMULATOR_HOST")
-            if emulator:
-                # The Firestore client finds its emulator through this variable only.
-                os.environ["FIRESTORE_EMULATOR_HOST"] = emulator
-                self._firestore = firestore.Client(project=self.project_id)
-            else:
-                from google.oauth2.credentials import Credentials
-
-                # The user's own ID token, so that the security rules decide what they read.
-                credentials = Credentials(self._current_token())
-                self._firestore = firestore.Client(project=self.project_id, credentials=credentials)
-        return self._firestore
+            self._listener = FirestoreMissionListener(
+                self.project_id, emulator, None if emulator else self._current_token
+            )
+        return self._listener

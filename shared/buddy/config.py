@@ -1,91 +1,137 @@
-"""Settings from the environment, read in one place.
+"""Settings from the environment, read in one place, and the values everything shares.
 
-Precedence: an explicit BUDDY_* variable, then the platform's variable
-(GOOGLE_CLOUD_PROJECT, GCLOUD_PROJECT), then the local-stack default.
+Precedence: an explicit BUDDY_* variable, then the platform's variable (GOOGLE_CLOUD_PROJECT,
+GCLOUD_PROJECT), then the default here. The functions, the local stack, the deploy script,
+the test suite, the benchmarks and the dashboard (through its generated buddy-config.json)
+all read topics, ports, delivery attempts and limits from this module.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
+
+PROJECT_ID = "demo-buddy"  # the `demo-` prefix keeps the emulators off real services
+EXECUTIONS_TOPIC = "mission-executions"
+DEAD_LETTER_TOPIC = "mission-executions-dead"
+# Deliveries of one execution message before Pub/Sub moves it to the dead-letter topic.
+MAX_DELIVERY_ATTEMPTS = 5
+MAX_BODY_BYTES = 64 * 1024
+LOCAL_HOST = "127.0.0.1"
+
+
+@dataclass(frozen=True)
+class LocalPorts:
+    """Where the local stack listens (SPEC §2); BUDDY_<NAME>_PORT overrides each."""
+
+    firestore: int = 8080
+    pubsub: int = 8085
+    auth: int = 9099
+    hosting: int = 5000
+    api: int = 5001
+    worker: int = 5002
+    sweeper: int = 5003
+    dead_letter: int = 5004
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] = os.environ) -> LocalPorts:
+        ports = {
+            f.name: int(env.get(f"BUDDY_{f.name.upper()}_PORT", getattr(cls, f.name)))
+            for f in dataclasses.fields(cls)
+        }
+        return cls(**ports)
+
+    def address(self, name: str) -> str:
+        """host:port of one part, e.g. address("firestore") → "127.0.0.1:8080"."""
+        return f"{LOCAL_HOST}:{getattr(self, name)}"
+
+    def url(self, name: str) -> str:
+        return f"http://{self.address(name)}"
+
+    def emulator_env(self) -> dict[str, str]:
+        """The variables that point the Google and Firebase SDKs at the local emulators."""
+        return {
+            # First: in production it is the dangerous one (it accepts unsigned ID tokens).
+            "FIREBASE_AUTH_EMULATOR_HOST": self.address("auth"),
+            "FIRESTORE_EMULATOR_HOST": self.address("firestore"),
+            "PUBSUB_EMULATOR_HOST": self.address("pubsub"),
+        }
+
+
+def _flag(value: str) -> bool:
+    return value.lower() in {"1", "true"}
+
+
+def _origins(value: str) -> frozenset[str]:
+    return frozenset(origin.strip() for origin in value.split(",") if origin.strip())
+
+
+def _setting(env: str, parse: Any = str, **kwargs: Any) -> Any:
+    """A field read from the environment variable `env`, parsed with `parse`."""
+    return field(metadata={"env": env, "parse": parse}, **kwargs)
 
 
 @dataclass(frozen=True)
 class Settings:
-    project_id: str = "demo-buddy"
-    executions_topic: str = "mission-executions"
-    dead_letter_topic: str = "mission-executions-dead"
-    progress_min_interval_seconds: float = 1.0
+    project_id: str = PROJECT_ID
+    executions_topic: str = _setting("BUDDY_EXECUTIONS_TOPIC", default=EXECUTIONS_TOPIC)
+    dead_letter_topic: str = _setting("BUDDY_DEAD_LETTER_TOPIC", default=DEAD_LETTER_TOPIC)
+    progress_min_interval_seconds: float = _setting(
+        "BUDDY_PROGRESS_MIN_INTERVAL_SECONDS", float, default=1.0
+    )
     # Development only: lets web tools fetch from 127.0.0.1 (local test servers).
-    web_allow_loopback: bool = False
+    web_allow_loopback: bool = _setting("BUDDY_WEB_ALLOW_LOOPBACK", _flag, default=False)
     # One deadline per page fetched: DNS, connect, headers, body and every redirect.
-    web_fetch_timeout_seconds: float = 30.0
-    search_url: str | None = None
+    web_fetch_timeout_seconds: float = _setting(
+        "BUDDY_WEB_FETCH_TIMEOUT_SECONDS", float, default=30.0
+    )
+    search_url: str | None = _setting("BUDDY_SEARCH_URL", lambda v: v or None, default=None)
     # Origins whose pages may call the API from a browser (the dashboard).
-    cors_origins: frozenset[str] = frozenset({"http://127.0.0.1:5000", "http://localhost:5000"})
-    max_active_missions: int = 10
+    cors_origins: frozenset[str] = _setting(
+        "BUDDY_CORS_ORIGINS",
+        _origins,
+        default=frozenset(
+            {f"http://{LOCAL_HOST}:{LocalPorts.hosting}", f"http://localhost:{LocalPorts.hosting}"}
+        ),
+    )
+    max_active_missions: int = _setting("BUDDY_MAX_ACTIVE_MISSIONS", int, default=10)
     # A run's lease: renewed by every write and a heartbeat; past it, another run takes over.
-    lease_seconds: float = 60.0
-    tool_max_attempts: int = 3
-    retry_backoff_seconds: float = 1.0
+    lease_seconds: float = _setting("BUDDY_LEASE_SECONDS", float, default=60.0)
+    tool_max_attempts: int = _setting("BUDDY_TOOL_MAX_ATTEMPTS", int, default=3)
+    retry_backoff_seconds: float = _setting("BUDDY_RETRY_BACKOFF_SECONDS", float, default=1.0)
     # Recovery: a mission is failed after this many runs, or requeued when queued this long.
-    max_runs: int = 5
+    max_runs: int = _setting("BUDDY_MAX_RUNS", int, default=5)
     # Events older than this are deleted by a Firestore TTL policy on `expire_at`.
-    event_ttl_days: float = 30.0
-    queue_timeout_seconds: float = 300.0
+    event_ttl_days: float = _setting("BUDDY_EVENT_TTL_DAYS", float, default=30.0)
+    queue_timeout_seconds: float = _setting("BUDDY_QUEUE_TIMEOUT_SECONDS", float, default=300.0)
+    # How long `execute` waits for Pub/Sub before it undoes the queueing and answers 503.
+    publish_timeout_seconds: float = _setting("BUDDY_PUBLISH_TIMEOUT_SECONDS", float, default=10.0)
     # Test hook (fault injection): the worker pauses this long at the start of every step.
-    fault_step_delay_seconds: float = 0.0
+    fault_step_delay_seconds: float = _setting("BUDDY_FAULT_STEP_DELAY_SECONDS", float, default=0.0)
     # Refuse ID tokens revoked (or users disabled) since they were issued: one Auth call more
     # per request, and the API's account needs to read users (roles/firebaseauth.viewer).
-    check_revoked: bool = False
+    check_revoked: bool = _setting("BUDDY_CHECK_REVOKED", _flag, default=False)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> Settings:
-        project = (
+        values: dict[str, Any] = {
+            f.name: f.metadata["parse"](env[f.metadata["env"]])
+            for f in dataclasses.fields(cls)
+            if "env" in f.metadata and f.metadata["env"] in env
+        }
+        values["project_id"] = (
             env.get("BUDDY_PROJECT_ID")
             or env.get("GOOGLE_CLOUD_PROJECT")
             or env.get("GCLOUD_PROJECT")
-            or cls.project_id
+            or PROJECT_ID
         )
-        return cls(
-            project_id=project,
-            executions_topic=env.get("BUDDY_EXECUTIONS_TOPIC", cls.executions_topic),
-            dead_letter_topic=env.get("BUDDY_DEAD_LETTER_TOPIC", cls.dead_letter_topic),
-            progress_min_interval_seconds=float(
-                env.get("BUDDY_PROGRESS_MIN_INTERVAL_SECONDS", cls.progress_min_interval_seconds)
-            ),
-            web_allow_loopback=env.get("BUDDY_WEB_ALLOW_LOOPBACK", "").lower() in {"1", "true"},
-            web_fetch_timeout_seconds=float(
-                env.get("BUDDY_WEB_FETCH_TIMEOUT_SECONDS", cls.web_fetch_timeout_seconds)
-            ),
-            search_url=env.get("BUDDY_SEARCH_URL") or None,
-            cors_origins=frozenset(
-                o.strip() for o in env["BUDDY_CORS_ORIGINS"].split(",") if o.strip()
-            )
-            if "BUDDY_CORS_ORIGINS" in env
-            else cls.cors_origins,
-            max_active_missions=int(env.get("BUDDY_MAX_ACTIVE_MISSIONS", cls.max_active_missions)),
-            lease_seconds=float(env.get("BUDDY_LEASE_SECONDS", cls.lease_seconds)),
-            tool_max_attempts=int(env.get("BUDDY_TOOL_MAX_ATTEMPTS", cls.tool_max_attempts)),
-            retry_backoff_seconds=float(
-                env.get("BUDDY_RETRY_BACKOFF_SECONDS", cls.retry_backoff_seconds)
-            ),
-            max_runs=int(env.get("BUDDY_MAX_RUNS", cls.max_runs)),
-            event_ttl_days=float(env.get("BUDDY_EVENT_TTL_DAYS", cls.event_ttl_days)),
-            queue_timeout_seconds=float(
-                env.get("BUDDY_QUEUE_TIMEOUT_SECONDS", cls.queue_timeout_seconds)
-            ),
-            fault_step_delay_seconds=float(env.get("BUDDY_FAULT_STEP_DELAY_SECONDS", "0")),
-            check_revoked=env.get("BUDDY_CHECK_REVOKED", "").lower() in {"1", "true"},
-        )
+        return cls(**values)
 
 
-EMULATOR_VARIABLES = (
-    "FIREBASE_AUTH_EMULATOR_HOST",
-    "FIRESTORE_EMULATOR_HOST",
-    "PUBSUB_EMULATOR_HOST",
-)
+EMULATOR_VARIABLES = tuple(LocalPorts().emulator_env())
 
 
 class UnsafeEnvironment(RuntimeError):

@@ -9,11 +9,15 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from buddy.domain.lifecycle import Status
+from buddy.domain.mission import Status
 
 MISSION_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 MISSION_ID = re.compile(MISSION_ID_PATTERN)
 _HOSTNAME_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+# What `\s` matches in JSON Schema (ECMAScript) regular expressions.
+_JSON_SCHEMA_SPACE = re.compile(
+    "[\t\n\v\f\r \u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff]*"
+)
 
 
 def valid_mission_id(mission_id: str) -> bool:
@@ -64,7 +68,9 @@ class CreateMission(BaseModel):
     @field_validator("objective")
     @classmethod
     def _not_blank(cls, objective: str) -> str:
-        if not objective.strip():
+        # Blank as the published pattern `\S` means it (JSON Schema's regex): Python's own
+        # idea of whitespace also takes in control characters such as U+001C.
+        if _JSON_SCHEMA_SPACE.fullmatch(objective):
             raise ValueError("the objective is blank")
         return objective
 
@@ -79,9 +85,10 @@ def validation_message(error: ValidationError, prefix: str = "") -> str:
 
 
 class Out(BaseModel):
-    """Base of response models: storage-only fields are dropped, not echoed."""
+    """Base of response models, read from the domain's objects by attribute; what they hold
+    for storage only (leases' run ids, memoized outputs) is not echoed."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", from_attributes=True)
 
 
 class ErrorDetail(Out):
@@ -112,7 +119,8 @@ class ExecutionStepOut(Out):
     message: str
     timestamp: str
     duration_seconds: float
-    detail: StepDetail | None = None
+    # Only long steps report sub-steps; the others have no detail at all.
+    detail: StepDetail | None = Field(default=None, exclude_if=lambda detail: detail is None)
 
 
 class ProgressTrackerOut(Out):
@@ -163,11 +171,15 @@ class ExecutionRecordOut(Out):
     progress_tracker: ProgressTrackerOut | None = None
 
 
+class ScopeOut(Out):
+    allowed_domains: list[str]
+
+
 class MissionOut(Out):
     mission_id: str
     owner_uid: str
     objective: str
-    scope: Scope
+    scope: ScopeOut
     budget_usd: float
     tool: str | None
     inputs: dict[str, Any]
@@ -231,3 +243,5 @@ class ArtifactOut(Out):
     preview: str
     data: dict[str, Any] = {}
     created_at: str
+    # The content was cut to fit (the page's size cap, or the artifact's 1 MiB).
+    truncated: bool = False

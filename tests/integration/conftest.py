@@ -11,6 +11,7 @@ import json
 import os
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -243,6 +244,14 @@ def start_watched(
     watcher = watch(mission_id)
     assert user.call("POST", f"/missions/{mission_id}/execute").status_code == 202
     return mission_id, watcher
+
+
+def wait_until(happened: Callable[[], bool], what: str, timeout: float = 30) -> None:
+    """Waits for something observable instead of sleeping a guess."""
+    deadline = time.monotonic() + timeout
+    while not happened():
+        assert time.monotonic() < deadline, f"{what}: not within {timeout:g}s"
+        time.sleep(0.05)
 
 
 def events_of(user: User, mission_id: str) -> list[dict]:

@@ -2,42 +2,101 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from google.cloud import firestore
 
 from buddy.adapters.firestore_store import FirestoreMissionStore
-from buddy.domain.lifecycle import Change, InvalidTransition, NewEvent
+from buddy.domain import lifecycle
+from buddy.domain.mission import (
+    Artifact,
+    Change,
+    Cost,
+    ExecutionStep,
+    Mission,
+    NewEvent,
+    Progress,
+    Status,
+    StepDetail,
+)
 from buddy.domain.progress import utc_now
+from buddy.errors import InvalidTransition, StorageRejected, TooManyActiveMissions
 
 from .conftest import User
 
 
-def test_a_change_and_its_documents_commit_together_or_not_at_all(
+def artifact_for(mission: Mission, content: str = "14") -> Artifact:
+    return Artifact(
+        artifact_id=f"a_{mission.mission_id}",
+        mission_id=mission.mission_id,
+        owner_uid=mission.owner_uid,
+        tool="calculate",
+        type="calculation",
+        title="t",
+        summary="s",
+        content=content,
+        preview="p",
+        created_at="2026-01-01T00:00:00Z",
+    )
+
+
+def test_a_change_and_its_artifact_commit_together_or_not_at_all(
     alice: User, db: firestore.Client
 ) -> None:
-    """Side documents (an artifact, a tool result) land with their step, never alone."""
+    """An artifact and private outputs land with their step, never alone."""
     store = FirestoreMissionStore(db, utc_now)
     mission_id = alice.create()["mission_id"]
-    artifact = f"artifacts/a_{mission_id}"
 
-    def refuse(_doc: dict) -> Change:
+    def refuse(_mission: Mission) -> Change:
         raise InvalidTransition("test", "proposed", "something else")
 
     with pytest.raises(InvalidTransition):
         store.apply(mission_id, refuse)
-    assert store.get_document(artifact) is None
+    assert store.artifact(f"a_{mission_id}") is None
 
-    def write(_doc: dict) -> Change:
+    def write(mission: Mission) -> Change:
         return Change(
-            updates={"tool": "calculate"},
-            events=(NewEvent("step_completed", "ok"),),
-            documents=((artifact, {"owner_uid": alice.uid, "content": "14"}),),
+            replace(mission, tool="calculate"),
+            (NewEvent("step_completed", "ok"),),
+            artifact=artifact_for(mission),
+            private={"tool_execution": {"content": "14"}},
         )
 
     written = store.apply(mission_id, write)
-    assert store.get_document(artifact) == {"owner_uid": alice.uid, "content": "14"}
-    assert written["tool"] == "calculate" and written["event_seq"] == 2
-    assert [e["seq"] for e in store.events(mission_id, 0)] == [1, 2]
+    assert store.artifact(f"a_{mission_id}") == artifact_for(written)
+    assert store.private_outputs(mission_id) == {"tool_execution": {"content": "14"}}
+    assert written.tool == "calculate" and written.event_seq == 2
+    assert [e.seq for e in store.events(mission_id, 0)] == [1, 2]
+
+
+def test_a_mission_round_trips_through_its_document(alice: User, db: firestore.Client) -> None:
+    """Every typed field a run writes (progress with sub-step detail, costs, outputs, lease)
+    reads back equal, and the document keeps the field names clients read."""
+    store = FirestoreMissionStore(db, utc_now)
+    mission_id = alice.create()["mission_id"]
+    now = utc_now()
+    step = ExecutionStep(
+        "tool_execution", 5, 7, 61, "started", "pages 2/5", "2026-01-01T00:00:00Z", 0.0,
+        StepDetail(2, 5, "pages"),
+    )  # fmt: skip
+    progress = Progress(mission_id, "2026-01-01T00:00:00Z", step, (), 61, 1.5, 3.0, "x")
+
+    def run(mission: Mission) -> Change:
+        claimed = lifecycle.claim(replace(mission, status=Status.QUEUED), "run-1", now, 60)
+        moved = lifecycle.progressed(claimed, now, 60, progress).with_record(
+            cost_usd=Cost(0.001), outputs={"budget_check": {"estimate": 0.001}}
+        )
+        return Change(moved)
+
+    written = store.apply(mission_id, run)
+    fresh = FirestoreMissionStore(db, utc_now).get(mission_id)
+    assert fresh == written
+    document = db.collection("missions").document(mission_id).get().to_dict()
+    tracker = document["execution_record"]["progress_tracker"]
+    assert tracker["current_step"]["detail"] == {"done": 2, "total": 5, "unit": "pages"}
+    assert (document["status"], document["run_id"]) == ("running", "run-1")
+    assert document["execution_record"]["cost_usd"] == {"estimated": 0.001, "actual": None}
 
 
 def test_a_writer_that_knows_the_mission_skips_the_read_until_someone_else_writes(
@@ -49,7 +108,7 @@ def test_a_writer_that_knows_the_mission_skips_the_read_until_someone_else_write
     mission_id = alice.create()["mission_id"]  # created by the API, unknown to this store
 
     def set_tool(name: str):
-        return lambda _doc: Change(updates={"tool": name}, events=(NewEvent("step_started", name),))
+        return lambda m: Change(replace(m, tool=name), (NewEvent("step_started", name),))
 
     store.apply(mission_id, set_tool("first"))
     store.apply(mission_id, set_tool("second"))
@@ -60,14 +119,54 @@ def test_a_writer_that_knows_the_mission_skips_the_read_until_someone_else_write
     ref.update({"cancel_requested": True})  # the owner cancels, through another process
     seen = []
 
-    def only_when_cancelled(doc: dict) -> Change:
-        seen.append(bool(doc.get("cancel_requested")))
-        if not doc.get("cancel_requested"):
-            raise InvalidTransition("test", doc["status"], "cancelled")
-        return Change(updates={"tool": "third"}, events=(NewEvent("step_started", "third"),))
+    def only_when_cancelled(mission: Mission) -> Change:
+        seen.append(mission.cancel_requested)
+        if not mission.cancel_requested:
+            raise InvalidTransition("test", mission.status, "cancelled")
+        return Change(replace(mission, tool="third"), (NewEvent("step_started", "third"),))
 
     written = store.apply(mission_id, only_when_cancelled)
     assert seen == [False, True]  # the remembered copy was stale: decided again, fresh
     assert store.apply_reads == 2
-    assert written["tool"] == ref.get().to_dict()["tool"] == "third"
-    assert [e["seq"] for e in store.events(mission_id, 0)] == [1, 2, 3, 4]
+    assert written.tool == ref.get().to_dict()["tool"] == "third"
+    assert [e.seq for e in store.events(mission_id, 0)] == [1, 2, 3, 4]
+
+
+def test_a_write_firestore_refuses_as_invalid_is_storage_rejected(
+    alice: User, db: firestore.Client
+) -> None:
+    """An artifact over Firestore's 1 MiB is refused by Firestore itself: StorageRejected,
+    and nothing of the change is written."""
+    store = FirestoreMissionStore(db, utc_now)
+    mission_id = alice.create()["mission_id"]
+
+    def too_big(mission: Mission) -> Change:
+        huge = artifact_for(mission, content="x" * 1_100_000)
+        return Change(replace(mission, tool="calculate"), (NewEvent("x", "x"),), artifact=huge)
+
+    with pytest.raises(StorageRejected, match="Firestore refused the write"):
+        store.apply(mission_id, too_big)
+    assert store.get(mission_id).tool is None  # type: ignore[union-attr]
+    assert store.artifact(f"a_{mission_id}") is None
+    assert len(store.events(mission_id, 0)) == 1
+
+
+def test_the_active_count_follows_every_change_into_and_out_of_the_active_states(
+    alice: User, db: firestore.Client
+) -> None:
+    """users/{uid}.active_missions goes up with a queueing, down with an end, and a
+    queueing over the limit is refused without writing anything."""
+    store = FirestoreMissionStore(db, utc_now)
+    first, second = (alice.create()["mission_id"] for _ in range(2))
+    for mission_id in (first, second):
+        store.apply(mission_id, lambda m: lifecycle.approve(m, utc_now()))
+    counter = db.collection("users").document(alice.uid)
+    store.apply(first, lambda m: lifecycle.queue(m, utc_now(), max_active=1))
+    assert counter.get().to_dict() == {"active_missions": 1}
+    with pytest.raises(TooManyActiveMissions):
+        store.apply(second, lambda m: lifecycle.queue(m, utc_now(), max_active=1))
+    assert store.get(second).status == Status.APPROVED  # type: ignore[union-attr]
+    store.apply(first, lambda m: lifecycle.cancel(m, utc_now()))
+    assert counter.get().to_dict() == {"active_missions": 0}
+    store.apply(second, lambda m: lifecycle.queue(m, utc_now(), max_active=1))
+    assert counter.get().to_dict() == {"active_missions": 1}

@@ -17,11 +17,13 @@ from google.cloud import firestore
 
 from buddy.adapters.firestore_store import FirestoreMissionStore
 from buddy.adapters.pubsub import PubSubPublisher
+from buddy.config import EXECUTIONS_TOPIC
+from buddy.domain.mission import Status
 from buddy.domain.progress import utc_now
 from buddy.domain.sizes import MAX_DOCUMENT_BYTES, document_size
+from buddy.errors import DependencyUnavailable
 from buddy.schemas import CreateMission
 from buddy.service.missions import MissionService
-from buddy.service.ports import DependencyUnavailable
 from buddy.tools import default_registry
 
 from ..localserver import LocalServer, Reply
@@ -247,7 +249,7 @@ class PublishThenErr:
     message goes out (late, or at once) as a timed-out publish's may."""
 
     def __init__(self, late_seconds: float | None, db: firestore.Client) -> None:
-        self.real = PubSubPublisher(PROJECT, "mission-executions")
+        self.real = PubSubPublisher(PROJECT, EXECUTIONS_TOPIC)
         self.late_seconds = late_seconds
         self.db = db
 
@@ -277,7 +279,7 @@ def test_a_timed_out_publish_answered_503_never_runs_the_mission(
     later reaches the worker, which drops it: the mission stays approved and never runs."""
     uid, _ = sign_up()
     service = _service(db, PublishThenErr(1.0, db))
-    mission_id = service.create(uid, CreateMission(objective="calculate 1+1"))["mission_id"]
+    mission_id = service.create(uid, CreateMission(objective="calculate 1+1")).mission_id
     service.approve(uid, mission_id)
     with pytest.raises(DependencyUnavailable):
         service.execute(uid, mission_id)
@@ -299,10 +301,10 @@ def test_a_publish_error_after_the_worker_took_the_message_answers_queued(
     did leave: execute says queued, and the mission completes once."""
     uid, _ = sign_up()
     service = _service(db, PublishThenErr(None, db))
-    mission_id = service.create(uid, CreateMission(objective="calculate 2+2"))["mission_id"]
+    mission_id = service.create(uid, CreateMission(objective="calculate 2+2")).mission_id
     service.approve(uid, mission_id)
     watcher = watch(mission_id)
-    assert service.execute(uid, mission_id) == {"mission_id": mission_id, "status": "queued"}
+    assert service.execute(uid, mission_id).status == Status.QUEUED
     final = watcher.wait_terminal()
     assert final["status"] == "completed"
     assert final["execution_record"]["runs"] == 1

@@ -22,8 +22,9 @@ import requests
 from google.api_core.exceptions import AlreadyExists
 from google.cloud import firestore, pubsub_v1
 
+from buddy.config import EXECUTIONS_TOPIC
 from buddy.devstack import Function
-from buddy.domain.progress import STAGES
+from buddy.service.stages import STAGES
 
 from ..localserver import LocalServer, Received, Reply
 from .conftest import (
@@ -35,6 +36,7 @@ from .conftest import (
     _free_port,
     events_of,
     start_watched,
+    wait_until,
 )
 
 STEP_NAMES = [stage.name for stage in STAGES]
@@ -44,7 +46,7 @@ PROJECT = os.environ.get("GCLOUD_PROJECT", "demo-buddy")
 
 def publish(data: bytes) -> str:
     publisher = pubsub_v1.PublisherClient()
-    topic = publisher.topic_path(PROJECT, "mission-executions")
+    topic = publisher.topic_path(PROJECT, EXECUTIONS_TOPIC)
     return str(publisher.publish(topic, data).result(timeout=10))
 
 
@@ -95,6 +97,7 @@ def wait_for_step(watcher: MissionWatcher, step: str, timeout: float = 30) -> No
 
 def test_the_same_message_five_times_runs_once(
     alice: User,
+    stack: Stack,
     site: LocalServer,
     db: firestore.Client,
     watch: Callable[[str], MissionWatcher],
@@ -108,7 +111,14 @@ def test_the_same_message_five_times_runs_once(
     with ThreadPoolExecutor(4) as pool:
         list(pool.map(lambda _: publish(message), range(4)))
     assert watcher.wait_terminal()["status"] == "completed"
-    time.sleep(2)  # let the redelivered duplicates arrive and be acknowledged
+
+    def handled() -> list[str]:
+        records = stack.worker_logged("delivery handled")
+        return [r["outcome"] for r in records if r.get("mission_id") == mission_id]
+
+    # Every delivery (the execute's and the four duplicates) ends acknowledged: one ran it.
+    wait_until(lambda: len(handled()) == 5, "five deliveries handled")
+    assert sorted(handled()) == ["completed", *["skipped"] * 4]
     assert_ran_exactly_once(alice, db, mission_id)
     assert [p for p in site.paths if p == "/slow-once"] == ["/slow-once"]
     assert watcher.percents() == sorted(watcher.percents())
@@ -338,9 +348,13 @@ def test_a_stalled_run_with_no_redelivery_is_revived_by_the_sweeper(
     finally:
         doomed.stop()
         lost.stop()
-    time.sleep(float(TEST_SETTINGS["BUDDY_LEASE_SECONDS"]) + 0.5)
+    # The killed run stops renewing its lease: the API says so once it has run out.
+    wait_until(
+        lambda: alice.call("GET", f"/missions/{mission_id}/progress").json()["stalled"],
+        "the dead run's lease ran out",
+    )
     progress = alice.call("GET", f"/missions/{mission_id}/progress").json()
-    assert progress["status"] == "running" and progress["stalled"] is True
+    assert progress["status"] == "running"
 
     swept = requests.post(stack.sweeper_url, timeout=30).json()["swept"]
     assert swept["republished"] >= 1

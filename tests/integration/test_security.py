@@ -14,12 +14,13 @@ import pytest
 import requests
 from google.cloud import firestore
 
+from buddy.config import LocalPorts
 from buddy.devstack import Function, wait_for_http
 
 from ..localserver import LocalServer, Reply
 from .conftest import ARTIFACTS, MissionWatcher, Stack, User, _free_port, events_of, sign_up
 
-DASHBOARD = "http://127.0.0.1:5000"
+DASHBOARD = LocalPorts.from_env().url("hosting")
 
 
 def unsigned_token(uid: str, expires_in: int) -> str:

@@ -1,30 +1,32 @@
-"""Hand-written fakes for the service ports, plus helpers to seed missions."""
+"""Hand-written fakes for the service ports: they keep domain objects, not a storage encoding."""
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from buddy.domain import lifecycle
 from buddy.domain.eta import DurationStat, updated
-from buddy.domain.lifecycle import (
+from buddy.domain.mission import (
     ACTIVE,
+    Artifact,
     Change,
-    MissionNotFound,
+    Event,
+    Mission,
     NewEvent,
-    active_delta,
-    event_record,
-    with_updates,
+    Status,
+    iso,
 )
-from buddy.domain.sizes import MAX_DOCUMENT_BYTES, document_size
-from buddy.service.ports import (
-    Decide,
+from buddy.errors import (
     DependencyUnavailable,
+    MissionNotFound,
     StorageRejected,
     TooManyActiveMissions,
+    Unauthenticated,
 )
+from buddy.service.ports import Decide
 from buddy.tools import ToolContext, ToolInputs, ToolResult
 
 START = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
@@ -44,116 +46,123 @@ class FakeClock:
 
 
 class FakeMissionStore:
-    """MissionStore on plain dicts, with the Firestore adapter's `apply` semantics."""
+    """MissionStore in memory, with the Firestore adapter's `apply` semantics: atomic changes,
+    gapless events, the owner's active-mission limit."""
 
     def __init__(self, clock: FakeClock | None = None) -> None:
         self.clock = clock or FakeClock()
-        self.missions: dict[str, dict[str, Any]] = {}
-        self.event_log: dict[str, list[dict[str, Any]]] = {}
-        self.documents: dict[str, dict[str, Any]] = {}  # other documents, by path
+        self.missions: dict[str, Mission] = {}
+        self.event_log: dict[str, list[Event]] = {}
+        self.artifacts: dict[str, Artifact] = {}
+        self.private: dict[str, dict[str, Any]] = {}
         self.apply_calls = 0
-        self.writes: list[dict[str, Any]] = []  # the updates of each apply that wrote
+        self.written: list[Mission] = []  # the mission as each apply that wrote left it
         self.before_apply: Callable[[], None] = lambda: None  # a concurrent writer's turn
         # Firestore refusing a write as invalid (InvalidArgument), whatever its size.
         self.refuse_when: Callable[[Change], bool] = lambda change: False
 
-    def _event_doc(self, doc: dict[str, Any], seq: int, event: NewEvent) -> dict[str, Any]:
-        return event_record(doc, seq, event, self.clock(), timedelta(days=30))
+    def _event(self, mission: Mission, seq: int, event: NewEvent) -> Event:
+        return Event(
+            seq=seq,
+            type=event.type,
+            message=event.message,
+            timestamp=iso(self.clock()),
+            owner_uid=mission.owner_uid,
+            step_name=event.step_name,
+            progress_percent=event.progress_percent,
+            attempt=event.attempt,
+        )
 
-    def create(self, doc: dict[str, Any], event: NewEvent) -> dict[str, Any]:
-        stored = {**copy.deepcopy(doc), "event_seq": 1}
-        self.missions[doc["mission_id"]] = stored
-        self.event_log[doc["mission_id"]] = [self._event_doc(doc, 1, event)]
-        return copy.deepcopy(stored)
+    def create(self, mission: Mission, event: NewEvent) -> Mission:
+        stored = replace(mission, event_seq=1)
+        self.missions[mission.mission_id] = stored
+        self.event_log[mission.mission_id] = [self._event(stored, 1, event)]
+        return stored
 
-    def get(self, mission_id: str) -> dict[str, Any] | None:
-        return copy.deepcopy(self.missions.get(mission_id))
+    def get(self, mission_id: str) -> Mission | None:
+        return self.missions.get(mission_id)
 
-    def apply(self, mission_id: str, decide: Decide) -> dict[str, Any]:
+    def apply(self, mission_id: str, decide: Decide) -> Mission:
         self.apply_calls += 1
         self.before_apply()
-        doc = self.missions.get(mission_id)
-        if doc is None:
+        before = self.missions.get(mission_id)
+        if before is None:
             raise MissionNotFound(mission_id)
-        change = decide(copy.deepcopy(doc))
-        if change == Change():
-            return copy.deepcopy(doc)
+        change = decide(before)
+        if change.mission is None:
+            return before
         limit = change.active_limit
-        entering = active_delta(doc, change) > 0 and limit is not None
-        if entering and self.active_count(doc["owner_uid"]) >= limit:
+        entering = lifecycle.active_delta(before, change) > 0 and limit is not None
+        if entering and self.active_count(before.owner_uid) >= limit:
             raise TooManyActiveMissions(limit)
-        after = with_updates(doc, change.updates)
-        for path, document in [(f"missions/{mission_id}", after), *change.documents]:
-            if document_size(path, document) > MAX_DOCUMENT_BYTES:
-                raise StorageRejected(f"Firestore refused the write: {path} is over 1 MiB")
         if self.refuse_when(change):
             raise StorageRejected("Firestore refused the write: invalid argument")
         log = self.event_log[mission_id]
-        seq = int(doc.get("event_seq", 0))
+        seq = before.event_seq
         if change.retract_seq is not None and change.retract_seq == seq:
-            if log and log[-1]["seq"] == seq:
+            if log and log[-1].seq == seq:
                 log.pop()
             seq -= 1
         for event in change.events:
             seq += 1
-            log.append(self._event_doc(doc, seq, event))
-        for path, document in change.documents:
-            self.documents[path] = copy.deepcopy(document)
-        updates = {**copy.deepcopy(change.updates), "event_seq": seq}
-        self.writes.append(updates)
-        self.missions[mission_id] = with_updates(doc, updates)
-        return copy.deepcopy(self.missions[mission_id])
+            log.append(self._event(before, seq, event))
+        if change.artifact is not None:
+            self.artifacts[change.artifact.artifact_id] = change.artifact
+        if change.private:
+            self.private.setdefault(mission_id, {}).update(change.private)
+        written = replace(change.mission, event_seq=seq)
+        self.missions[mission_id] = written
+        self.written.append(written)
+        return written
 
     def active_count(self, owner_uid: str) -> int:
         """The owner's queued and running missions (the adapter keeps this as a counter)."""
         return sum(
-            1
-            for m in self.missions.values()
-            if m["owner_uid"] == owner_uid and m["status"] in ACTIVE
+            1 for m in self.missions.values() if m.owner_uid == owner_uid and m.status in ACTIVE
         )
 
-    def list(self, owner_uid: str, status: str | None, limit: int) -> list[dict[str, Any]]:
+    def missions_of(self, owner_uid: str, status: Status | None, limit: int) -> list[Mission]:
         mine = [
             m
             for m in self.missions.values()
-            if m["owner_uid"] == owner_uid and (status is None or m["status"] == status)
+            if m.owner_uid == owner_uid and (status is None or m.status == status)
         ]
-        mine.sort(key=lambda m: m["created_at"], reverse=True)
-        return copy.deepcopy(mine[:limit])
+        return sorted(mine, key=lambda m: m.created_at, reverse=True)[:limit]
 
-    def events(self, mission_id: str, after_seq: int) -> list[dict[str, Any]]:
-        log = self.event_log.get(mission_id, [])
-        return copy.deepcopy([e for e in log if e["seq"] > after_seq][:1000])
+    def stalled(self, now: datetime) -> list[Mission]:
+        found = [
+            m for m in self.missions.values() if lifecycle.stalled(m, now) and m.lease_expires_at
+        ]
+        return sorted(found, key=lambda m: m.lease_expires_at or now)
 
-    def get_document(self, path: str) -> dict[str, Any] | None:
-        return copy.deepcopy(self.documents.get(path))
-
-    def get_artifact(self, artifact_id: str) -> dict[str, Any] | None:
-        return self.get_document(f"artifacts/{artifact_id}")
-
-    def in_flight_before(self, status: str, field: str, before: datetime) -> list[dict[str, Any]]:
+    def queued_before(self, before: datetime) -> list[Mission]:
         found = [
             m
             for m in self.missions.values()
-            if m["status"] == status and m.get(field) is not None and m[field] < before
+            if m.status == Status.QUEUED and m.queued_at is not None and m.queued_at < before
         ]
-        return copy.deepcopy(sorted(found, key=lambda m: m[field]))
+        return sorted(found, key=lambda m: m.queued_at or before)
+
+    def events(self, mission_id: str, after_seq: int) -> list[Event]:
+        return [e for e in self.event_log.get(mission_id, []) if e.seq > after_seq][:1000]
+
+    def artifact(self, artifact_id: str) -> Artifact | None:
+        return self.artifacts.get(artifact_id)
+
+    def private_outputs(self, mission_id: str) -> Mapping[str, Any]:
+        return dict(self.private.get(mission_id, {}))
 
     # Test helpers, not part of the port.
-    @property
-    def artifacts(self) -> dict[str, dict[str, Any]]:
-        prefix = "artifacts/"
-        return {p[len(prefix) :]: d for p, d in self.documents.items() if p.startswith(prefix)}
-
     def event_types(self, mission_id: str) -> list[str]:
-        return [e["type"] for e in self.event_log[mission_id]]
+        return [e.type for e in self.event_log[mission_id]]
 
     def written_percents(self) -> list[int]:
-        return [
-            w["execution_record.progress_tracker"]["progress_percent"]
-            for w in self.writes
-            if "execution_record.progress_tracker" in w
-        ]
+        return [m.percent for m in self.written if m.progress is not None]
+
+    def put(self, mission: Mission) -> Mission:
+        """Sets a mission's state outright, as another process might have left it."""
+        self.missions[mission.mission_id] = mission
+        return mission
 
 
 class FakePublisher:
@@ -170,6 +179,15 @@ class FakePublisher:
         if self.down:
             raise DependencyUnavailable("Pub/Sub is unavailable; the mission was not queued")
         self.published.append(mission_id)
+
+
+class FakeVerifier:
+    """ID tokens of the form `token-<uid>`; anything else is refused."""
+
+    def verify(self, token: str) -> str:
+        if not token.startswith("token-"):
+            raise Unauthenticated("The ID token is invalid, expired or revoked; sign in again")
+        return token.removeprefix("token-")
 
 
 class FakeTool:
@@ -244,17 +262,19 @@ def seed_mission(
     objective: str = "calculate 3+4",
     budget_usd: float = 1.0,
     tool: str | None = None,
+    inputs: dict[str, Any] | None = None,
 ) -> str:
     """Stores a mission and walks it to `status` the way the API would."""
     now = store.clock()
-    scope = {"allowed_domains": []}
-    doc = lifecycle.proposed(mission_id, owner_uid, objective, scope, budget_usd, tool, {}, now)
-    store.create(doc, NewEvent("mission_created", "Mission proposed"))
+    mission = lifecycle.proposed(
+        mission_id, owner_uid, objective, (), budget_usd, tool, inputs or {}, now
+    )
+    store.create(mission, NewEvent("mission_created", "Mission proposed"))
     if status in {"approved", "queued"}:
-        store.apply(mission_id, lambda d: lifecycle.approve(d, now))
+        store.apply(mission_id, lambda m: lifecycle.approve(m, now))
     if status == "queued":
-        store.apply(mission_id, lambda d: lifecycle.queue(d, now, max_active=100))
+        store.apply(mission_id, lambda m: lifecycle.queue(m, now, max_active=100))
     if status not in {"proposed", "approved", "queued"}:
-        store.missions[mission_id]["status"] = status
-    store.apply_calls, store.writes = 0, []
+        store.put(replace(store.missions[mission_id], status=Status(status)))
+    store.apply_calls, store.written = 0, []
     return mission_id

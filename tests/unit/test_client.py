@@ -330,54 +330,38 @@ def test_outcome_lines_name_the_result_or_the_failed_step() -> None:
     assert cli.outcome_lines(failed) == ["Failed at budget_check: Budget exceeded: x"]
 
 
-# watch, over a fake Firestore listener
+# watch, over a fake listener
 
 
-class FakeDoc:
-    def __init__(self, data: dict | None) -> None:
-        self.exists = data is not None
-        self._data = data
-
-    def to_dict(self) -> dict | None:
-        return self._data
-
-
-class FakeListener:
-    def __init__(self, docs: list[dict | None], callback: Callable[..., None]) -> None:
+class FakeSubscription:
+    def __init__(self, docs: list[dict | None], on_change: Callable[..., None]) -> None:
         self.is_active = True
         self.unsubscribed = threading.Event()
         # Firestore calls back on its own thread.
-        self._thread = threading.Thread(target=self._play, args=(docs, callback), daemon=True)
+        self._thread = threading.Thread(target=self._play, args=(docs, on_change), daemon=True)
         self._thread.start()
 
-    def _play(self, docs: list[dict | None], callback: Callable[..., None]) -> None:
+    def _play(self, docs: list[dict | None], on_change: Callable[..., None]) -> None:
         for data in docs:
-            callback([FakeDoc(data)] if data else [], [], None)
+            on_change(data)
 
     def unsubscribe(self) -> None:
         self.is_active = False
         self.unsubscribed.set()
 
 
-class FakeFirestore:
-    """Just enough of firestore.Client: collection().document().on_snapshot()."""
+class FakeListener:
+    """The client's listener port: plays the given documents to each subscription."""
 
     def __init__(self, docs: list[dict | None]) -> None:
         self.docs = docs
-        self.listeners: list[FakeListener] = []
-        self.path: list[str] = []
+        self.subscriptions: list[FakeSubscription] = []
+        self.watched: list[str] = []
 
-    def collection(self, name: str) -> FakeFirestore:
-        self.path.append(name)
-        return self
-
-    def document(self, name: str) -> FakeFirestore:
-        self.path.append(name)
-        return self
-
-    def on_snapshot(self, callback: Callable[..., None]) -> FakeListener:
-        self.listeners.append(FakeListener(self.docs, callback))
-        return self.listeners[-1]
+    def listen(self, mission_id: str, on_change: Callable[..., None]) -> FakeSubscription:
+        self.watched.append(mission_id)
+        self.subscriptions.append(FakeSubscription(self.docs, on_change))
+        return self.subscriptions[-1]
 
 
 def mission_doc(status: str, percent: int, current: dict | None, done: int, **record: Any) -> dict:
@@ -418,27 +402,27 @@ def mission_api(request: httpx.Request) -> httpx.Response:
 
 def test_watch_yields_listener_snapshots_until_terminal_and_unsubscribes() -> None:
     """watch() yields what the listener delivers, stops after the terminal one, unsubscribes."""
-    firestore = FakeFirestore(CALCULATE_RUN)
-    client = client_with(mission_api, firestore=firestore)
+    listener = FakeListener(CALCULATE_RUN)
+    client = client_with(mission_api, listener=listener)
     snapshots = list(client.watch("m_1", timeout=5))
     assert [s["progress_percent"] for s in snapshots] == [0, 5, 55, 100]
     assert snapshots[-1]["status"] == "completed"
     assert snapshots[-1]["result_summary"] == "2*(3+4) = 14"
-    assert firestore.path == ["missions", "m_1"]
-    assert firestore.listeners[0].unsubscribed.is_set()
+    assert listener.watched == ["m_1"]
+    assert listener.subscriptions[0].unsubscribed.is_set()
 
 
 def test_watch_of_a_vanished_mission_raises_and_unsubscribes() -> None:
     """A listener reporting no document ends the watch with MissionNotFound."""
-    firestore = FakeFirestore([None])
+    listener = FakeListener([None])
     with pytest.raises(MissionNotFound):
-        list(client_with(mission_api, firestore=firestore).watch("m_1", timeout=5))
-    assert firestore.listeners[0].unsubscribed.is_set()
+        list(client_with(mission_api, listener=listener).watch("m_1", timeout=5))
+    assert listener.subscriptions[0].unsubscribed.is_set()
 
 
 def test_cli_watch_prints_every_step_and_the_result(monkeypatch: pytest.MonkeyPatch) -> None:
     """`buddy watch` off a terminal prints one line per step, the result, and exits 0."""
-    client = client_with(mission_api, firestore=FakeFirestore(CALCULATE_RUN))
+    client = client_with(mission_api, listener=FakeListener(CALCULATE_RUN))
     monkeypatch.setattr(cli, "_client", lambda: client)
     result = CliRunner().invoke(cli.app, ["watch", "m_1"])
     assert result.exit_code == 0, result.output
@@ -454,7 +438,7 @@ def test_cli_watch_prints_every_step_and_the_result(monkeypatch: pytest.MonkeyPa
 
 def test_cli_watch_json_prints_one_line_per_snapshot(monkeypatch: pytest.MonkeyPatch) -> None:
     """`buddy --json watch` prints JSON lines, one per snapshot."""
-    client = client_with(mission_api, firestore=FakeFirestore(CALCULATE_RUN))
+    client = client_with(mission_api, listener=FakeListener(CALCULATE_RUN))
     monkeypatch.setattr(cli, "_client", lambda: client)
     result = CliRunner().invoke(cli.app, ["--json", "watch", "m_1"])
     assert result.exit_code == 0, result.output
@@ -470,7 +454,7 @@ def test_cli_watch_of_a_failed_mission_names_the_step_and_exits_1(
     failing = step(3, "budget_check", 30, "failed", message)
     error = {"step_name": "budget_check", "code": "step_failed", "message": message}
     docs = [mission_doc("failed", 30, failing, 2, error=error)]
-    client = client_with(mission_api, firestore=FakeFirestore(docs))
+    client = client_with(mission_api, listener=FakeListener(docs))
     monkeypatch.setattr(cli, "_client", lambda: client)
     result = CliRunner().invoke(cli.app, ["watch", "m_1"])
     assert result.exit_code == 1

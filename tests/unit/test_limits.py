@@ -4,14 +4,16 @@ whose publish failed, document sizes, refused writes and tool time budgets — w
 from __future__ import annotations
 
 import time
+from dataclasses import asdict
 
 import pytest
 
+from buddy.domain.mission import Status, artifact_id_of
 from buddy.domain.sizes import MAX_DOCUMENT_BYTES, document_size
+from buddy.errors import DependencyUnavailable, TooManyActiveMissions
 from buddy.schemas import CreateMission
 from buddy.service.execution import Outcome
 from buddy.service.missions import MissionService
-from buddy.service.ports import DependencyUnavailable, TooManyActiveMissions
 from buddy.service.recovery import Recovery
 from buddy.tools import ToolRegistry, ToolResult, default_registry
 
@@ -19,7 +21,7 @@ from .fakes import FakeClock, FakeMissionStore, FakePublisher, FakeTool, seed_mi
 
 
 def approved(service: MissionService, owner: str = "alice") -> str:
-    mid = service.create(owner, CreateMission(objective="calculate 3+4"))["mission_id"]
+    mid = service.create(owner, CreateMission(objective="calculate 3+4")).mission_id
     service.approve(owner, mid)
     return mid
 
@@ -39,12 +41,14 @@ def test_the_active_limit_refuses_the_execute_over_it_and_frees_with_a_finish(
     limited.execute("alice", second)
     with pytest.raises(TooManyActiveMissions, match="You already have 2 missions queued"):
         limited.execute("alice", third)
-    assert store.missions[third]["status"] == "approved"
+    assert store.missions[third].status == Status.APPROVED
+    assert store.event_types(third) == ["mission_created", "mission_approved"]
     assert publisher.published == [first, second]
-    assert limited.execute("bob", approved(limited, "bob"))["status"] == "queued"
+    assert limited.execute("bob", approved(limited, "bob")).status == Status.QUEUED
 
     assert make_runner().run(first) == Outcome.COMPLETED
-    assert limited.execute("alice", third)["status"] == "queued"
+    assert limited.execute("alice", third).status == Status.QUEUED
+    assert publisher.published[-1] == third
 
 
 def test_a_publish_error_after_a_worker_took_the_message_answers_queued(
@@ -55,8 +59,9 @@ def test_a_publish_error_after_a_worker_took_the_message_answers_queued(
     mid = approved(service)
     publisher.during_publish = lambda mission_id: make_runner().run(mission_id)
     publisher.down = True
-    assert service.execute("alice", mid) == {"mission_id": mid, "status": "queued"}
-    assert store.missions[mid]["status"] == "completed"
+    queued = service.execute("alice", mid)
+    assert (queued.mission_id, queued.status) == (mid, Status.QUEUED)
+    assert store.missions[mid].status == Status.COMPLETED
 
 
 def test_a_publish_error_before_any_worker_saw_it_is_undone_and_the_late_message_dropped(
@@ -68,10 +73,25 @@ def test_a_publish_error_before_any_worker_saw_it_is_undone_and_the_late_message
     publisher.down = True
     with pytest.raises(DependencyUnavailable):
         service.execute("alice", mid)
-    assert store.missions[mid]["status"] == "approved"
+    assert store.missions[mid].status == Status.APPROVED
     assert make_runner().run(mid) == Outcome.SKIPPED
-    assert store.missions[mid]["status"] == "approved"
+    assert store.missions[mid].status == Status.APPROVED
     assert store.event_types(mid) == ["mission_created", "mission_approved"]
+
+
+def test_a_publish_error_while_the_owner_cancels_answers_the_error(
+    service: MissionService, store: FakeMissionStore, publisher: FakePublisher, make_runner
+) -> None:
+    """A publish that errs while the owner cancels the mission: execute answers 503, the
+    mission stays cancelled, and a message that turns up later does not run it."""
+    mid = approved(service)
+    publisher.during_publish = lambda mission_id: service.cancel("alice", mission_id)
+    publisher.down = True
+    with pytest.raises(DependencyUnavailable):
+        service.execute("alice", mid)
+    assert store.missions[mid].status == Status.CANCELLED
+    assert make_runner().run(mid) == Outcome.SKIPPED
+    assert store.event_types(mid)[-1] == "mission_cancelled"
 
 
 def test_when_even_the_undo_fails_the_mission_stays_queued_and_the_sweeper_sends_it(
@@ -83,14 +103,14 @@ def test_when_even_the_undo_fails_the_mission_stays_queued_and_the_sweeper_sends
     publisher.down = True
 
     def firestore_down() -> None:
-        if store.missions[mid]["status"] == "queued":
+        if store.missions[mid].status == Status.QUEUED:
             raise DependencyUnavailable("Firestore is unavailable")
 
     store.before_apply = firestore_down
-    assert service.execute("alice", mid)["status"] == "queued"
+    assert service.execute("alice", mid).status == Status.QUEUED
     store.before_apply = lambda: None
     publisher.down = False
-    assert store.missions[mid]["status"] == "queued" and publisher.published == []
+    assert store.missions[mid].status == Status.QUEUED and publisher.published == []
     clock.advance(301)
     Recovery(store, publisher, clock, queue_timeout_seconds=300).sweep()
     assert publisher.published == [mid]
@@ -114,17 +134,22 @@ def test_a_huge_cjk_result_fits_its_documents_and_says_it_was_cut(
     mid = seed_mission(store, tool="fake")
     runner = make_runner(ToolRegistry([FakeTool("fake", result=result)]))
     assert runner.run(mid) == Outcome.COMPLETED
-    artifact = store.artifacts[f"a_{mid}"]
-    assert document_size(f"artifacts/a_{mid}", artifact) <= MAX_DOCUMENT_BYTES
-    assert artifact["truncated"] is True
-    assert 0 < len(artifact["content"]) < len(CJK) and CJK.startswith(artifact["content"])
-    assert len(artifact["content"].encode()) > 900_000  # cut by bytes, close to the limit
-    private = store.documents[f"missions/{mid}/private/result"]
-    assert document_size(f"missions/{mid}/private/result", private) <= MAX_DOCUMENT_BYTES
-    assert len(artifact["title"]) <= 300 and "omitted" in artifact["data"]
+    artifact = store.artifacts[artifact_id_of(mid)]
+    assert document_size(f"artifacts/{artifact.artifact_id}", asdict(artifact)) <= (
+        MAX_DOCUMENT_BYTES
+    )
+    assert artifact.truncated is True
+    assert 0 < len(artifact.content) < len(CJK) and CJK.startswith(artifact.content)
+    assert len(artifact.content.encode()) > 900_000  # cut by bytes, close to the limit
+    private = store.private[mid]
+    assert document_size(f"missions/{mid}/private/outputs", private) <= MAX_DOCUMENT_BYTES
+    assert CJK.startswith(private["tool_execution"]["content"])
+    assert len(artifact.title) <= 300 and "omitted" in artifact.data
     mission = store.missions[mid]
-    assert document_size(f"missions/{mid}", mission) < 64 * 1024
-    assert len(mission["execution_record"]["result_summary"]) <= 500
+    assert "tool_execution" not in mission.record.outputs  # the tool's result is kept apart
+    assert document_size(f"missions/{mid}", asdict(mission)) < 64 * 1024
+    assert mission.record.result_summary is not None
+    assert len(mission.record.result_summary) <= 500
 
 
 def test_a_write_firestore_refuses_fails_the_mission_at_once_with_a_true_message(
@@ -134,18 +159,20 @@ def test_a_write_firestore_refuses_fails_the_mission_at_once_with_a_true_message
     mission: it ends failed, saying what could not be saved, without the refused artifact,
     with gapless events and progress that never went back."""
     mid = seed_mission(store)
-    store.refuse_when = lambda change: any(p.startswith("artifacts/") for p, _ in change.documents)
+    store.refuse_when = lambda change: change.artifact is not None
     assert make_runner(interval=0).run(mid) == Outcome.FAILED
     mission = store.missions[mid]
-    error = mission["execution_record"]["error"]
-    assert mission["status"] == "failed" and error["code"] == "storage_rejected"
-    assert error["message"] == (
+    error = mission.record.error
+    assert mission.status == Status.FAILED and error is not None
+    assert error.code == "storage_rejected"
+    assert error.message == (
         "Could not save artifact_creation's result: Firestore refused the write: invalid argument"
     )
     assert store.artifacts == {}
+    assert mission.record.artifact_reference is None
     events = store.event_log[mid]
-    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
-    assert events[-1]["type"] == "mission_failed"
+    assert [e.seq for e in events] == list(range(1, len(events) + 1))
+    assert events[-1].type == "mission_failed"
     percents = store.written_percents()
     assert percents == sorted(percents)
 
@@ -165,8 +192,11 @@ def test_a_tool_over_its_time_budget_is_stopped_and_fails_its_step(
     mid = seed_mission(store, tool="slow")
     assert make_runner(ToolRegistry([slow])).run(mid) == Outcome.FAILED
     assert len(done) < 50  # 50 items take at least 0.5 s: it was stopped on the way
-    error = store.missions[mid]["execution_record"]["error"]
-    assert (
-        error["message"] == "Tool execution failed: slow took longer than its time budget of 0.1 s"
+    mission = store.missions[mid]
+    error = mission.record.error
+    assert mission.status == Status.FAILED and error is not None
+    assert (error.step_name, error.message) == (
+        "tool_execution",
+        "Tool execution failed: slow took longer than its time budget of 0.1 s",
     )
     assert "retry_scheduled" not in store.event_types(mid)

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
 
 import pytest
 
+from buddy.domain.mission import ExecutionStep, Progress, StepDetail
 from buddy.domain.progress import (
-    STAGES,
-    TOTAL_STEPS,
     MissionProgressTracker,
+    ProgressEvent,
     StepOrderError,
     rate_based_eta,
 )
+from buddy.service.stages import STAGE_NAMES, STAGES
 
 from .fakes import FakeClock
 
@@ -27,13 +28,22 @@ STAGE_PERCENTS = [
 ]
 
 
+@dataclass(frozen=True)
+class Band:
+    """A stage of a made-up plan: just a name and a percent band."""
+
+    name: str
+    start_percent: int
+    end_percent: int
+
+
 @pytest.fixture
 def tracker(clock: FakeClock) -> MissionProgressTracker:
-    return MissionProgressTracker("m_1", clock)
+    return MissionProgressTracker("m_1", STAGES, clock)
 
 
-def record(tracker: MissionProgressTracker) -> list[tuple[str, dict[str, Any]]]:
-    seen: list[tuple[str, dict[str, Any]]] = []
+def record(tracker: MissionProgressTracker) -> list[tuple[ProgressEvent, ExecutionStep]]:
+    seen: list[tuple[ProgressEvent, ExecutionStep]] = []
     tracker.register_callback(lambda event, step: seen.append((event, step)))
     return seen
 
@@ -44,11 +54,14 @@ def run_all(tracker: MissionProgressTracker) -> None:
         tracker.complete_step(f"done {stage.name}")
 
 
-def test_there_are_seven_stages_in_order() -> None:
+def test_there_are_seven_stages_in_order(tracker: MissionProgressTracker) -> None:
     """The plan has the seven stages of the original design, in order."""
-    assert TOTAL_STEPS == 7
     assert [(s.name, s.start_percent, s.end_percent) for s in STAGES] == STAGE_PERCENTS
-    assert [s.index for s in STAGES] == list(range(1, 8))
+    assert list(STAGE_NAMES) == [p[0] for p in STAGE_PERCENTS]
+    run_all(tracker)
+    assert [(s.step_index, s.total_steps) for s in tracker.completed_steps] == [
+        (n, 7) for n in range(1, 8)
+    ]
 
 
 @pytest.mark.parametrize(
@@ -61,11 +74,12 @@ def test_each_stage_reports_its_start_and_end_percent(
     for stage in STAGES:
         started = tracker.start_stage(stage, "go")
         if stage.name == name:
-            assert started.progress_percent == tracker.get_progress_percent() == start
+            assert started.progress_percent == tracker.percent == start
         completed = tracker.complete_step("ok")
         if stage.name == name:
-            assert completed.progress_percent == tracker.get_progress_percent() == end
+            assert completed.progress_percent == tracker.percent == end
             return
+    pytest.fail(f"{name} is not a stage")
 
 
 def test_callbacks_receive_started_and_completed_with_step_data(
@@ -79,29 +93,29 @@ def test_callbacks_receive_started_and_completed_with_step_data(
     assert seen == [
         (
             "step_started",
-            {
-                "step_name": "verification",
-                "step_index": 1,
-                "total_steps": 7,
-                "progress_percent": 5,
-                "status": "started",
-                "message": "Verifying",
-                "timestamp": "2025-01-01T12:00:00Z",
-                "duration_seconds": 0.0,
-            },
+            ExecutionStep(
+                step_name="verification",
+                step_index=1,
+                total_steps=7,
+                progress_percent=5,
+                status="started",
+                message="Verifying",
+                timestamp="2025-01-01T12:00:00Z",
+                duration_seconds=0.0,
+            ),
         ),
         (
             "step_completed",
-            {
-                "step_name": "verification",
-                "step_index": 1,
-                "total_steps": 7,
-                "progress_percent": 10,
-                "status": "completed",
-                "message": "Verified",
-                "timestamp": "2025-01-01T12:00:02Z",
-                "duration_seconds": 2.0,
-            },
+            ExecutionStep(
+                step_name="verification",
+                step_index=1,
+                total_steps=7,
+                progress_percent=10,
+                status="completed",
+                message="Verified",
+                timestamp="2025-01-01T12:00:02Z",
+                duration_seconds=2.0,
+            ),
         ),
     ]
 
@@ -113,13 +127,14 @@ def test_callbacks_receive_step_failed(tracker: MissionProgressTracker) -> None:
     tracker.fail_step("Budget exceeded")
     event, step = seen[-1]
     assert event == "step_failed"
-    assert (step["step_name"], step["status"], step["message"], step["progress_percent"]) == (
+    assert (step.step_name, step.status, step.message, step.progress_percent) == (
         "budget_check",
         "failed",
         "Budget exceeded",
         30,
     )
-    assert tracker.current_step is not None and tracker.current_step.status == "failed"
+    assert tracker.current_step == step
+    assert tracker.completed_steps == []
 
 
 def test_callbacks_receive_step_progress_with_detail(tracker: MissionProgressTracker) -> None:
@@ -129,9 +144,20 @@ def test_callbacks_receive_step_progress_with_detail(tracker: MissionProgressTra
     tracker.report_detail(3, 5, "pages", "page 3 of 5")
     event, step = seen[-1]
     assert event == "step_progress"
-    assert step["detail"] == {"done": 3, "total": 5, "unit": "pages"}
-    assert step["message"] == "page 3 of 5"
-    assert step["status"] == "started"
+    assert step.detail == StepDetail(done=3, total=5, unit="pages")
+    assert step.message == "page 3 of 5"
+    assert step.status == "started"
+    assert tracker.current_step == step
+
+
+def test_every_registered_callback_hears_every_event(tracker: MissionProgressTracker) -> None:
+    """Each registered callback hears each event, in order."""
+    first, second = record(tracker), record(tracker)
+    tracker.start_stage(STAGES[4], "Running")
+    tracker.report_detail(1, 2, "items")
+    tracker.complete_step("done")
+    assert [event for event, _ in first] == ["step_started", "step_progress", "step_completed"]
+    assert second == first
 
 
 def test_completed_steps_are_listed_in_order_once_each(tracker: MissionProgressTracker) -> None:
@@ -139,30 +165,46 @@ def test_completed_steps_are_listed_in_order_once_each(tracker: MissionProgressT
     run_all(tracker)
     assert [s.step_name for s in tracker.completed_steps] == [p[0] for p in STAGE_PERCENTS]
     assert all(s.status == "completed" for s in tracker.completed_steps)
-    assert tracker.get_progress_percent() == 100
+    assert tracker.done == frozenset(STAGE_NAMES)
+    assert tracker.percent == 100
     assert tracker.current_step is None
 
 
 @pytest.mark.parametrize(
     ("asked_start", "asked_end"), [(0, 1), (-50, -1), (49, 49)], ids=["zero", "negative", "equal"]
 )
-def test_percent_never_decreases(
-    tracker: MissionProgressTracker, asked_start: int, asked_end: int
-) -> None:
+def test_percent_never_decreases(clock: FakeClock, asked_start: int, asked_end: int) -> None:
     """Asking for a lower percent than already reached leaves progress where it is."""
-    tracker.start_step("first", 1, 2, 50, "go")
-    tracker.complete_step("done", progress_percent=60)
-    tracker.start_step("second", 2, 2, asked_start, "again")
-    assert tracker.get_progress_percent() == 60
-    tracker.complete_step("done", progress_percent=asked_end)
-    assert tracker.get_progress_percent() == 60
+    first, second = Band("first", 50, 60), Band("second", asked_start, asked_end)
+    tracker = MissionProgressTracker("m_1", [first, second], clock)
+    tracker.start_stage(first, "go")
+    tracker.complete_step("done")
+    assert tracker.percent == 60
+    assert tracker.start_stage(second, "again").progress_percent == 60
+    assert tracker.percent == 60
+    tracker.complete_step("done")
+    assert tracker.percent == 60
     assert tracker.completed_steps[-1].progress_percent == 60
 
 
-def test_percent_is_capped_at_100(tracker: MissionProgressTracker) -> None:
+def test_percent_is_capped_at_100(clock: FakeClock) -> None:
     """A percent above 100 is shown as 100."""
-    tracker.start_step("odd", 1, 1, 250, "go")
-    assert tracker.get_progress_percent() == 100
+    odd = Band("odd", 250, 300)
+    tracker = MissionProgressTracker("m_1", [odd], clock)
+    assert tracker.start_stage(odd, "go").progress_percent == 100
+    assert tracker.percent == 100
+
+
+def test_a_stage_outside_the_plan_has_no_index_and_keeps_its_percent(
+    tracker: MissionProgressTracker,
+) -> None:
+    """A stage the plan does not list shows index 0, and completing it adds no percent."""
+    extra = Band("extra", 30, 70)
+    started = tracker.start_stage(extra, "go")
+    assert (started.step_index, started.total_steps, started.progress_percent) == (0, 7, 30)
+    tracker.report_detail(1, 2, "items")
+    assert tracker.percent == 30
+    assert tracker.complete_step("done").progress_percent == 30
 
 
 @pytest.mark.parametrize(
@@ -179,22 +221,24 @@ def test_report_detail_interpolates_inside_tool_execution(
         tracker.complete_step("ok")
     tracker.start_stage(STAGES[4], "Running")
     tracker.report_detail(done, total, "items")
-    assert tracker.get_progress_percent() == expected
+    assert tracker.percent == expected
+    assert tracker.current_step is not None
+    assert tracker.current_step.progress_percent == expected
 
 
 def test_report_detail_never_reaches_end_before_complete(
     tracker: MissionProgressTracker,
 ) -> None:
     """However many sub-steps finish, only complete_step reaches the stage's end percent."""
-    tracker.start_step("tool_execution", 5, 7, 55, "Running")
+    tracker.start_stage(STAGES[4], "Running")
     percents = []
     for done in range(1001):
         tracker.report_detail(done, 1000, "items")
-        percents.append(tracker.get_progress_percent())
+        percents.append(tracker.percent)
     assert percents == sorted(percents)
-    assert max(percents) < 80
+    assert percents[0] == 55 and max(percents) < 80
     tracker.complete_step("done")
-    assert tracker.get_progress_percent() == 80
+    assert tracker.percent == 80
 
 
 def test_report_detail_keeps_message_when_none_given(tracker: MissionProgressTracker) -> None:
@@ -217,41 +261,37 @@ def test_duration_comes_from_the_clock(tracker: MissionProgressTracker, clock: F
     assert tracker.get_elapsed_seconds() == 11.75
 
 
-def test_step_to_dict_omits_missing_detail(tracker: MissionProgressTracker) -> None:
-    """An ExecutionStep without sub-step detail serialises without a detail key."""
+def test_a_step_has_no_detail_until_it_reports_one(tracker: MissionProgressTracker) -> None:
+    """An ExecutionStep without sub-step detail carries none (clients see no detail key)."""
     step = tracker.start_stage(STAGES[0], "go")
-    assert "detail" not in step.to_dict()
+    assert step.detail is None
+    assert tracker.complete_step("ok").detail is None
 
 
-def test_to_dict_shape(tracker: MissionProgressTracker, clock: FakeClock) -> None:
-    """The tracker serialises to the original design's progress document."""
+def test_snapshot_shape(tracker: MissionProgressTracker, clock: FakeClock) -> None:
+    """The tracker's snapshot is the original design's progress, as of now."""
     tracker.start_stage(STAGES[0], "go")
     tracker.complete_step("ok")
     tracker.start_stage(STAGES[1], "classifying")
     clock.advance(4)
-    data = tracker.to_dict()
-    assert set(data) == {
-        "mission_id",
-        "start_time",
-        "current_step",
-        "completed_steps",
-        "progress_percent",
-        "elapsed_seconds",
-        "estimated_time_remaining",
-        "updated_at",
-    }
-    assert data["mission_id"] == "m_1"
-    assert data["start_time"] == "2025-01-01T12:00:00Z"
-    assert data["updated_at"] == "2025-01-01T12:00:04Z"
-    assert data["current_step"]["step_name"] == "intent_classification"
-    assert [s["step_name"] for s in data["completed_steps"]] == ["verification"]
-    assert data["progress_percent"] == 20
-    assert data["elapsed_seconds"] == 4.0
-    assert data["estimated_time_remaining"] == 16.0
+    assert tracker.snapshot() == Progress(
+        mission_id="m_1",
+        start_time="2025-01-01T12:00:00Z",
+        current_step=ExecutionStep(
+            "intent_classification", 2, 7, 20, "started", "classifying", "2025-01-01T12:00:00Z"
+        ),
+        completed_steps=(
+            ExecutionStep("verification", 1, 7, 10, "completed", "ok", "2025-01-01T12:00:00Z"),
+        ),
+        progress_percent=20,
+        elapsed_seconds=4.0,
+        estimated_time_remaining=16.0,
+        updated_at="2025-01-01T12:00:04Z",
+    )
 
 
 @pytest.mark.parametrize("finish", ["complete", "fail"], ids=["completed", "failed"])
-def test_to_dict_eta_is_zero_when_finished(
+def test_snapshot_eta_is_zero_when_finished(
     tracker: MissionProgressTracker, clock: FakeClock, finish: str
 ) -> None:
     """Once the run is complete or a step failed, the remaining time is 0."""
@@ -261,7 +301,41 @@ def test_to_dict_eta_is_zero_when_finished(
         tracker.start_stage(STAGES[0], "go")
         tracker.fail_step("no")
     clock.advance(3)
-    assert tracker.to_dict()["estimated_time_remaining"] == 0.0
+    snapshot = tracker.snapshot()
+    assert snapshot.estimated_time_remaining == 0.0
+    assert snapshot.elapsed_seconds == 3.0
+
+
+def test_resume_keeps_completed_steps_and_runs_the_interrupted_one_again(
+    tracker: MissionProgressTracker, clock: FakeClock
+) -> None:
+    """A resumed tracker keeps the saved start time, completed steps and percent; the step
+    that was running when the worker stopped is to be run again."""
+    for stage in STAGES[:3]:
+        tracker.start_stage(stage, "go")
+        clock.advance(1)
+        tracker.complete_step("ok")
+    tracker.start_stage(STAGES[3], "selecting")
+    saved = tracker.snapshot()
+    clock.advance(100)
+
+    resumed = MissionProgressTracker.resume(saved, STAGES, clock)
+    assert resumed.mission_id == "m_1"
+    assert resumed.completed_steps == list(saved.completed_steps)
+    assert resumed.done == frozenset(STAGE_NAMES[:3])
+    assert (resumed.percent, resumed.current_step) == (40, None)
+    assert resumed.get_elapsed_seconds() == 103.0  # counted from the saved start
+    assert resumed.start_stage(STAGES[3], "again").progress_percent == 40
+    resumed.complete_step("ok")
+    assert [s.step_name for s in resumed.completed_steps] == list(STAGE_NAMES[:4])
+
+
+def test_resume_of_a_run_that_completed_nothing_starts_at_zero(clock: FakeClock) -> None:
+    """Resuming progress with no completed step starts from 0%, from the saved start time."""
+    saved = Progress(mission_id="m_9", start_time="2025-01-01T11:59:00Z")
+    resumed = MissionProgressTracker.resume(saved, STAGES, clock)
+    assert (resumed.mission_id, resumed.percent, resumed.completed_steps) == ("m_9", 0, [])
+    assert resumed.get_elapsed_seconds() == 60.0
 
 
 @pytest.mark.parametrize(

@@ -1,11 +1,32 @@
-"""CreateMission: what the API accepts."""
+"""The API's models: what CreateMission accepts, and what responses show of the domain."""
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import pytest
 from pydantic import ValidationError
 
-from buddy.schemas import CreateMission, valid_mission_id
+from buddy.domain import lifecycle
+from buddy.domain.mission import (
+    Cost,
+    ExecutionRecord,
+    ExecutionStep,
+    Intent,
+    Mission,
+    Progress,
+    Status,
+    StepDetail,
+)
+from buddy.schemas import (
+    CreateMission,
+    ExecuteAccepted,
+    ExecutionStepOut,
+    MissionOut,
+    valid_mission_id,
+)
+
+from .fakes import START
 
 
 def test_defaults() -> None:
@@ -119,3 +140,76 @@ def test_tool_name_length_is_bounded(tool: str) -> None:
 def test_valid_mission_id(mission_id: str, valid: bool) -> None:
     """Mission ids are 1..64 letters, digits, underscores or hyphens."""
     assert valid_mission_id(mission_id) is valid
+
+
+# ---- responses: read from the domain's objects by attribute --------------------------------
+
+
+def step(detail: StepDetail | None = None) -> ExecutionStep:
+    return ExecutionStep(
+        "tool_execution", 5, 7, 61, "started", "Running", "2025-01-01T12:00:00Z", detail=detail
+    )
+
+
+def running_mission() -> Mission:
+    progress = Progress("m_1", "2025-01-01T12:00:00Z", current_step=step(), progress_percent=61)
+    record = ExecutionRecord(
+        Status.RUNNING,
+        runs=2,
+        recoveries=1,
+        intent=Intent("calculate", 0.9, "arithmetic"),
+        cost_usd=Cost(0.0001),
+        progress_tracker=progress,
+        outputs={"budget_check": {"estimate": 0.0001}},
+    )
+    new = lifecycle.proposed("m_1", "alice", "calculate 3+4", ["example.com"], 1.0, None, {}, START)
+    return replace(
+        new,
+        status=Status.RUNNING,
+        started_at=START,
+        execution_record=record,
+        run_id="r_secret",
+        lease_expires_at=START,
+        event_seq=9,
+    )
+
+
+def test_a_step_without_detail_is_shown_without_a_detail_key() -> None:
+    """An ExecutionStep without sub-step detail serialises without a detail key."""
+    assert "detail" not in ExecutionStepOut.model_validate(step()).model_dump(mode="json")
+    shown = ExecutionStepOut.model_validate(step(StepDetail(3, 5, "pages")))
+    assert shown.model_dump(mode="json")["detail"] == {"done": 3, "total": 5, "unit": "pages"}
+
+
+def test_a_mission_is_shown_by_name_without_what_only_storage_keeps() -> None:
+    """A mission reads into its response by attribute; its run id, event seq, recoveries and
+    memoized outputs are not echoed."""
+    body = MissionOut.model_validate(running_mission()).model_dump(mode="json")
+    assert (body["mission_id"], body["status"], body["scope"]) == (
+        "m_1",
+        "running",
+        {"allowed_domains": ["example.com"]},
+    )
+    assert body["lease_expires_at"] == "2025-01-01T12:00:00Z"
+    record = body["execution_record"]
+    assert (record["status"], record["runs"], record["intent"]["name"]) == (
+        "running",
+        2,
+        "calculate",
+    )
+    assert record["cost_usd"] == {"estimated": 0.0001, "actual": None}
+    assert record["progress_tracker"]["current_step"]["step_name"] == "tool_execution"
+    assert "detail" not in record["progress_tracker"]["current_step"]
+    assert not {"run_id", "event_seq"} & set(body)
+    assert not {"recoveries", "outputs"} & set(record)
+
+
+def test_execute_is_answered_with_the_queued_missions_id_and_status() -> None:
+    """The queued mission execute returns is answered as its id and "queued" only."""
+    queued = replace(running_mission(), status=Status.QUEUED)
+    assert ExecuteAccepted.model_validate(queued).model_dump(mode="json") == {
+        "mission_id": "m_1",
+        "status": "queued",
+    }
+    with pytest.raises(ValidationError, match="status"):
+        ExecuteAccepted.model_validate(running_mission())

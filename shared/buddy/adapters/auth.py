@@ -6,11 +6,9 @@ import firebase_admin
 import google.auth.credentials
 from firebase_admin import auth, credentials, exceptions
 
-from buddy.service.ports import DependencyUnavailable
+from buddy.errors import DependencyUnavailable, Unauthenticated
 
-
-class InvalidToken(Exception):
-    """The bearer token is missing, malformed, expired or forged."""
+INVALID = "The ID token is invalid, expired or revoked; sign in again"
 
 
 class _PublicKeysOnly(credentials.Base):
@@ -50,7 +48,7 @@ class FirebaseTokenVerifier:
             auth.UserDisabledError,
             auth.UserNotFoundError,
         ) as e:
-            raise InvalidToken(str(e)) from e
+            raise Unauthenticated(INVALID) from e
         except exceptions.FirebaseError as e:
             # The revocation check could not reach Auth.
             raise DependencyUnavailable("Cannot reach Firebase Auth to check the token") from e

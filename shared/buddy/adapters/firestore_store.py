@@ -1,37 +1,41 @@
-"""MissionStore on Cloud Firestore (or its emulator)."""
+"""MissionStore on Cloud Firestore (or its emulator): the only place that knows the storage
+encoding — document paths, field names, update masks, preconditions.
+
+    missions/{mission_id}                  the mission (clients listen to it)
+    missions/{mission_id}/events/{seq}     its log, seq gapless from 1
+    missions/{mission_id}/private/outputs  stage outputs too large for the mission (no client reads)
+    artifacts/{artifact_id}                its result
+    users/{uid}                            active_missions: the owner's queued + running count
+    stats/step_durations_{n}               ETA statistics, sharded
+"""
 
 from __future__ import annotations
 
-import copy
 import functools
 import random
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any, ParamSpec, TypeVar
 
 from google.api_core import exceptions as gexc
 from google.cloud import firestore
+from pydantic import TypeAdapter
 
 from buddy.domain.eta import DurationStat, merged, updated
-from buddy.domain.lifecycle import (
-    ACTIVE,
-    Change,
-    MissionNotFound,
-    NewEvent,
-    active_delta,
-    event_record,
-    with_updates,
-)
+from buddy.domain.lifecycle import active_delta
+from buddy.domain.mission import ACTIVE, Artifact, Change, Event, Mission, NewEvent, Status, iso
 from buddy.domain.progress import Clock
-from buddy.service.ports import (
-    Decide,
+from buddy.errors import (
     DependencyUnavailable,
+    MissionNotFound,
     StorageRejected,
     TooManyActiveMissions,
 )
+from buddy.service.ports import Decide
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -39,6 +43,21 @@ TIMEOUT_SECONDS = 10.0
 APPLY_ATTEMPTS = 12
 SWEEP_PAGE = 200
 KNOWN_MISSIONS = 512  # versions remembered per process (a mission document is a few KiB)
+
+Document = dict[str, Any]
+_MISSING = object()
+_MISSION: TypeAdapter[Mission] = TypeAdapter(Mission)
+_EVENT: TypeAdapter[Event] = TypeAdapter(Event)
+_ARTIFACT: TypeAdapter[Artifact] = TypeAdapter(Artifact)
+
+
+def mission_document(mission: Mission) -> Document:
+    """The mission as stored: its fields by name, timestamps as Firestore timestamps."""
+    return dict(_MISSION.dump_python(mission))
+
+
+def mission_from(document: Mapping[str, Any]) -> Mission:
+    return _MISSION.validate_python(document)
 
 
 def _unavailable_is_ours(method: Callable[P, R]) -> Callable[P, R]:
@@ -55,7 +74,7 @@ def _unavailable_is_ours(method: Callable[P, R]) -> Callable[P, R]:
 
 
 class FirestoreMissionStore:
-    """Missions, their events and artifacts, and each owner's count of active missions.
+    """Missions, their events, artifacts and private outputs, and owners' active counts.
 
     The store remembers the version (update time) of the missions it last read or wrote.
     `apply` decides on that copy and commits on condition that the mission is still at that
@@ -71,50 +90,65 @@ class FirestoreMissionStore:
         self._event_ttl = event_ttl
         self._missions = client.collection("missions")
         self._artifacts = client.collection("artifacts")
-        # users/{uid}.active_missions: queued + running, kept in the commit of every change
-        # into or out of those states, so a limit holds exactly under any concurrency.
         self._users = client.collection("users")
-        self._known: OrderedDict[str, tuple[dict[str, Any], Any]] = OrderedDict()
+        # mission id → (mission, its document, its version); missions are immutable.
+        self._known: OrderedDict[str, tuple[Mission, Document, Any]] = OrderedDict()
         self._known_lock = threading.Lock()
         self.apply_reads = 0  # reads `apply` could not avoid (for tests and benchmarks)
 
-    def _remember(self, mission_id: str, doc: dict[str, Any], version: Any) -> None:
+    def _remember(self, mission: Mission, document: Document, version: Any) -> None:
         with self._known_lock:
-            self._known[mission_id] = (copy.deepcopy(doc), version)
-            self._known.move_to_end(mission_id)
+            self._known[mission.mission_id] = (mission, document, version)
+            self._known.move_to_end(mission.mission_id)
             if len(self._known) > KNOWN_MISSIONS:
                 self._known.popitem(last=False)
 
-    def _recall(self, mission_id: str) -> tuple[dict[str, Any], Any] | None:
-        """The remembered copy, taken out: nobody else holds it."""
+    def _recall(self, mission_id: str) -> tuple[Mission, Document, Any] | None:
         with self._known_lock:
             return self._known.pop(mission_id, None)
 
-    def _event_doc(self, doc: dict[str, Any], seq: int, event: NewEvent) -> dict[str, Any]:
-        return event_record(doc, seq, event, self._clock(), self._event_ttl)
+    def _event_document(self, owner_uid: str, seq: int, event: NewEvent) -> Document:
+        """An event as stored; a TTL policy on `expire_at` deletes it after the event TTL."""
+        now = self._clock()
+        return {
+            "seq": seq,
+            "type": event.type,
+            "step_name": event.step_name,
+            "progress_percent": event.progress_percent,
+            "message": event.message,
+            "attempt": event.attempt,
+            "timestamp": iso(now),
+            "owner_uid": owner_uid,
+            "expire_at": now + self._event_ttl,
+        }
 
     @_unavailable_is_ours
-    def create(self, doc: dict[str, Any], event: NewEvent) -> dict[str, Any]:
-        ref = self._missions.document(doc["mission_id"])
-        stored = {**doc, "event_seq": 1}
+    def create(self, mission: Mission, event: NewEvent) -> Mission:
+        ref = self._missions.document(mission.mission_id)
+        stored = replace(mission, event_seq=1)
+        document = mission_document(stored)
         batch = self._db.batch()
-        batch.create(ref, stored)
-        batch.create(ref.collection("events").document("1"), self._event_doc(doc, 1, event))
+        batch.create(ref, document)
+        batch.create(
+            ref.collection("events").document("1"),
+            self._event_document(mission.owner_uid, 1, event),
+        )
         results = batch.commit(timeout=TIMEOUT_SECONDS)
-        self._remember(doc["mission_id"], stored, results[0].update_time)
+        self._remember(stored, document, results[0].update_time)
         return stored
 
     @_unavailable_is_ours
-    def get(self, mission_id: str) -> dict[str, Any] | None:
+    def get(self, mission_id: str) -> Mission | None:
         snapshot = self._missions.document(mission_id).get(timeout=TIMEOUT_SECONDS)
         if not snapshot.exists:
             return None
-        doc = snapshot.to_dict()
-        self._remember(mission_id, doc, snapshot.update_time)  # keeps a copy of its own
-        return doc
+        document = snapshot.to_dict() or {}
+        mission = mission_from(document)
+        self._remember(mission, document, snapshot.update_time)
+        return mission
 
     @_unavailable_is_ours
-    def apply(self, mission_id: str, decide: Decide) -> dict[str, Any]:
+    def apply(self, mission_id: str, decide: Decide) -> Mission:
         """Optimistic concurrency: the batch commits only if the mission (and, for a change
         into the active states, the owner's count) is unchanged since it was read; otherwise
         read and decide again. One hot document under many writers (twenty simultaneous
@@ -123,10 +157,12 @@ class FirestoreMissionStore:
         ref = self._missions.document(mission_id)
         known = self._recall(mission_id)
         if known is not None:
-            doc, version = known
+            mission, document, version = known
             try:
-                change = decide(doc)
-                if change != Change() and (written := self._commit(ref, doc, change, version)):
+                change = decide(mission)
+                if change.mission is not None and (
+                    written := self._commit(ref, mission, document, change, version)
+                ):
                     return written
             except Exception:
                 pass  # perhaps a stale copy's verdict: ask again on a fresh read
@@ -135,23 +171,39 @@ class FirestoreMissionStore:
             self.apply_reads += 1
             if not snapshot.exists:
                 raise MissionNotFound(mission_id)
-            doc = snapshot.to_dict()
-            change = decide(doc)
-            if change == Change():
-                self._remember(mission_id, doc, snapshot.update_time)
-                return doc
-            if written := self._commit(ref, doc, change, snapshot.update_time):
+            document = snapshot.to_dict() or {}
+            mission = mission_from(document)
+            change = decide(mission)
+            if change.mission is None:
+                self._remember(mission, document, snapshot.update_time)
+                return mission
+            if written := self._commit(ref, mission, document, change, snapshot.update_time):
                 return written
             time.sleep(random.uniform(0.005, 0.02) * (attempt + 1))
         raise DependencyUnavailable(f"Mission {mission_id} is too busy right now; try again")
 
     def _commit(
-        self, ref: Any, doc: dict[str, Any], change: Change, version: Any
-    ) -> dict[str, Any] | None:
+        self, ref: Any, before: Mission, document: Document, change: Change, version: Any
+    ) -> Mission | None:
         """Writes the change if the mission is still at `version`; None if it moved on."""
-        batch, updates = self._batch(ref, doc, change)
-        self._count_active(batch, doc, change)
-        # The mission's write goes last: its result carries the version to remember.
+        assert change.mission is not None
+        batch = self._db.batch()
+        seq = self._append_events(batch, ref, before, change)
+        written = replace(change.mission, event_seq=seq)
+        after = mission_document(written)
+        if change.artifact is not None:
+            artifact = change.artifact
+            batch.set(
+                self._artifacts.document(artifact.artifact_id), _ARTIFACT.dump_python(artifact)
+            )
+        if change.private:
+            batch.set(
+                ref.collection("private").document("outputs"), dict(change.private), merge=True
+            )
+        self._count_active(batch, before, change)
+        # Only what changed, field by field; the mission's write goes last: its result
+        # carries the version to remember.
+        updates = {k: v for k, v in after.items() if document.get(k, _MISSING) != v}
         batch.update(ref, updates, option=self._db.write_option(last_update_time=version))
         try:
             results = batch.commit(timeout=TIMEOUT_SECONDS)
@@ -161,17 +213,30 @@ class FirestoreMissionStore:
             # InvalidArgument and the like (a document over 1 MiB): the same write would be
             # refused again, so this is no reason to retry or redeliver.
             raise StorageRejected(f"Firestore refused the write: {e.message}"[:300]) from e
-        written = with_updates(doc, updates)
-        self._remember(ref.id, written, results[-1].update_time)  # the mission's is last
+        self._remember(written, after, results[-1].update_time)
         return written
 
-    def _count_active(self, batch: Any, doc: dict[str, Any], change: Change) -> None:
+    def _append_events(self, batch: Any, ref: Any, before: Mission, change: Change) -> int:
+        """Adds the change's events to the batch, numbered on; returns the newest seq."""
+        events = ref.collection("events")
+        seq = before.event_seq
+        if change.retract_seq is not None and change.retract_seq == seq:
+            batch.delete(events.document(str(seq)))
+            seq -= 1
+        for event in change.events:
+            seq += 1
+            batch.create(
+                events.document(str(seq)), self._event_document(before.owner_uid, seq, event)
+            )
+        return seq
+
+    def _count_active(self, batch: Any, before: Mission, change: Change) -> None:
         """Adds the owner's active-mission count to the batch when the change moves the
         mission into or out of the active states; refuses one over its limit."""
-        delta = active_delta(doc, change)
+        delta = active_delta(before, change)
         if not delta:
             return
-        ref = self._users.document(doc["owner_uid"])
+        ref = self._users.document(before.owner_uid)
         if delta < 0 or change.active_limit is None:
             batch.set(ref, {"active_missions": firestore.Increment(delta)}, merge=True)
             return
@@ -179,7 +244,7 @@ class FirestoreMissionStore:
         if snapshot.exists:
             active = max(int((snapshot.to_dict() or {}).get("active_missions") or 0), 0)
         else:  # the owner's first: count what is there (missions from before the counter)
-            active = self._active_by_query(doc["owner_uid"])
+            active = self._active_by_query(before.owner_uid)
         if active >= change.active_limit:
             raise TooManyActiveMissions(change.active_limit)
         if snapshot.exists:
@@ -190,48 +255,40 @@ class FirestoreMissionStore:
         else:
             batch.create(ref, {"active_missions": active + 1})
 
-    def _batch(self, ref: Any, doc: dict[str, Any], change: Change) -> tuple[Any, dict[str, Any]]:
-        """The writes of a change, besides the mission update itself: events, side documents."""
-        events = ref.collection("events")
-        batch = self._db.batch()
-        seq = int(doc.get("event_seq", 0))
-        if change.retract_seq is not None and change.retract_seq == seq:
-            batch.delete(events.document(str(seq)))
-            seq -= 1
-        for event in change.events:
-            seq += 1
-            batch.create(events.document(str(seq)), self._event_doc(doc, seq, event))
-        for path, document in change.documents:
-            batch.set(self._db.document(path), document)
-        return batch, {**change.updates, "event_seq": seq}
-
-    @_unavailable_is_ours
-    def list(self, owner_uid: str, status: str | None, limit: int) -> list[dict[str, Any]]:
-        query = self._missions.where(filter=firestore.FieldFilter("owner_uid", "==", owner_uid))
-        if status is not None:
-            query = query.where(filter=firestore.FieldFilter("status", "==", status))
-        query = query.order_by("created_at", direction=firestore.Query.DESCENDING).limit(limit)
-        return [s.to_dict() for s in query.stream(timeout=TIMEOUT_SECONDS)]
-
-    @_unavailable_is_ours
-    def in_flight_before(self, status: str, field: str, before: datetime) -> list[dict[str, Any]]:
-        query = (
-            self._missions.where(filter=firestore.FieldFilter("status", "==", status))
-            .where(filter=firestore.FieldFilter(field, "<", before))
-            .order_by(field)
-            .limit(SWEEP_PAGE)
-        )
-        return [s.to_dict() for s in query.stream(timeout=TIMEOUT_SECONDS)]
-
     def _active_by_query(self, owner_uid: str) -> int:
         query = self._missions.where(
             filter=firestore.FieldFilter("owner_uid", "==", owner_uid)
         ).where(filter=firestore.FieldFilter("status", "in", [s.value for s in ACTIVE]))
-        result = query.count().get(timeout=TIMEOUT_SECONDS)
-        return int(result[0][0].value)
+        result = query.count().get(timeout=TIMEOUT_SECONDS)  # type: ignore[call-arg]
+        return int(result[0][0].value)  # type: ignore[index]
 
     @_unavailable_is_ours
-    def events(self, mission_id: str, after_seq: int) -> list[dict[str, Any]]:
+    def missions_of(self, owner_uid: str, status: Status | None, limit: int) -> list[Mission]:
+        query = self._missions.where(filter=firestore.FieldFilter("owner_uid", "==", owner_uid))
+        if status is not None:
+            query = query.where(filter=firestore.FieldFilter("status", "==", status.value))
+        query = query.order_by("created_at", direction=firestore.Query.DESCENDING).limit(limit)
+        return [mission_from(s.to_dict() or {}) for s in query.stream(timeout=TIMEOUT_SECONDS)]
+
+    @_unavailable_is_ours
+    def stalled(self, now: datetime) -> list[Mission]:
+        return self._in_status_before(Status.RUNNING, "lease_expires_at", now)
+
+    @_unavailable_is_ours
+    def queued_before(self, before: datetime) -> list[Mission]:
+        return self._in_status_before(Status.QUEUED, "queued_at", before)
+
+    def _in_status_before(self, status: Status, field: str, before: datetime) -> list[Mission]:
+        query = (
+            self._missions.where(filter=firestore.FieldFilter("status", "==", status.value))
+            .where(filter=firestore.FieldFilter(field, "<", before))
+            .order_by(field)
+            .limit(SWEEP_PAGE)
+        )
+        return [mission_from(s.to_dict() or {}) for s in query.stream(timeout=TIMEOUT_SECONDS)]
+
+    @_unavailable_is_ours
+    def events(self, mission_id: str, after_seq: int) -> list[Event]:
         query = (
             self._missions.document(mission_id)
             .collection("events")
@@ -239,17 +296,18 @@ class FirestoreMissionStore:
             .order_by("seq")
             .limit(1000)
         )
-        return [s.to_dict() for s in query.stream(timeout=TIMEOUT_SECONDS)]
+        return [_EVENT.validate_python(s.to_dict()) for s in query.stream(timeout=TIMEOUT_SECONDS)]
 
     @_unavailable_is_ours
-    def get_document(self, path: str) -> dict[str, Any] | None:
-        snapshot = self._db.document(path).get(timeout=TIMEOUT_SECONDS)
-        return snapshot.to_dict() if snapshot.exists else None
-
-    @_unavailable_is_ours
-    def get_artifact(self, artifact_id: str) -> dict[str, Any] | None:
+    def artifact(self, artifact_id: str) -> Artifact | None:
         snapshot = self._artifacts.document(artifact_id).get(timeout=TIMEOUT_SECONDS)
-        return snapshot.to_dict() if snapshot.exists else None
+        return _ARTIFACT.validate_python(snapshot.to_dict()) if snapshot.exists else None
+
+    @_unavailable_is_ours
+    def private_outputs(self, mission_id: str) -> Mapping[str, Any]:
+        ref = self._missions.document(mission_id).collection("private").document("outputs")
+        snapshot = ref.get(timeout=TIMEOUT_SECONDS)
+        return (snapshot.to_dict() or {}) if snapshot.exists else {}
 
 
 class FirestoreDurationStats:

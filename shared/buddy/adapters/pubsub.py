@@ -5,36 +5,32 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 
 from google.api_core import exceptions as gexc
 from google.api_core.retry import Retry
-from google.cloud import pubsub_v1
+from google.cloud import pubsub_v1  # type: ignore[attr-defined]
 
-from buddy.service.ports import DependencyUnavailable
+from buddy.config import MAX_DELIVERY_ATTEMPTS
+from buddy.errors import DependencyUnavailable
 
 log = logging.getLogger(__name__)
 
-PUBLISH_TIMEOUT_SECONDS = float(os.environ.get("BUDDY_PUBLISH_TIMEOUT_SECONDS", "10"))
-MAX_DELIVERY_ATTEMPTS = 5
-
 
 class PubSubPublisher:
-    def __init__(self, project_id: str, topic: str) -> None:
+    def __init__(self, project_id: str, topic: str, timeout_seconds: float = 10.0) -> None:
         # Publish each message at once: an execute call waits for its message id.
         self._client = pubsub_v1.PublisherClient(
             batch_settings=pubsub_v1.types.BatchSettings(max_messages=1)
         )
         self._topic = self._client.topic_path(project_id, topic)
+        self._timeout = timeout_seconds
 
     def publish_execution(self, mission_id: str) -> None:
         data = json.dumps({"mission_id": mission_id}).encode()
-        retry = Retry(timeout=PUBLISH_TIMEOUT_SECONDS)
+        retry = Retry(timeout=self._timeout)
         try:
-            future = self._client.publish(
-                self._topic, data, retry=retry, timeout=PUBLISH_TIMEOUT_SECONDS
-            )
-            future.result(timeout=PUBLISH_TIMEOUT_SECONDS + 1)
+            future = self._client.publish(self._topic, data, retry=retry, timeout=self._timeout)
+            future.result(timeout=self._timeout + 1)
         except Exception as e:
             # Whatever broke (emulator down, timeout, no topic), the message did not leave.
             log.warning("publish failed", extra={"mission_id": mission_id, "error": repr(e)})

@@ -8,10 +8,10 @@ step, callers fall back to the rate-based formula of the original design.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from buddy.domain.progress import STAGES, ExecutionStep
+from buddy.domain.mission import ExecutionStep
 
 ALPHA = 0.3  # weight of the newest sample: recent missions matter more
 TOOL_STEP = "tool_execution"
@@ -46,28 +46,20 @@ def merged(shards: Iterable[Durations]) -> dict[str, DurationStat]:
     return {k: DurationStat(w / c, c) for k, (w, c) in totals.items() if c > 0}
 
 
-def samples_of(
-    completed: Iterable[ExecutionStep | Mapping[str, object]], tool: str | None
-) -> dict[str, float]:
+def samples_of(completed: Iterable[ExecutionStep], tool: str | None) -> dict[str, float]:
     """Durations of finished steps, keyed for the statistics (the tool's step twice)."""
     samples: dict[str, float] = {}
     for step in completed:
-        name, seconds = _name_and_duration(step)
-        samples[name] = seconds
-        if name == TOOL_STEP and tool:
-            samples[tool_key(tool)] = seconds
+        samples[step.step_name] = step.duration_seconds
+        if step.step_name == TOOL_STEP and tool:
+            samples[tool_key(tool)] = step.duration_seconds
     return samples
-
-
-def _name_and_duration(step: ExecutionStep | Mapping[str, object]) -> tuple[str, float]:
-    if isinstance(step, ExecutionStep):
-        return step.step_name, step.duration_seconds
-    return str(step["step_name"]), float(step["duration_seconds"])  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)
 class LearnedEta:
     durations: Durations
+    stages: Sequence[str]  # the names of every stage, in order
     tool: str | None = None
 
     def expected(self, step_name: str) -> float | None:
@@ -81,11 +73,11 @@ class LearnedEta:
     ) -> float | None:
         """Seconds left, or None when some remaining step has no history yet."""
         total = 0.0
-        for stage in STAGES:
-            if stage.name in completed:
+        for name in self.stages:
+            if name in completed:
                 continue
-            expected = self.expected(stage.name)
-            if current is not None and stage.name == current.step_name:
+            expected = self.expected(name)
+            if current is not None and name == current.step_name:
                 left = _left_in_current(current, spent_in_current, expected)
                 if left is None:
                     return None

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any, Protocol
+
+from buddy.domain.mission import Intent
 
 CALCULATE, EXTRACT, SEARCH, UNKNOWN = "calculate", "extract", "search", "unknown"
 
@@ -15,13 +16,6 @@ _ARITHMETIC = re.compile(r"\d\s*(\*\*|[-+*/%^])\s*[\d(]|\(\s*\d")
 _CALC_VERBS = re.compile(r"^\s*(calculate|compute|evaluate|what is|what's|how much is)\b", re.I)
 _EXTRACT_VERBS = re.compile(r"\b(extract|summari[sz]e|read|scrape|fetch|get the)\b", re.I)
 _SEARCH_VERBS = re.compile(r"\b(find|search|look up|lookup|research|discover|list)\b", re.I)
-
-
-@dataclass(frozen=True)
-class Intent:
-    name: str
-    confidence: float
-    reason: str
 
 
 class IntentClassifier(Protocol):

@@ -1,85 +1,40 @@
 """Step-by-step progress of one mission run: the original design's tracker.
 
-Pure Python: time comes in through a clock, and the outside world hears about
-progress only through registered callbacks.
+Pure Python: time comes in through a clock, the stages come in as a plan (names and percent
+bands), and the outside world hears about progress only through registered callbacks.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
-from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any, Literal, Protocol
+from typing import Literal, Protocol
+
+from buddy.domain.mission import ExecutionStep, Progress, StepDetail, StepStatus, from_iso, iso
 
 Clock = Callable[[], datetime]
-StepStatus = Literal["started", "completed", "failed"]
 ProgressEvent = Literal["step_started", "step_progress", "step_completed", "step_failed"]
-ProgressCallback = Callable[[ProgressEvent, dict[str, Any]], None]
+ProgressCallback = Callable[[ProgressEvent, ExecutionStep], None]
+
+DEFAULT_ETA_SECONDS = 15.0
 
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-def iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+class StagePlan(Protocol):
+    """What the tracker needs to know of a stage: its name and percent band."""
 
+    @property
+    def name(self) -> str: ...
 
-@dataclass(frozen=True)
-class StagePlan:
-    name: str
-    index: int
-    start_percent: int
-    end_percent: int
+    @property
+    def start_percent(self) -> int: ...
 
-
-STAGES: tuple[StagePlan, ...] = (
-    StagePlan("verification", 1, 5, 10),
-    StagePlan("intent_classification", 2, 20, 30),
-    StagePlan("budget_check", 3, 30, 40),
-    StagePlan("tool_selection", 4, 40, 55),
-    StagePlan("tool_execution", 5, 55, 80),
-    StagePlan("artifact_creation", 6, 80, 90),
-    StagePlan("finalize", 7, 90, 100),
-)
-TOTAL_STEPS = len(STAGES)
-STAGE_BY_NAME = {stage.name: stage for stage in STAGES}
-
-DEFAULT_ETA_SECONDS = 15.0
-
-
-@dataclass(frozen=True)
-class StepDetail:
-    done: int
-    total: int
-    unit: str
-
-
-@dataclass(frozen=True)
-class ExecutionStep:
-    step_name: str
-    step_index: int
-    total_steps: int
-    progress_percent: int
-    status: StepStatus
-    message: str
-    timestamp: str
-    duration_seconds: float = 0.0
-    detail: StepDetail | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        if self.detail is None:
-            del data["detail"]
-        return data
-
-
-def _step_from_dict(data: dict[str, Any]) -> ExecutionStep:
-    detail = data.get("detail")
-    return ExecutionStep(
-        **{k: v for k, v in data.items() if k != "detail"},
-        detail=StepDetail(**detail) if detail else None,
-    )
+    @property
+    def end_percent(self) -> int: ...
 
 
 def rate_based_eta(progress_percent: int, elapsed_seconds: float) -> float:
@@ -105,9 +60,10 @@ class StepOrderError(RuntimeError):
 
 @dataclass
 class MissionProgressTracker:
-    """Tracks the current step, the completed ones and the overall percent."""
+    """Tracks the current step, the completed ones and the overall percent of one run."""
 
     mission_id: str
+    plan: Sequence[StagePlan]
     clock: Clock = utc_now
     estimator: RemainingEstimator | None = None
     start_time: datetime = field(init=False)
@@ -119,44 +75,42 @@ class MissionProgressTracker:
 
     def __post_init__(self) -> None:
         self.start_time = self.clock()
+        self._bands = {stage.name: stage for stage in self.plan}
 
     @classmethod
     def resume(
         cls,
-        mission_id: str,
-        saved: dict[str, Any],
+        saved: Progress,
+        plan: Sequence[StagePlan],
         clock: Clock = utc_now,
         estimator: RemainingEstimator | None = None,
     ) -> MissionProgressTracker:
-        """A tracker that carries on from a stored `to_dict()`: completed steps kept, the
+        """A tracker that carries on from stored progress: completed steps kept, the
         interrupted step (if any) to be run again."""
-        tracker = cls(mission_id, clock, estimator)
-        tracker.start_time = datetime.fromisoformat(saved["start_time"].replace("Z", "+00:00"))
-        tracker.completed_steps = [_step_from_dict(step) for step in saved["completed_steps"]]
+        tracker = cls(saved.mission_id, plan, clock, estimator)
+        tracker.start_time = from_iso(saved.start_time)
+        tracker.completed_steps = list(saved.completed_steps)
         if tracker.completed_steps:
             tracker._percent = tracker.completed_steps[-1].progress_percent
         return tracker
 
+    @property
+    def done(self) -> frozenset[str]:
+        return frozenset(step.step_name for step in self.completed_steps)
+
     def register_callback(self, callback: ProgressCallback) -> None:
         self._callbacks.append(callback)
 
-    def start_step(
-        self,
-        step_name: str,
-        step_index: int,
-        total_steps: int,
-        progress_percent: int,
-        message: str,
-    ) -> ExecutionStep:
+    def start_stage(self, stage: StagePlan, message: str) -> ExecutionStep:
         if self.current_step is not None and self.current_step.status == "started":
             raise StepOrderError(f"{self.current_step.step_name} is still running")
         now = self.clock()
         self._step_started_at = now
-        self._raise_percent(progress_percent)
+        self._raise_percent(stage.start_percent)
         self.current_step = ExecutionStep(
-            step_name=step_name,
-            step_index=step_index,
-            total_steps=total_steps,
+            step_name=stage.name,
+            step_index=self._index(stage.name),
+            total_steps=len(self.plan),
             progress_percent=self._percent,
             status="started",
             message=message,
@@ -165,13 +119,10 @@ class MissionProgressTracker:
         self._emit("step_started", self.current_step)
         return self.current_step
 
-    def start_stage(self, stage: StagePlan, message: str) -> ExecutionStep:
-        return self.start_step(stage.name, stage.index, TOTAL_STEPS, stage.start_percent, message)
-
     def report_detail(self, done: int, total: int, unit: str, message: str | None = None) -> None:
         """Sub-step progress (e.g. pages 3/5), interpolated inside the step's range."""
         step = self._running_step()
-        stage = STAGE_BY_NAME.get(step.step_name)
+        stage = self._bands.get(step.step_name)
         if stage is not None and total > 0:
             share = min(max(done, 0), total) / total
             span = stage.end_percent - stage.start_percent
@@ -186,15 +137,10 @@ class MissionProgressTracker:
         )
         self._emit("step_progress", self.current_step)
 
-    def complete_step(self, message: str, progress_percent: int | None = None) -> ExecutionStep:
+    def complete_step(self, message: str) -> ExecutionStep:
         step = self._running_step()
-        stage = STAGE_BY_NAME.get(step.step_name)
-        target = (
-            progress_percent
-            if progress_percent is not None
-            else (stage.end_percent if stage else step.progress_percent)
-        )
-        self._raise_percent(target)
+        stage = self._bands.get(step.step_name)
+        self._raise_percent(stage.end_percent if stage else step.progress_percent)
         done = self._finish(step, "completed", message)
         self.completed_steps.append(done)
         self.current_step = None
@@ -207,14 +153,9 @@ class MissionProgressTracker:
         self._emit("step_failed", failed)
         return failed
 
-    def get_progress_percent(self) -> int:
+    @property
+    def percent(self) -> int:
         return self._percent
-
-    def current_step_seconds(self) -> float:
-        """How long the running step has run so far (0 when none is running)."""
-        if self.current_step is None or self._step_started_at is None:
-            return 0.0
-        return round((self.clock() - self._step_started_at).total_seconds(), 3)
 
     def get_elapsed_seconds(self) -> float:
         return round((self.clock() - self.start_time).total_seconds(), 3)
@@ -229,25 +170,28 @@ class MissionProgressTracker:
             running = step if step is not None and step.status == "started" else None
             started = self._step_started_at or now
             spent = (now - started).total_seconds() if running else 0.0
-            done = {completed.step_name for completed in self.completed_steps}
-            learned = self.estimator.remaining(done, running, spent)
+            learned = self.estimator.remaining(self.done, running, spent)
             if learned is not None:
                 return learned
         return rate_based_eta(self._percent, (now - self.start_time).total_seconds())
 
-    def to_dict(self) -> dict[str, Any]:
+    def snapshot(self) -> Progress:
+        """The progress as clients see it, now."""
         now = self.clock()
-        elapsed = round((now - self.start_time).total_seconds(), 3)
-        return {
-            "mission_id": self.mission_id,
-            "start_time": iso(self.start_time),
-            "current_step": self.current_step.to_dict() if self.current_step else None,
-            "completed_steps": [step.to_dict() for step in self.completed_steps],
-            "progress_percent": self._percent,
-            "elapsed_seconds": elapsed,
-            "estimated_time_remaining": self.estimated_time_remaining(now),
-            "updated_at": iso(now),
-        }
+        return Progress(
+            mission_id=self.mission_id,
+            start_time=iso(self.start_time),
+            current_step=self.current_step,
+            completed_steps=tuple(self.completed_steps),
+            progress_percent=self._percent,
+            elapsed_seconds=round((now - self.start_time).total_seconds(), 3),
+            estimated_time_remaining=self.estimated_time_remaining(now),
+            updated_at=iso(now),
+        )
+
+    def _index(self, name: str) -> int:
+        names = [stage.name for stage in self.plan]
+        return names.index(name) + 1 if name in names else 0
 
     def _running_step(self) -> ExecutionStep:
         if self.current_step is None or self.current_step.status != "started":
@@ -271,6 +215,5 @@ class MissionProgressTracker:
         self._percent = max(self._percent, min(max(percent, 0), 100))
 
     def _emit(self, event: ProgressEvent, step: ExecutionStep) -> None:
-        payload = step.to_dict()
         for callback in self._callbacks:
-            callback(event, payload)
+            callback(event, step)

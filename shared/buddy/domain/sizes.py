@@ -14,7 +14,8 @@ from datetime import datetime
 from typing import Any
 
 MAX_DOCUMENT_BYTES = 1_048_576
-# What a document we write may use: room for Firestore's own fields and rounding.
+# What a document we write may use: room for its name (a path of a few ids), the map it
+# may be nested in, Firestore's own fields and rounding.
 DOCUMENT_BUDGET = MAX_DOCUMENT_BYTES - 16 * 1024
 
 
@@ -47,10 +48,11 @@ def clip_utf8(text: str, max_bytes: int) -> str:
     return encoded[: max(max_bytes, 0)].decode("utf-8", "ignore")
 
 
-def fit_text_field(path: str, data: dict[str, Any], name: str) -> bool:
-    """Clips data[name] in place so that the document fits its budget; True if it was cut."""
+def fit_text_field(data: dict[str, Any], name: str) -> bool:
+    """Clips data[name] in place so that a document holding data fits its budget; True if it
+    was cut."""
     text = str(data.get(name) or "")
-    others = document_size(path, {**data, name: ""})
+    others = value_size({**data, name: ""})
     room = DOCUMENT_BUDGET - others
     clipped = clip_utf8(text, room)
     data[name] = clipped

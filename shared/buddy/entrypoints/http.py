@@ -14,29 +14,30 @@ from typing import Any
 
 import flask
 import pydantic
-from werkzeug.exceptions import MethodNotAllowed, NotFound
+from werkzeug import exceptions as routing
 from werkzeug.routing import Map, Rule
 
 from buddy import bootstrap, schemas
-from buddy.domain.lifecycle import InvalidTransition, MissionNotFound
+from buddy.config import MAX_BODY_BYTES
+from buddy.errors import (
+    MalformedJson,
+    MethodNotAllowed,
+    MissionNotFound,
+    NotFound,
+    PayloadTooLarge,
+    ServiceError,
+    Unauthenticated,
+    UnsupportedMediaType,
+    ValidationFailed,
+)
 from buddy.logs import configure_logging
 from buddy.schemas import CreateMission, valid_mission_id, validation_message
 from buddy.service.missions import DEFAULT_LIST_LIMIT, MAX_SEQ, MissionService
-from buddy.service.ports import DependencyUnavailable, TooManyActiveMissions, ValidationFailed
 
 log = logging.getLogger(__name__)
 
-MAX_BODY_BYTES = 64 * 1024
 CORS_METHODS = "GET, POST, OPTIONS"
 CORS_HEADERS = "Authorization, Content-Type"
-
-
-@dataclass
-class ApiError(Exception):
-    status: int
-    code: str
-    message: str
-
 
 Handler = Callable[[MissionService, str, flask.Request, str], Any]
 
@@ -72,7 +73,7 @@ def _create(service: MissionService, uid: str, request: flask.Request, _: str) -
 
 def _list(service: MissionService, uid: str, request: flask.Request, _: str) -> Any:
     limit = _int_arg(request, "limit", DEFAULT_LIST_LIMIT)
-    return {"missions": service.list(uid, request.args.get("status"), limit)}
+    return {"missions": service.missions_of(uid, request.args.get("status"), limit)}
 
 
 def _events(service: MissionService, uid: str, request: flask.Request, mission_id: str) -> Any:
@@ -208,68 +209,69 @@ URLS = Map(
     ],
     strict_slashes=False,
 )
-_STATUS_OF: dict[type[Exception], tuple[int, str]] = {
-    MissionNotFound: (404, "not_found"),
-    InvalidTransition: (409, "conflict"),
-    ValidationFailed: (422, "validation_failed"),
-    TooManyActiveMissions: (429, "too_many_active_missions"),
-    DependencyUnavailable: (503, "unavailable"),
-}
 
 
-def handle(request: flask.Request) -> flask.Response:
+def handle(request: flask.Request, app: bootstrap.App | None = None) -> flask.Response:
     configure_logging()
+    app = app or bootstrap.app()
     origin = request.headers.get("Origin")
     if request.method == "OPTIONS":
-        return _with_cors(flask.Response(status=204), origin, preflight=True)
-    return _with_cors(_dispatch(request), origin)
+        return _with_cors(flask.Response(status=204), origin, app, preflight=True)
+    return _with_cors(_dispatch(request, app), origin, app)
 
 
-def _dispatch(request: flask.Request) -> flask.Response:
+def _dispatch(request: flask.Request, app: bootstrap.App) -> flask.Response:
     try:
-        name, args = URLS.bind_to_environ(request.environ).match()
-        endpoint = BY_NAME[name]
-        if name == "healthz":
-            return _json({"status": "ok"}, 200)
-        if name == "openapi":
-            from buddy.entrypoints.openapi import document
-
-            return _json(document(ENDPOINTS, bootstrap.tools()), 200)
-        assert endpoint.handler is not None
-        uid = _authenticate(request)
-        unknown = set(request.args) - {q.name for q in endpoint.query}
-        if unknown:
-            raise ValidationFailed(f"Unknown query parameters: {', '.join(sorted(unknown))}")
-        mission_id = args.get("mission_id", "")
-        if "mission_id" in args and not valid_mission_id(mission_id):
-            raise MissionNotFound(mission_id[:64])
-        result = endpoint.handler(bootstrap.mission_service(), uid, request, mission_id)
-        # exclude_unset: what storage has, no more (a step without detail has no detail key).
-        body = endpoint.response.model_validate(result).model_dump(mode="json", exclude_unset=True)
-        return _json(body, endpoint.status)
-    except NotFound:
-        return not_found()
-    except MethodNotAllowed as e:
-        allowed = ", ".join(e.valid_methods or [])
-        response = _error(405, "method_not_allowed", f"Use {allowed} on this route")
-        response.headers["Allow"] = allowed
+        return _answer(request, app)
+    except ServiceError as e:
+        # Answered as its class says: a new subclass is mapped like its parent.
+        response = _error(e.status, e.code, str(e))
+        if isinstance(e, MethodNotAllowed):
+            response.headers["Allow"] = e.allowed
         return response
-    except ApiError as e:
-        return _error(e.status, e.code, e.message)
-    except tuple(_STATUS_OF) as e:
-        status, code = _STATUS_OF[type(e)]
-        return _error(status, code, str(e))
     except Exception:
         # Logged with its stack for us; the caller gets a code and a message, never internals.
         log.exception("unhandled error", extra={"path": request.path})
         return _error(500, "internal", "Something went wrong on our side; try again later")
 
 
+def _answer(request: flask.Request, app: bootstrap.App) -> flask.Response:
+    name, args = _route(request)
+    endpoint = BY_NAME[name]
+    if name == "healthz":
+        return _json({"status": "ok"}, 200)
+    if name == "openapi":
+        from buddy.entrypoints.openapi import document
+
+        return _json(document(ENDPOINTS, app.tools), 200)
+    assert endpoint.handler is not None
+    uid = _authenticate(request, app)
+    unknown = set(request.args) - {q.name for q in endpoint.query}
+    if unknown:
+        raise ValidationFailed(f"Unknown query parameters: {', '.join(sorted(unknown))}")
+    mission_id = args.get("mission_id", "")
+    if "mission_id" in args and not valid_mission_id(mission_id):
+        raise MissionNotFound(mission_id[:64])
+    result = endpoint.handler(app.missions, uid, request, mission_id)
+    body = endpoint.response.model_validate(result).model_dump(mode="json")
+    return _json(body, endpoint.status)
+
+
+def _route(request: flask.Request) -> tuple[str, dict[str, Any]]:
+    try:
+        name, args = URLS.bind_to_environ(request.environ).match()
+    except routing.NotFound:
+        raise NotFound("No such route") from None
+    except routing.MethodNotAllowed as e:
+        raise MethodNotAllowed(", ".join(e.valid_methods or [])) from None
+    return str(name), dict(args)
+
+
 def _with_cors(
-    response: flask.Response, origin: str | None, preflight: bool = False
+    response: flask.Response, origin: str | None, app: bootstrap.App, preflight: bool = False
 ) -> flask.Response:
     """Only the dashboard's origins get CORS headers; browsers refuse everyone else."""
-    if origin and origin in bootstrap.settings().cors_origins:
+    if origin and origin in app.settings.cors_origins:
         response.headers["Access-Control-Allow-Origin"] = origin
         response.headers["Vary"] = "Origin"
         if preflight:
@@ -279,33 +281,27 @@ def _with_cors(
     return response
 
 
-def _authenticate(request: flask.Request) -> str:
+def _authenticate(request: flask.Request, app: bootstrap.App) -> str:
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
-        raise ApiError(401, "unauthenticated", "Send Authorization: Bearer <Firebase ID token>")
-    from buddy.adapters.auth import InvalidToken
-
-    try:
-        return bootstrap.token_verifier().verify(token.strip())
-    except InvalidToken as e:
-        raise ApiError(
-            401, "unauthenticated", "The ID token is invalid, expired or revoked; sign in again"
-        ) from e
+        raise Unauthenticated("Send Authorization: Bearer <Firebase ID token>")
+    return app.verifier.verify(token.strip())
 
 
 def _body(request: flask.Request) -> Any:
+    too_large = PayloadTooLarge(f"The body is over {MAX_BODY_BYTES} bytes")
     if (request.content_length or 0) > MAX_BODY_BYTES:
-        raise ApiError(413, "payload_too_large", f"The body is over {MAX_BODY_BYTES} bytes")
+        raise too_large
     raw = request.stream.read(MAX_BODY_BYTES + 1)
     if len(raw) > MAX_BODY_BYTES:
-        raise ApiError(413, "payload_too_large", f"The body is over {MAX_BODY_BYTES} bytes")
+        raise too_large
     if request.mimetype != "application/json":
-        raise ApiError(415, "unsupported_media_type", "Send Content-Type: application/json")
+        raise UnsupportedMediaType("Send Content-Type: application/json")
     try:
         return json.loads(raw)
     except (ValueError, UnicodeDecodeError, RecursionError) as e:
-        raise ApiError(400, "malformed_json", "The body is not valid JSON") from e
+        raise MalformedJson("The body is not valid JSON") from e
 
 
 def _int_arg(request: flask.Request, name: str, default: int) -> int:
@@ -324,7 +320,9 @@ def _json(body: Any, status: int) -> flask.Response:
 
 
 def not_found() -> flask.Response:
-    return _error(404, "not_found", "No such route")
+    """For paths the framework's own router refuses before ours sees them."""
+    error = NotFound("No such route")
+    return _error(error.status, error.code, str(error))
 
 
 def _error(status: int, code: str, message: str) -> flask.Response:

@@ -6,9 +6,11 @@ import functools
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from buddy import schemas
+from buddy.config import MAX_BODY_BYTES
 
 if TYPE_CHECKING:
     from buddy.entrypoints.http import Endpoint
@@ -20,7 +22,7 @@ ERROR_MEANING = {
     401: "No Firebase ID token, or an invalid, expired or revoked one",
     404: "No such mission for this user (another user's mission is not found either)",
     409: "The mission's state does not allow this",
-    413: "The body is over 64 KiB",
+    413: f"The body is over {MAX_BODY_BYTES // 1024} KiB",
     415: "The body is not application/json",
     422: "The request is well-formed but its content is not acceptable",
     429: "Too many of this user's missions are queued or running",
@@ -43,7 +45,7 @@ def _components(models: tuple[type[Any], ...]) -> dict[str, Any]:
 
 def _ref(model: type[Any]) -> dict[str, str]:
     if model is schemas.Out:
-        return {"type": "object"}  # type: ignore[return-value]
+        return {"type": "object"}
     return {"$ref": REF.format(model=model.__name__)}
 
 
@@ -107,7 +109,7 @@ def _with_tools(create: dict[str, Any], tools: ToolRegistry) -> dict[str, Any]:
 
 def document(endpoints: Iterable[Endpoint], tools: ToolRegistry) -> dict[str, Any]:
     endpoints = tuple(endpoints)
-    models = {e.response for e in endpoints if e.response is not schemas.Out}
+    models: set[type[BaseModel]] = {e.response for e in endpoints if e.response is not schemas.Out}
     models |= {e.body for e in endpoints if e.body is not None} | {schemas.ErrorBody}
     paths: dict[str, dict[str, Any]] = {}
     for endpoint in endpoints:

@@ -10,7 +10,7 @@ from buddy import bootstrap
 from buddy.logs import configure_logging
 
 
-def handle(request: flask.Request) -> flask.Response:
+def handle(request: flask.Request, app: bootstrap.App | None = None) -> flask.Response:
     configure_logging()
-    done = bootstrap.recovery().sweep()
+    done = (app or bootstrap.app()).recovery.sweep()
     return flask.Response(json.dumps({"swept": done}), status=200, mimetype="application/json")

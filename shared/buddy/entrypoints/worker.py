@@ -12,18 +12,16 @@ import logging
 from typing import Any
 
 from buddy import bootstrap
+from buddy.config import MAX_DELIVERY_ATTEMPTS
+from buddy.domain.lifecycle import MissionBusy
 from buddy.logs import configure_logging
 from buddy.schemas import valid_mission_id
-from buddy.service.progress_writer import MissionBusy
-
-# What the dead-letter policy allows; the message says how many it really took when it can.
-MAX_DELIVERY_ATTEMPTS = 5
 
 log = logging.getLogger(__name__)
 
 
 class PoisonMessage(ValueError):
-    """A message no retry can fix: acknowledged and logged, never retried."""
+    """Signal: a message no retry can fix. Acknowledged and logged, never retried."""
 
 
 def mission_id_of(data: dict[str, Any]) -> str:
@@ -38,10 +36,11 @@ def mission_id_of(data: dict[str, Any]) -> str:
 
 
 class RetryLater(Exception):
-    """Raised so that Pub/Sub redelivers the message after its backoff."""
+    """Signal: raised out of the function so that Pub/Sub redelivers the message after its
+    backoff (functions-framework answers 500, which the push subscription retries)."""
 
 
-def handle(event: Any) -> None:
+def handle(event: Any, app: bootstrap.App | None = None) -> None:
     configure_logging()
     data = event.data or {}
     try:
@@ -50,7 +49,7 @@ def handle(event: Any) -> None:
         log.error("dropping poison message", extra={"event_id": event["id"], "reason": str(e)})
         return
     try:
-        outcome = bootstrap.mission_runner().run(mission_id)
+        outcome = (app or bootstrap.app()).runner.run(mission_id)
     except MissionBusy as e:
         log.info(
             "another run holds the mission; asking for a later delivery",
@@ -63,7 +62,7 @@ def handle(event: Any) -> None:
     )
 
 
-def handle_dead_letter(event: Any) -> None:
+def handle_dead_letter(event: Any, app: bootstrap.App | None = None) -> None:
     """A message Pub/Sub gave up on: end its mission with a clear error (unless a run is live)."""
     configure_logging()
     data = event.data or {}
@@ -73,5 +72,5 @@ def handle_dead_letter(event: Any) -> None:
         log.error("dropping poison dead letter", extra={"event_id": event["id"], "reason": str(e)})
         return
     attempts = int(data["message"].get("deliveryAttempt") or MAX_DELIVERY_ATTEMPTS)
-    bootstrap.recovery().dead_lettered(mission_id, attempts)
+    (app or bootstrap.app()).recovery.dead_lettered(mission_id, attempts)
     log.warning("dead letter handled", extra={"mission_id": mission_id, "event_id": event["id"]})

@@ -7,20 +7,24 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pydantic
 
 from buddy.domain import lifecycle
-from buddy.domain.lifecycle import Change, MissionNotFound, NewEvent, Status
-from buddy.domain.progress import Clock, rate_based_eta
-from buddy.schemas import CreateMission, validation_message
-from buddy.service.ports import (
-    DependencyUnavailable,
-    ExecutionPublisher,
-    MissionStore,
-    ValidationFailed,
+from buddy.domain.mission import (
+    Artifact,
+    Change,
+    Event,
+    ExecutionStep,
+    Mission,
+    NewEvent,
+    Status,
 )
+from buddy.domain.progress import Clock, rate_based_eta
+from buddy.errors import DependencyUnavailable, MissionNotFound, ValidationFailed
+from buddy.schemas import CreateMission, validation_message
+from buddy.service.ports import ExecutionPublisher, MissionStore
 
 if TYPE_CHECKING:
     from buddy.tools import ToolRegistry
@@ -31,9 +35,26 @@ MAX_LIST_LIMIT = 100
 MAX_SEQ = 2**31
 DEFAULT_LIST_LIMIT = 20
 
+Transition = Callable[[Mission, datetime], Change]
+
 
 def new_mission_id() -> str:
     return "m_" + secrets.token_urlsafe(12)
+
+
+@dataclass(frozen=True)
+class ProgressView:
+    """The original design's progress shape, with elapsed time and ETA as of now."""
+
+    mission_id: str
+    status: Status
+    current_step: ExecutionStep | None
+    completed_steps: tuple[ExecutionStep, ...]
+    progress_percent: int
+    elapsed_seconds: float
+    estimated_time_remaining: float
+    # Its worker stopped renewing the lease: until a recovery resumes it, it is stuck.
+    stalled: bool
 
 
 @dataclass
@@ -44,94 +65,90 @@ class MissionService:
     clock: Clock
     max_active: int = 10
 
-    def create(self, owner_uid: str, request: CreateMission) -> dict[str, Any]:
+    def create(self, owner_uid: str, request: CreateMission) -> Mission:
         self._check_tool_and_inputs(request.tool, request.inputs)
-        now = self.clock()
-        mission_id = new_mission_id()
-        doc = lifecycle.proposed(
-            mission_id,
+        mission = lifecycle.proposed(
+            new_mission_id(),
             owner_uid,
             request.objective,
-            request.scope.model_dump(),
+            request.scope.allowed_domains,
             request.budget_usd,
             request.tool,
             request.inputs,
-            now,
+            self.clock(),
         )
-        created = self.store.create(doc, NewEvent("mission_created", "Mission proposed"))
-        log.info("mission created", extra={"mission_id": mission_id})
+        created = self.store.create(mission, NewEvent("mission_created", "Mission proposed"))
+        log.info("mission created", extra={"mission_id": mission.mission_id})
         return created
 
-    def get(self, owner_uid: str, mission_id: str) -> dict[str, Any]:
-        doc = self.store.get(mission_id)
-        if doc is None or doc.get("owner_uid") != owner_uid:
+    def get(self, owner_uid: str, mission_id: str) -> Mission:
+        mission = self.store.get(mission_id)
+        if mission is None or mission.owner_uid != owner_uid:
             # Another user's mission is indistinguishable from a missing one.
             raise MissionNotFound(mission_id)
-        return doc
+        return mission
 
-    def list(self, owner_uid: str, status: str | None, limit: int) -> list[dict[str, Any]]:
+    def missions_of(self, owner_uid: str, status: str | None, limit: int) -> list[Mission]:
         if status is not None and status not in {s.value for s in Status}:
             raise ValidationFailed(f"Unknown status {status!r}")
         if not 1 <= limit <= MAX_LIST_LIMIT:
             raise ValidationFailed(f"limit must be between 1 and {MAX_LIST_LIMIT}")
-        return self.store.list(owner_uid, status, limit)
+        return self.store.missions_of(owner_uid, Status(status) if status else None, limit)
 
-    def approve(self, owner_uid: str, mission_id: str) -> dict[str, Any]:
+    def approve(self, owner_uid: str, mission_id: str) -> Mission:
         return self._transition(owner_uid, mission_id, lifecycle.approve)
 
-    def execute(self, owner_uid: str, mission_id: str) -> dict[str, Any]:
+    def execute(self, owner_uid: str, mission_id: str) -> Mission:
         """approved → queued (within the owner's active-mission limit) and one message.
 
         A publish that fails or times out may still have sent its message, so the queueing is
         undone: back to approved, 503, and a message that arrives later finds the mission not
         queued and is dropped by the worker. If a worker claimed it first, the message did
-        leave: 202. If even the undo fails, the mission stays queued and the sweeper
-        republishes it: 202 as well, because it will run.
+        leave: queued. If even the undo fails, the mission stays queued and the sweeper
+        republishes it: queued as well, because it will run.
         """
         queued = self._transition(
-            owner_uid, mission_id, lambda doc, now: lifecycle.queue(doc, now, self.max_active)
+            owner_uid, mission_id, lambda m, now: lifecycle.queue(m, now, self.max_active)
         )
         try:
             self.publisher.publish_execution(mission_id)
         except DependencyUnavailable:
-            seq = queued["event_seq"]
             try:
                 after = self.store.apply(
-                    mission_id, lambda doc: lifecycle.unqueue(doc, seq, self.clock())
+                    mission_id, lambda m: lifecycle.unqueue(m, queued.event_seq, self.clock())
                 )
             except DependencyUnavailable:
                 log.warning(
                     "could not undo a queueing; the sweeper will dispatch it",
                     extra={"mission_id": mission_id},
                 )
-                return {"mission_id": mission_id, "status": Status.QUEUED.value}
-            if after["status"] in (Status.APPROVED.value, Status.CANCELLED.value):
+                return queued
+            if after.status in (Status.APPROVED, Status.CANCELLED):
                 raise
             log.info("message left despite a publish error", extra={"mission_id": mission_id})
         log.info("mission queued", extra={"mission_id": mission_id})
-        return {"mission_id": mission_id, "status": Status.QUEUED.value}
+        return queued
 
-    def cancel(self, owner_uid: str, mission_id: str) -> dict[str, Any]:
+    def cancel(self, owner_uid: str, mission_id: str) -> Mission:
         return self._transition(owner_uid, mission_id, lifecycle.cancel)
 
-    def progress(self, owner_uid: str, mission_id: str) -> dict[str, Any]:
-        return progress_view(self.get(owner_uid, mission_id), self.clock)
+    def progress(self, owner_uid: str, mission_id: str) -> ProgressView:
+        return progress_view(self.get(owner_uid, mission_id), self.clock())
 
-    def events(self, owner_uid: str, mission_id: str, after_seq: int) -> list[dict[str, Any]]:
+    def events(self, owner_uid: str, mission_id: str, after_seq: int) -> list[Event]:
         if not 0 <= after_seq <= MAX_SEQ:
             raise ValidationFailed(f"after_seq must be between 0 and {MAX_SEQ}")
         self.get(owner_uid, mission_id)
         return self.store.events(mission_id, after_seq)
 
-    def artifact(self, owner_uid: str, mission_id: str) -> dict[str, Any]:
-        record = self.get(owner_uid, mission_id).get("execution_record") or {}
-        reference = record.get("artifact_reference")
-        artifact = self.store.get_artifact(reference["artifact_id"]) if reference else None
+    def artifact(self, owner_uid: str, mission_id: str) -> Artifact:
+        reference = self.get(owner_uid, mission_id).record.artifact_reference
+        artifact = self.store.artifact(reference.artifact_id) if reference else None
         if artifact is None:
             raise MissionNotFound(mission_id) from None
         return artifact
 
-    def _check_tool_and_inputs(self, tool_name: str | None, inputs: dict[str, Any]) -> None:
+    def _check_tool_and_inputs(self, tool_name: str | None, inputs: dict[str, object]) -> None:
         """The named tool exists and accepts the inputs; without a tool, some tool must."""
         if tool_name is not None:
             tool = self.tools.get(tool_name)
@@ -152,41 +169,33 @@ class MissionService:
                 problems.append(f"{tool.name}: {validation_message(e, prefix='inputs')}")
         raise ValidationFailed("inputs don't fit " + " | ".join(problems))
 
-    def _transition(
-        self, owner_uid: str, mission_id: str, action: Callable[[dict[str, Any], datetime], Change]
-    ) -> dict[str, Any]:
-        def decide(doc: dict[str, Any]) -> Change:
-            if doc.get("owner_uid") != owner_uid:
+    def _transition(self, owner_uid: str, mission_id: str, action: Transition) -> Mission:
+        def decide(mission: Mission) -> Change:
+            if mission.owner_uid != owner_uid:
                 raise MissionNotFound(mission_id)
-            return action(doc, self.clock())
+            return action(mission, self.clock())
 
         return self.store.apply(mission_id, decide)
 
 
-def progress_view(doc: dict[str, Any], clock: Clock) -> dict[str, Any]:
-    """The original design's progress shape, with elapsed time and ETA as of now."""
-    status = Status(doc["status"])
-    tracker = (doc.get("execution_record") or {}).get("progress_tracker") or {}
-    percent = int(tracker.get("progress_percent") or 0)
-    elapsed = float(tracker.get("elapsed_seconds") or 0.0)
-    eta = float(tracker.get("estimated_time_remaining") or 0.0)
-    started = doc.get("started_at")
-    if status == Status.RUNNING and started is not None:
-        # Age the worker's last figures by the time since it wrote them.
-        now_elapsed = round((clock() - started).total_seconds(), 3)
+def progress_view(mission: Mission, now: datetime) -> ProgressView:
+    """Where the mission is, as of now: the worker's last figures aged by the time since."""
+    progress = mission.progress
+    elapsed = progress.elapsed_seconds if progress else 0.0
+    eta = progress.estimated_time_remaining if progress else 0.0
+    if mission.status == Status.RUNNING and mission.started_at is not None:
+        now_elapsed = round((now - mission.started_at).total_seconds(), 3)
         eta = max(eta - max(now_elapsed - elapsed, 0.0), 0.0)
         elapsed = now_elapsed
-    elif status in {Status.PROPOSED, Status.APPROVED, Status.QUEUED}:
+    elif mission.status in {Status.PROPOSED, Status.APPROVED, Status.QUEUED}:
         eta = rate_based_eta(0, 0.0)
-    lease = doc.get("lease_expires_at")
-    return {
-        "mission_id": doc["mission_id"],
-        "status": status.value,
-        "current_step": tracker.get("current_step"),
-        "completed_steps": tracker.get("completed_steps", []),
-        "progress_percent": percent,
-        "elapsed_seconds": elapsed,
-        "estimated_time_remaining": 0.0 if status in lifecycle.TERMINAL else round(eta, 3),
-        # Its worker stopped renewing the lease: until a recovery resumes it, it is stuck.
-        "stalled": status == Status.RUNNING and lease is not None and lease <= clock(),
-    }
+    return ProgressView(
+        mission_id=mission.mission_id,
+        status=mission.status,
+        current_step=progress.current_step if progress else None,
+        completed_steps=progress.completed_steps if progress else (),
+        progress_percent=mission.percent,
+        elapsed_seconds=elapsed,
+        estimated_time_remaining=0.0 if mission.terminal else round(eta, 3),
+        stalled=lifecycle.stalled(mission, now) and mission.lease_expires_at is not None,
+    )

@@ -1,4 +1,4 @@
-"""What the service layer needs from the outside world, and the errors it raises."""
+"""What the service layer needs from the outside world, in the domain's terms."""
 
 from __future__ import annotations
 
@@ -7,63 +7,47 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from buddy.domain.eta import DurationStat
-from buddy.domain.lifecycle import Change, NewEvent
+from buddy.domain.mission import Artifact, Change, Event, Mission, NewEvent, Status
 
-Decide = Callable[[dict[str, Any]], Change]
-
-
-class ServiceError(Exception):
-    """Base of the errors the service layer reports to entry points."""
-
-
-class ValidationFailed(ServiceError):
-    """The request is well-formed but its content is not acceptable."""
-
-
-class TooManyActiveMissions(ServiceError):
-    """The owner already has as many queued or running missions as allowed."""
-
-    def __init__(self, limit: int) -> None:
-        super().__init__(
-            f"You already have {limit} missions queued or running; "
-            "wait for one to finish or cancel one"
-        )
-
-
-class StorageRejected(ServiceError):
-    """Firestore refused a write as invalid (e.g. a document over 1 MiB): retrying won't help."""
-
-
-class DependencyUnavailable(ServiceError):
-    """Firestore, Pub/Sub or Auth could not be reached; nothing was changed."""
+Decide = Callable[[Mission], Change]
 
 
 class MissionStore(Protocol):
-    def create(self, doc: dict[str, Any], event: NewEvent) -> dict[str, Any]:
+    """Missions, their event logs, artifacts and the runs' private stage outputs.
+
+    Errors: MissionNotFound, DependencyUnavailable (not reachable; nothing written),
+    StorageRejected (a write refused as invalid), TooManyActiveMissions (see `apply`).
+    """
+
+    def create(self, mission: Mission, event: NewEvent) -> Mission:
         """Stores a new mission with its first event (seq 1)."""
 
-    def get(self, mission_id: str) -> dict[str, Any] | None: ...
+    def get(self, mission_id: str) -> Mission | None: ...
 
-    def apply(self, mission_id: str, decide: Decide) -> dict[str, Any]:
+    def apply(self, mission_id: str, decide: Decide) -> Mission:
         """Atomically: read the mission, `decide` a change, write it and number its events.
 
-        In the same commit it keeps the owner's count of active (queued or running) missions,
-        and refuses a change over its `active_limit` with TooManyActiveMissions.
-        Raises MissionNotFound, StorageRejected, or whatever `decide` raises (then nothing is
-        written). Returns the mission as written.
+        The commit also keeps the owner's count of active (queued or running) missions, and
+        refuses a change over its `active_limit` with TooManyActiveMissions. Whatever
+        `decide` raises is raised, and nothing is written. Returns the mission as written
+        (or as read, when the change was empty).
         """
 
-    def list(self, owner_uid: str, status: str | None, limit: int) -> list[dict[str, Any]]: ...
+    def missions_of(self, owner_uid: str, status: Status | None, limit: int) -> list[Mission]:
+        """The owner's missions, newest first."""
 
-    def in_flight_before(self, status: str, field: str, before: datetime) -> list[dict[str, Any]]:
-        """Missions in `status` whose timestamp `field` is earlier than `before` (a page)."""
+    def stalled(self, now: datetime) -> list[Mission]:
+        """Running missions whose lease ran out before `now` (a page of them)."""
 
-    def events(self, mission_id: str, after_seq: int) -> list[dict[str, Any]]: ...
+    def queued_before(self, before: datetime) -> list[Mission]:
+        """Queued missions waiting since before `before` (a page of them)."""
 
-    def get_document(self, path: str) -> dict[str, Any] | None:
-        """Any document by path, e.g. one written through Change.documents."""
+    def events(self, mission_id: str, after_seq: int) -> list[Event]: ...
 
-    def get_artifact(self, artifact_id: str) -> dict[str, Any] | None: ...
+    def artifact(self, artifact_id: str) -> Artifact | None: ...
+
+    def private_outputs(self, mission_id: str) -> Mapping[str, Any]:
+        """What Change.private stored for the mission, by stage name."""
 
 
 class ExecutionPublisher(Protocol):
@@ -78,3 +62,8 @@ class DurationStatsStore(Protocol):
 
     def record(self, samples: Mapping[str, float]) -> None:
         """Folds one finished mission's step durations into the statistics."""
+
+
+class TokenVerifier(Protocol):
+    def verify(self, token: str) -> str:
+        """The uid of a valid ID token; raises Unauthenticated or DependencyUnavailable."""

@@ -1,16 +1,15 @@
 """Persisting a run's progress: few writes, each one a checkpoint under a lease.
 
-The claim and the end of a run are written at once. Everything between (step
-boundaries, in-step updates, retries) is written at most once per
-`min_interval_seconds`: the events pile up and the latest progress wins, so a
-run of quick steps costs one write, however many sub-steps a tool reports.
-Nothing waits longer than that interval: the heartbeat writes what is pending.
+The claim and the end of a run are written at once. Everything between (step boundaries,
+in-step updates, retries) is written at most once per `min_interval_seconds`: the events pile
+up and the latest progress wins, so a run of quick steps costs one write, however many
+sub-steps a tool reports. Nothing waits longer than that interval: the heartbeat writes what
+is pending.
 
-A step's effects (record fields, documents such as the tool's result or the
-artifact) are staged until the step completes and are written with its
-completion in one transaction, so a resumed run never repeats them. Every write
-renews the run's lease and checks the run still owns the mission; the heartbeat
-also renews the lease while a long step is quiet.
+A step's effects (record fields, what it produced, the artifact) are staged until the step
+completes and are written with its completion in one transaction, so a resumed run never
+repeats them. Every write renews the run's lease and checks the run still owns the mission;
+the heartbeat also renews the lease while a long step is quiet.
 """
 
 from __future__ import annotations
@@ -18,40 +17,54 @@ from __future__ import annotations
 import secrets
 import threading
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
-from buddy.domain.lifecycle import (
-    TERMINAL,
+from buddy.domain import lifecycle
+from buddy.domain.mission import (
+    Artifact,
     Change,
-    LifecycleError,
+    ExecutionStep,
+    Mission,
     NewEvent,
+    Progress,
     Status,
-    status_of,
+    StepError,
 )
-from buddy.domain.progress import TOTAL_STEPS, Clock, MissionProgressTracker, ProgressEvent
-from buddy.service.ports import MissionStore, StorageRejected
-
-# The status a delivery may start from. A message for an approved mission is one whose
-# execute was undone (its publish failed or timed out, and the owner was told so): dropped.
-CLAIMABLE = frozenset({Status.QUEUED})
-
-
-class NotClaimable(LifecycleError):
-    """The mission is finished, or another run took it over."""
-
-
-class MissionBusy(Exception):
-    """Another run holds a live lease on the mission: try again later."""
+from buddy.domain.progress import Clock, MissionProgressTracker, ProgressEvent
+from buddy.errors import StorageRejected
+from buddy.service.ports import Decide, MissionStore
 
 
 class MissionCancelled(Exception):
-    """The owner asked to cancel; the run stopped and recorded it."""
+    """Signal: the owner asked to cancel, and the run stopped and recorded it. The delivery
+    is acknowledged."""
 
 
-def lease_live(doc: dict[str, Any], now: datetime) -> bool:
-    expires = doc.get("lease_expires_at")
-    return expires is not None and expires > now
+@dataclass
+class Effects:
+    """What a write carries besides progress and events: record fields, stage outputs (kept
+    with the mission, or apart when private) and an artifact."""
+
+    record: dict[str, Any] = field(default_factory=dict)
+    outputs: dict[str, Any] = field(default_factory=dict)
+    private: dict[str, Any] = field(default_factory=dict)
+    artifact: Artifact | None = None
+
+    def __bool__(self) -> bool:
+        return bool(self.record or self.outputs or self.private or self.artifact)
+
+    def merge(self, other: Effects) -> None:
+        self.record.update(other.record)
+        self.outputs.update(other.outputs)
+        self.private.update(other.private)
+        self.artifact = other.artifact or self.artifact
+
+    def applied(self, mission: Mission) -> Mission:
+        if not (self.record or self.outputs):
+            return mission
+        outputs = {**mission.record.outputs, **self.outputs}
+        return mission.with_record(**self.record, outputs=outputs)
 
 
 @dataclass
@@ -64,17 +77,15 @@ class ProgressWriter:
     run_id: str = field(default_factory=lambda: secrets.token_hex(8))
     writes: int = 0
     cancel_requested: bool = False
-    # Pending: what the next write carries. Staged: the running step's effects, pending
-    # once the step completes. The heartbeat thread writes too, so both sit under _lock.
+    # Pending: what the next write carries. Staged: the running step's effects, pending once
+    # the step completes. The heartbeat thread writes too, so both sit under _lock.
     _events: list[NewEvent] = field(default_factory=list)
-    _updates: dict[str, Any] = field(default_factory=dict)
-    _documents: dict[str, dict[str, Any]] = field(default_factory=dict)
-    _staged_updates: dict[str, Any] = field(default_factory=dict)
-    _staged_documents: dict[str, dict[str, Any]] = field(default_factory=dict)
-    _snapshot: dict[str, Any] = field(default_factory=dict)  # the tracker at the last event
+    _pending: Effects = field(default_factory=Effects)
+    _staged: Effects = field(default_factory=Effects)
+    _snapshot: Progress | None = None  # the tracker at the last event
     _claimed: bool = False
     _last_write: float = float("-inf")
-    _boundary: dict[str, Any] | None = None
+    _boundary: Progress | None = None
     # Why Firestore refused this run's pending write; the heartbeat then only renews the lease.
     _rejected: str | None = None
     _effects_of: str | None = None  # the step whose effects the next write carries
@@ -82,45 +93,44 @@ class ProgressWriter:
 
     def resuming(self) -> None:
         """This run carries on where a stopped one left off (its tracker was restored)."""
-        self._boundary = self.tracker.to_dict()
+        self._boundary = self.tracker.snapshot()
 
     def include(self, **record_fields: Any) -> None:
         """Execution-record fields the running step produced, written with its completion."""
         with self._lock:
-            self._staged_updates.update(_record_fields(record_fields))
+            self._staged.record.update(record_fields)
 
-    def attach(self, path: str, document: dict[str, Any]) -> None:
-        """A document the running step produced, written with its completion."""
+    def produce(self, stage: str, output: Any, private: bool = False) -> None:
+        """What a stage produced (memoized for a resumed run), written with its completion."""
         with self._lock:
-            self._staged_documents[path] = document
+            (self._staged.private if private else self._staged.outputs)[stage] = output
 
-    def __call__(self, event: ProgressEvent, step: dict[str, Any]) -> None:
-        new = NewEvent(event, step["message"], step["step_name"], step["progress_percent"])
+    def attach(self, artifact: Artifact) -> None:
+        with self._lock:
+            self._staged.artifact = artifact
+
+    def __call__(self, event: ProgressEvent, step: ExecutionStep) -> None:
+        new = NewEvent(event, step.message, step.step_name, step.progress_percent)
         with self._lock:
             if event == "step_progress" and self._events and self._events[-1].type == event:
                 self._events[-1] = new  # the latest in-step update wins
             else:
                 self._events.append(new)
-            self._snapshot = self.tracker.to_dict()
+            self._snapshot = self.tracker.snapshot()
             if event in ("step_completed", "step_failed"):
-                if self._staged_updates or self._staged_documents:
-                    self._effects_of = step["step_name"]
-                self._updates.update(self._staged_updates)
-                self._documents.update(self._staged_documents)
-                self._staged_updates.clear()
-                self._staged_documents.clear()
-            if event == "step_completed" and step["step_index"] == TOTAL_STEPS:
+                if self._staged:
+                    self._effects_of = step.step_name
+                self._pending.merge(self._staged)
+                self._staged = Effects()
+            if event == "step_completed" and step.step_index == step.total_steps:
                 self._flush(terminal=Status.COMPLETED)
             elif event == "step_completed":
                 self._boundary = self._snapshot
             elif event == "step_failed":
-                error = {
-                    "step_name": step["step_name"],
-                    "code": "storage_rejected" if self._rejected else "step_failed",
-                    "message": step["message"],
-                }
-                self._updates.update(_record_fields({"error": error}))
-                self._flush(terminal=Status.FAILED)
+                code = "storage_rejected" if self._rejected else "step_failed"
+                self._flush(
+                    terminal=Status.FAILED, error=StepError(step.step_name, code, step.message)
+                )
             elif event == "step_started" and (not self._claimed or self.cancel_requested):
                 # Claim at once; and a cancel seen earlier stops the run at this boundary.
                 self._flush(at_boundary=self._boundary is not None)
@@ -136,11 +146,11 @@ class ProgressWriter:
                     "retry_scheduled",
                     f"Attempt {attempt - 1} of {of} failed: {reason}; trying again in {delay:.1f}s",
                     step.step_name if step else None,
-                    self.tracker.get_progress_percent(),
+                    self.tracker.percent,
                     attempt=attempt,
                 )
             )
-            self._updates.update(_record_fields({"attempt": attempt}))
+            self._pending.record["attempt"] = attempt
             if self._due():
                 self._flush()
 
@@ -149,23 +159,16 @@ class ProgressWriter:
         so, without the effects it refused (retrying or redelivering would not help)."""
         with self._lock:
             self._rejected = reason
-            for pending in (
-                self._updates,
-                self._staged_updates,
-                self._documents,
-                self._staged_documents,
-            ):
-                pending.clear()
+            self._pending, self._staged = Effects(), Effects()
             step = self.tracker.current_step
-            running = step is not None and step.status == "started"
             blamed = self._effects_of or (step.step_name if step else "finalize")
             message = f"Could not save {blamed}'s result: {reason}"
-            if running:
+            if step is not None and step.status == "started":
                 self.tracker.fail_step(message)  # written as the run's failure
                 return
-            error = {"step_name": blamed, "code": "storage_rejected", "message": message}
-            self._updates.update(_record_fields({"error": error}))
-            self._flush(terminal=Status.FAILED)
+            self._flush(
+                terminal=Status.FAILED, error=StepError(blamed, "storage_rejected", message)
+            )
 
     def cancel_in_step(self) -> None:
         """A tool stopped for a cancel: record where the mission got to, then stop."""
@@ -187,12 +190,11 @@ class ProgressWriter:
             if self.clock().timestamp() - self._last_write < self.lease_seconds / 3:
                 return
             now = self.clock()
-
-            def decide(doc: dict[str, Any]) -> Change:
-                self._check_owner(doc)
-                return Change(updates={"lease_expires_at": self._lease_end(now)})
-
-            self._apply(decide)
+            self._apply(
+                lambda m: Change(
+                    lifecycle.progressed(lifecycle.owned(m, self.run_id), now, self.lease_seconds)
+                )
+            )
 
     def _due(self) -> bool:
         return self.clock().timestamp() - self._last_write >= self.min_interval_seconds
@@ -200,130 +202,64 @@ class ProgressWriter:
     def _flush(
         self,
         terminal: Status | None = None,
+        error: StepError | None = None,
         at_boundary: bool = False,
-        snapshot: dict[str, Any] | None = None,
+        snapshot: Progress | None = None,
     ) -> None:
         # From another thread, the snapshot taken at the last event: the tracker may be
         # halfway through a change. Its updated_at still dates its ETA for clients.
-        snapshot = dict(snapshot or self.tracker.to_dict())
-        if terminal is not None:
-            snapshot["estimated_time_remaining"] = 0.0
-        events, updates = tuple(self._events), dict(self._updates)
-        documents = tuple(self._documents.items())
-        now = self.clock()
+        progress = snapshot or self.tracker.snapshot()
+        events, effects = tuple(self._events), self._pending
+        now, lease, run_id = self.clock(), self.lease_seconds, self.run_id
+        boundary = self._boundary
 
-        def decide(doc: dict[str, Any]) -> Change:
-            changes: dict[str, Any] = {
-                **updates,
-                "updated_at": now,
-                "lease_expires_at": self._lease_end(now),
-            }
-            if self._claimed:
-                self._check_owner(doc)
+        def decide(found: Mission) -> Change:
+            mission = (
+                lifecycle.owned(found, run_id)
+                if self._claimed
+                else lifecycle.claim(found, run_id, now, lease)
+            )
+            mission = effects.applied(lifecycle.progressed(mission, now, lease))
+            if at_boundary and boundary is not None and mission.cancel_requested:
+                # Stop at the boundary: the step that was about to start never ran; the
+                # completed step's effects are kept with its completion.
+                kept = events[:-1] if events and events[-1].type == "step_started" else events
+                ending = lifecycle.cancelled_at_boundary(mission, now, boundary)
             else:
-                changes.update(self._claim(doc, now))
-            if at_boundary and doc.get("cancel_requested"):
-                return self._cancellation(changes, events, documents, now)
-            changes["execution_record.progress_tracker"] = snapshot
-            written = events
-            if terminal is not None:
-                changes.update(_terminal(terminal, now))
-                written = (*events, _terminal_event(terminal, snapshot))
-            return Change(updates=changes, events=written, documents=documents)
+                kept, mission = events, mission.with_record(progress_tracker=progress)
+                ending = _ending(mission, now, terminal, error)
+            return Change(
+                ending.mission,
+                (*kept, *ending.events),
+                artifact=effects.artifact,
+                private=dict(effects.private),
+            )
 
         written = self._apply(decide)
         self._claimed = True
         self._effects_of = None
         self._events.clear()
-        self._updates.clear()
-        self._documents.clear()
-        if status_of(written) == Status.CANCELLED:
+        self._pending = Effects()
+        if written.status == Status.CANCELLED:
             raise MissionCancelled(self.tracker.mission_id)
 
-    def _apply(self, decide: Any) -> dict[str, Any]:
+    def _apply(self, decide: Decide) -> Mission:
         written = self.store.apply(self.tracker.mission_id, decide)
         self.writes += 1
         self._last_write = self.clock().timestamp()
-        self.cancel_requested = bool(written.get("cancel_requested"))
+        self.cancel_requested = written.cancel_requested
         return written
 
-    def _lease_end(self, now: datetime) -> datetime:
-        return now + timedelta(seconds=self.lease_seconds)
 
-    def _check_owner(self, doc: dict[str, Any]) -> None:
-        if status_of(doc) != Status.RUNNING or doc.get("run_id") != self.run_id:
-            raise NotClaimable(f"mission is {doc['status']}, run {doc.get('run_id')}")
-
-    def _claim(self, doc: dict[str, Any], now: datetime) -> dict[str, Any]:
-        status = status_of(doc)
-        record = doc.get("execution_record") or {}
-        if status == Status.RUNNING:
-            if lease_live(doc, now):
-                raise MissionBusy(self.tracker.mission_id)
-            # The previous run stopped heart-beating: take over where it left off.
-            return {"run_id": self.run_id, "execution_record.runs": record.get("runs", 1) + 1}
-        if status not in CLAIMABLE:
-            raise NotClaimable(f"mission is {status}")
-        return {
-            "status": Status.RUNNING.value,
-            "started_at": now,
-            "run_id": self.run_id,
-            "execution_record.status": Status.RUNNING.value,
-            "execution_record.attempt": 1,
-            "execution_record.runs": 1,
-        }
-
-    def _cancellation(
-        self,
-        changes: dict[str, Any],
-        events: tuple[NewEvent, ...],
-        documents: tuple[tuple[str, dict[str, Any]], ...],
-        now: datetime,
-    ) -> Change:
-        # Stop at the boundary: the step that was about to start never ran.
-        boundary = self._boundary or {}
-        percent = boundary.get("progress_percent", 0)
-        kept = list(events[:-1] if events and events[-1].type == "step_started" else events)
-        kept.append(
-            NewEvent(
-                "mission_cancelled", f"Mission cancelled at {percent}%", progress_percent=percent
-            )
-        )
-        changes.update(_terminal(Status.CANCELLED, now))
-        changes["execution_record.progress_tracker"] = {**boundary, "estimated_time_remaining": 0}
-        # The completed step's effects (e.g. its artifact) are kept with its completion.
-        return Change(updates=changes, events=tuple(kept), documents=documents)
-
-
-def _record_fields(fields: dict[str, Any]) -> dict[str, Any]:
-    return {f"execution_record.{k}": v for k, v in fields.items()}
-
-
-def _terminal(status: Status, now: datetime) -> dict[str, Any]:
-    assert status in TERMINAL
-    return {
-        "status": status.value,
-        "finished_at": now,
-        "lease_expires_at": None,
-        "execution_record.status": status.value,
-    }
-
-
-def _terminal_event(status: Status, snapshot: dict[str, Any]) -> NewEvent:
-    percent = snapshot["progress_percent"]
-    step = snapshot.get("current_step") or {}
-    if status == Status.COMPLETED:
-        return NewEvent("mission_completed", "Mission completed", progress_percent=percent)
-    if status == Status.CANCELLED:
-        return NewEvent(
-            "mission_cancelled",
-            f"Mission cancelled at {percent}% during {step.get('step_name')}",
-            step_name=step.get("step_name"),
-            progress_percent=percent,
-        )
-    return NewEvent(
-        "mission_failed",
-        f"Mission failed at {step.get('step_name')}: {step.get('message')}",
-        step_name=step.get("step_name"),
-        progress_percent=percent,
-    )
+def _ending(
+    mission: Mission, now: datetime, terminal: Status | None, error: StepError | None
+) -> Change:
+    """The write as it stands, or the end of the run when it ends here."""
+    if terminal == Status.COMPLETED:
+        return lifecycle.completed(mission, now)
+    if terminal == Status.FAILED:
+        assert error is not None
+        return lifecycle.failed(mission, now, error)
+    if terminal == Status.CANCELLED:
+        return lifecycle.cancelled_in_step(mission, now)
+    return Change(mission)
