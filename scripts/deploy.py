@@ -19,11 +19,12 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from buddy.config import DEAD_LETTER_TOPIC, EXECUTIONS_TOPIC, MAX_DELIVERY_ATTEMPTS
+
 ROOT = Path(__file__).resolve().parents[1]
 BUILD = ROOT / "build" / "functions"
 RUNTIME = "python311"
-TOPIC = "mission-executions"
-DEAD_TOPIC = "mission-executions-dead"
+TOPIC, DEAD_TOPIC = EXECUTIONS_TOPIC, DEAD_LETTER_TOPIC
 
 
 @dataclass(frozen=True)
@@ -115,7 +116,8 @@ def bundle() -> list[Path]:
         shutil.copytree(
             ROOT / "shared" / "buddy",
             target / "buddy",
-            ignore=shutil.ignore_patterns("__pycache__", "devstack.py"),
+            # The local stack, the client and the command line are not what functions import.
+            ignore=shutil.ignore_patterns("__pycache__", "devstack.py", "client.py", "cli.py"),
         )
         pins = [
             line
@@ -226,7 +228,16 @@ def commands(project: str, region: str, check_revoked: bool = False) -> list[lis
         if function.pubsub_triggered:
             out.append(_invoker(function.name, project, region, accounts["buddy-trigger"]))
     # The worker's trigger subscription gets the backoff and the dead-letter policy.
-    out.append(["scripts/set-dead-letter-policy.sh", project, region, "buddy-worker", DEAD_TOPIC])
+    out.append(
+        [
+            "scripts/set-dead-letter-policy.sh",
+            project,
+            region,
+            "buddy-worker",
+            DEAD_TOPIC,
+            str(MAX_DELIVERY_ATTEMPTS),
+        ]
+    )
     out.append(_invoker("buddy-sweeper", project, region, accounts["buddy-scheduler"]))
     out.append(
         [

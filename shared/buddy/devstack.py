@@ -1,6 +1,7 @@
 """The local stack: emulators, the API and the stage worker on the ports of SPEC §2.
 
     python -m buddy.devstack up            # everything, until Ctrl-C
+    python -m buddy.devstack configure     # firebase.local.json and the dashboard's config
     python -m buddy.devstack emulator-env  # shell exports for offline emulator binaries
 
 Used by scripts/run.sh and by the test suite, which starts the API and the
@@ -10,6 +11,7 @@ worker the same way inside `firebase emulators:exec`.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shlex
 import signal
@@ -23,6 +25,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from buddy.config import LOCAL_HOST, LocalPorts
+
 ROOT = Path(__file__).resolve().parents[2]
 CACHE = ROOT / ".cache"
 SDK = Path("/usr/lib/google-cloud-sdk/platform")
@@ -30,7 +34,10 @@ FIRESTORE_JAR = SDK / "cloud-firestore-emulator" / "cloud-firestore-emulator.jar
 FIRESTORE_MAIN = "com.google.cloud.datastore.emulator.firestore.CloudFirestore"
 PUBSUB_LAUNCHER = SDK / "pubsub-emulator" / "bin" / "cloud-pubsub-emulator"
 EMULATORS = "auth,firestore,pubsub,hosting"
-EMULATOR_PORTS = {"Firestore": 8080, "Pub/Sub": 8085, "Auth": 9099, "Dashboard (Hosting)": 5000}
+# firebase.json with the emulators on this stack's ports: what firebase-tools runs with.
+LOCAL_FIREBASE_CONFIG = ROOT / "firebase.local.json"
+DASHBOARD_CONFIG = ROOT / "web" / "public" / "buddy-config.json"
+
 # Debian's Chromium, headless and quiet: this machine's network is closed (see README).
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_FLAGS = [
@@ -42,10 +49,6 @@ CHROMIUM_FLAGS = [
     "--disable-sync",
     "--no-first-run",
 ]
-API_PORT = int(os.environ.get("BUDDY_API_PORT", "5001"))
-WORKER_PORT = int(os.environ.get("BUDDY_WORKER_PORT", "5002"))
-SWEEPER_PORT = int(os.environ.get("BUDDY_SWEEPER_PORT", "5003"))
-DEAD_LETTER_PORT = int(os.environ.get("BUDDY_DEAD_LETTER_PORT", "5004"))
 # How often the local stack sweeps, standing in for Cloud Scheduler.
 SWEEP_EVERY_SECONDS = float(os.environ.get("BUDDY_SWEEP_EVERY_SECONDS", "30"))
 
@@ -74,7 +77,32 @@ def emulator_binary_env() -> dict[str, str]:
     return env
 
 
-def wait_for_port(port: int, timeout: float = 90.0, host: str = "127.0.0.1") -> None:
+def configure(ports: LocalPorts | None = None) -> None:
+    """Writes what firebase-tools and the dashboard read, from the one source of ports:
+    firebase.local.json (firebase.json plus the emulators) and web/public/buddy-config.json."""
+    ports = ports or LocalPorts.from_env()
+    config = json.loads((ROOT / "firebase.json").read_text())
+    config["emulators"] = {
+        **{
+            name: {"host": LOCAL_HOST, "port": getattr(ports, name)}
+            for name in ("auth", "firestore", "pubsub", "hosting")
+        },
+        "ui": {"enabled": False},  # it would be downloaded, and this machine is offline
+        "singleProjectMode": True,
+    }
+    LOCAL_FIREBASE_CONFIG.write_text(json.dumps(config, indent=2) + "\n")
+    dashboard = {
+        "apiUrl": ports.url("api"),
+        "useEmulators": True,
+        "emulators": {
+            "auth": ports.url("auth"),
+            "firestore": {"host": LOCAL_HOST, "port": ports.firestore},
+        },
+    }
+    DASHBOARD_CONFIG.write_text(json.dumps(dashboard, indent=2) + "\n")
+
+
+def wait_for_port(port: int, timeout: float = 90.0, host: str = LOCAL_HOST) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with socket.socket() as sock:
@@ -108,7 +136,7 @@ class Function:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{LOCAL_HOST}:{self.port}"
 
     @property
     def command(self) -> list[str]:
@@ -122,7 +150,7 @@ class Function:
             "--target",
             self.target,
             "--host",
-            "127.0.0.1",
+            LOCAL_HOST,
             "--port",
             str(self.port),
         ]
@@ -176,17 +204,28 @@ def up() -> int:
     from buddy.config import Settings
 
     project = Settings.from_env().project_id
+    ports = LocalPorts.from_env()
+    configure(ports)
     emulators = subprocess.Popen(
-        ["firebase", "emulators:start", "--only", EMULATORS, "--project", project],
+        [
+            "firebase",
+            "emulators:start",
+            "--config",
+            LOCAL_FIREBASE_CONFIG.name,
+            "--only",
+            EMULATORS,
+            "--project",
+            project,
+        ],
         cwd=ROOT,
         env={**os.environ, **emulator_binary_env()},
         start_new_session=True,
     )
     functions = [
-        Function("api", API_PORT),
-        Function("worker", WORKER_PORT),
-        Function("sweeper", SWEEPER_PORT),
-        Function("dead_letter", DEAD_LETTER_PORT),
+        Function("api", ports.api),
+        Function("worker", ports.worker),
+        Function("sweeper", ports.sweeper),
+        Function("dead_letter", ports.dead_letter),
     ]
     stopping = False
 
@@ -197,22 +236,19 @@ def up() -> int:
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
     try:
-        for port in EMULATOR_PORTS.values():
-            wait_for_port(port, timeout=120)
-        local = {
-            "GCLOUD_PROJECT": project,
-            "FIRESTORE_EMULATOR_HOST": "127.0.0.1:8080",
-            "PUBSUB_EMULATOR_HOST": "127.0.0.1:8085",
-            "FIREBASE_AUTH_EMULATOR_HOST": "127.0.0.1:9099",
-        }
+        shown = {"Firestore": "firestore", "Pub/Sub": "pubsub", "Auth": "auth"}
+        shown["Dashboard (Hosting)"] = "hosting"
+        for name in shown.values():
+            wait_for_port(getattr(ports, name), timeout=120)
+        local = {"GCLOUD_PROJECT": project, **ports.emulator_env()}
         os.environ.update(local)
         for function in functions:
             function.start(local)
         set_up_pubsub(functions[1].url, functions[3].url)
         wait_for_http(functions[0].url + "/healthz")
         print("\nBuddy Missions is up (Ctrl-C stops everything):", flush=True)
-        for name, port in EMULATOR_PORTS.items():
-            print(f"  {name:<20} http://127.0.0.1:{port}")
+        for label, name in shown.items():
+            print(f"  {label:<20} {ports.url(name)}")
         print(f"  {'HTTP API':<20} {functions[0].url}")
         print(f"  {'Stage worker':<20} {functions[1].url}")
         print(f"  {'Dead letters':<20} {functions[3].url}")
@@ -240,10 +276,19 @@ def up() -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m buddy.devstack")
-    parser.add_argument("command", choices=["up", "emulator-env"])
+    parser.add_argument("command", choices=["up", "configure", "emulator-env"])
     args = parser.parse_args(argv)
+    if args.command == "configure":
+        configure()
+        return 0
     if args.command == "emulator-env":
-        for name, value in emulator_binary_env().items():
+        # What the scripts hand to firebase-tools: its config, the emulators, the binaries.
+        exports = {
+            "BUDDY_FIREBASE_CONFIG": LOCAL_FIREBASE_CONFIG.name,
+            "BUDDY_EMULATORS": EMULATORS,
+            **emulator_binary_env(),
+        }
+        for name, value in exports.items():
             print(f"export {name}={shlex.quote(value)}")
         return 0
     return up()

@@ -6,14 +6,16 @@ import uuid
 from collections.abc import Callable, Iterator
 
 import pytest
+import requests
 from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
 
+from buddy.config import LocalPorts
 from buddy.devstack import CHROMIUM, CHROMIUM_FLAGS
 
 from ..localserver import LocalServer, Reply
 from .conftest import ARTIFACTS, Stack
 
-DASHBOARD = "http://127.0.0.1:5000/"
+DASHBOARD = LocalPorts.from_env().url("hosting") + "/"
 # Remembers every value each progress bar showed, so a test can tell a live bar from a jump.
 RECORD_PROGRESS = """
 window.__progress = {};
@@ -200,3 +202,20 @@ def test_cancel_from_the_dashboard(open_dashboard: Callable[[], Page], site: Loc
     ended = card(page, "pipeline", mission_id)
     expect(ended).to_have_attribute("data-status", "cancelled", timeout=30_000)
     expect(ended.locator("button.cancel")).to_be_disabled()
+
+
+def test_the_tool_choices_are_the_apis_and_a_chosen_tool_is_sent(
+    open_dashboard: Callable[[], Page], stack: Stack
+) -> None:
+    """The Tool menu lists what the API's /openapi.json offers, and a mission proposed with a
+    tool chosen there carries it."""
+    described = requests.get(f"{stack.api_url}/openapi.json", timeout=10).json()
+    tool = described["components"]["schemas"]["CreateMission"]["properties"]["tool"]
+    offered = next(choice["enum"] for choice in tool["anyOf"] if "enum" in choice)
+    page = open_dashboard()
+    options = page.locator("#tool option")
+    expect(options).to_have_count(len(offered) + 1)
+    assert options.all_inner_texts() == ["Automatic", *offered]
+    page.select_option("#tool", "calculate")
+    mission_id = propose(page, "calculate 9*9")
+    expect(card(page, "pipeline", mission_id).locator(".tool")).to_contain_text("calculate")

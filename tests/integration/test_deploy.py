@@ -214,7 +214,7 @@ def test_worker_bundle_runs_a_mission_from_a_pubsub_push(
     alice.call("POST", f"/missions/{mission_id}/approve")
     # Queued as execute would, without the message (which the stack's worker would take).
     FirestoreMissionStore(db, utc_now).apply(
-        mission_id, lambda doc: lifecycle.queue(doc, utc_now(), max_active=100)
+        mission_id, lambda mission: lifecycle.queue(mission, utc_now(), max_active=100)
     )
     watcher: MissionWatcher = watch(mission_id)
     data = base64.b64encode(json.dumps({"mission_id": mission_id}).encode()).decode()
@@ -253,3 +253,16 @@ def test_firestore_config_declares_indexes_and_the_event_ttl() -> None:
         "rules": "firestore.rules",
         "indexes": "firestore.indexes.json",
     }
+
+
+def test_bundles_carry_only_what_the_functions_import() -> None:
+    """A function's folder holds its entry module and the package without the local stack,
+    the client or the command line, and its requirements hold no CLI libraries."""
+    deploy("bundle")
+    for folder in BUILD.iterdir():
+        package = {path.name for path in (folder / "buddy").iterdir()}
+        assert {"bootstrap.py", "config.py", "errors.py", "domain", "service"} <= package
+        assert not package & {"devstack.py", "client.py", "cli.py"}, folder.name
+        pins = (folder / "requirements.txt").read_text().lower()
+        assert "functions-framework==" in pins and "google-cloud-firestore==" in pins
+        assert "typer" not in pins and "rich==" not in pins

@@ -71,7 +71,25 @@ async function loadConfig() {
   // real ID tokens to any server.
   if (override && config.useEmulators) apiUrl = override;
   else if (override) console.warn("?api= is ignored unless buddy-config.json sets useEmulators");
-  return { apiUrl: String(apiUrl).replace(/\/+$/, ""), useEmulators: Boolean(config.useEmulators) };
+  return {
+    apiUrl: String(apiUrl).replace(/\/+$/, ""),
+    useEmulators: Boolean(config.useEmulators),
+    // Written by the local stack from its one list of ports (buddy.config.LocalPorts).
+    emulators: config.emulators,
+  };
+}
+
+// The tools the API offers, from its own description: the form never lists a stale set.
+async function loadTools(apiUrl) {
+  const select = $("#tool");
+  try {
+    const description = await fetchJson(`${apiUrl}/openapi.json`);
+    const tool = description.components.schemas.CreateMission.properties.tool;
+    const names = tool.anyOf.find((choice) => Array.isArray(choice.enum)).enum;
+    for (const name of names) select.append(new Option(name, name));
+  } catch (error) {
+    select.title = `The tool list could not be loaded (${error.message}); Automatic still works.`;
+  }
 }
 
 async function main() {
@@ -80,10 +98,12 @@ async function main() {
   auth = getAuth(app);
   db = getFirestore(app);
   if (config.useEmulators) {
-    connectAuthEmulator(auth, "http://127.0.0.1:9099", { disableWarnings: true });
-    connectFirestoreEmulator(db, "127.0.0.1", 8080);
+    const { auth: authUrl, firestore } = config.emulators;
+    connectAuthEmulator(auth, authUrl, { disableWarnings: true });
+    connectFirestoreEmulator(db, firestore.host, firestore.port);
   }
   api = createApi(config.apiUrl, () => auth.currentUser);
+  loadTools(config.apiUrl);
 
   wireCreateForm();
   wireMissionActions();
