@@ -413,7 +413,9 @@ def write_cost(db: firestore.Client, substeps: int) -> dict[str, Any]:
     # The end is written at once; every other write waits out the interval since the last.
     gaps = [b - a for a, b in itertools.pairwise(applied[:-1])]
     mission_doc = api_writes + len(applied)
-    other = 3  # the artifact, the private tool result, one statistics shard
+    # The artifact, the private stage outputs, one statistics shard, and the owner's
+    # active-mission count (up at execute, down at the end).
+    other = 5
     return {
         "substeps": substeps,
         "mission_doc_writes": mission_doc,

@@ -155,7 +155,7 @@ def test_the_active_count_follows_every_change_into_and_out_of_the_active_states
     alice: User, db: firestore.Client
 ) -> None:
     """users/{uid}.active_missions goes up with a queueing, down with an end, and a
-    queueing over the limit is refused without writing anything."""
+    queueing over the limit is refused and leaves nothing behind."""
     store = FirestoreMissionStore(db, utc_now)
     first, second = (alice.create()["mission_id"] for _ in range(2))
     for mission_id in (first, second):
@@ -165,7 +165,11 @@ def test_the_active_count_follows_every_change_into_and_out_of_the_active_states
     assert counter.get().to_dict() == {"active_missions": 1}
     with pytest.raises(TooManyActiveMissions):
         store.apply(second, lambda m: lifecycle.queue(m, utc_now(), max_active=1))
-    assert store.get(second).status == Status.APPROVED  # type: ignore[union-attr]
+    # Counted, found over the limit, and taken back: as it was, its queued event gone.
+    assert counter.get().to_dict() == {"active_missions": 1}
+    refused = FirestoreMissionStore(db, utc_now).get(second)
+    assert refused is not None and (refused.status, refused.queued_at) == (Status.APPROVED, None)
+    assert [e.type for e in store.events(second, 0)] == ["mission_created", "mission_approved"]
     store.apply(first, lambda m: lifecycle.cancel(m, utc_now()))
     assert counter.get().to_dict() == {"active_missions": 0}
     store.apply(second, lambda m: lifecycle.queue(m, utc_now(), max_active=1))

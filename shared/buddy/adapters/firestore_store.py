@@ -27,7 +27,7 @@ from pydantic import TypeAdapter
 
 from buddy.domain.eta import DurationStat, merged, updated
 from buddy.domain.lifecycle import active_delta
-from buddy.domain.mission import ACTIVE, Artifact, Change, Event, Mission, NewEvent, Status, iso
+from buddy.domain.mission import Artifact, Change, Event, Mission, NewEvent, Status, iso
 from buddy.domain.progress import Clock
 from buddy.errors import (
     DependencyUnavailable,
@@ -164,6 +164,8 @@ class FirestoreMissionStore:
                     written := self._commit(ref, mission, document, change, version)
                 ):
                     return written
+            except TooManyActiveMissions:
+                raise  # counted on a fresh count: the verdict holds
             except Exception:
                 pass  # perhaps a stale copy's verdict: ask again on a fresh read
         for attempt in range(APPLY_ATTEMPTS):
@@ -200,21 +202,69 @@ class FirestoreMissionStore:
             batch.set(
                 ref.collection("private").document("outputs"), dict(change.private), merge=True
             )
-        self._count_active(batch, before, change)
+        delta = active_delta(before, change)
+        if delta:
+            # Second to last: its result says what the count became.
+            counter = self._users.document(before.owner_uid)
+            batch.set(counter, {"active_missions": firestore.Increment(delta)}, merge=True)
         # Only what changed, field by field; the mission's write goes last: its result
         # carries the version to remember.
         updates = {k: v for k, v in after.items() if document.get(k, _MISSING) != v}
         batch.update(ref, updates, option=self._db.write_option(last_update_time=version))
+        results = self._commit_batch(batch)
+        if results is None:
+            return None
+        self._remember(written, after, results[-1].update_time)
+        limit = change.active_limit
+        if delta > 0 and limit is not None:
+            count = results[-2].transform_results[0].integer_value
+            if count > limit:
+                self._undo(ref, before, written, after, results[-1].update_time)
+                raise TooManyActiveMissions(limit)
+        return written
+
+    def _commit_batch(self, batch: Any) -> list[Any] | None:
+        """The batch's write results; None when a precondition failed (someone else wrote)."""
         try:
-            results = batch.commit(timeout=TIMEOUT_SECONDS)
+            return list(batch.commit(timeout=TIMEOUT_SECONDS))
         except (gexc.FailedPrecondition, gexc.Aborted, gexc.AlreadyExists):
             return None
         except gexc.BadRequest as e:
             # InvalidArgument and the like (a document over 1 MiB): the same write would be
             # refused again, so this is no reason to retry or redeliver.
             raise StorageRejected(f"Firestore refused the write: {e.message}"[:300]) from e
-        self._remember(written, after, results[-1].update_time)
-        return written
+
+    def _undo(
+        self, ref: Any, before: Mission, written: Mission, after: Document, version: Any
+    ) -> None:
+        """Takes back a change that took its owner past the active limit: the mission as it
+        was, its events gone, the count down again.
+
+        The limit is kept by counting first and looking after: every change into the active
+        states adds one with an atomic increment (no precondition on the count, so a burst of
+        executes does not queue up on one document), and the one whose count came out over
+        the limit undoes itself. Racing changes may each see the other's increment and both
+        give up, but never both stay.
+        """
+        events = ref.collection("events")
+        document = mission_document(before)
+        for _ in range(APPLY_ATTEMPTS):
+            batch = self._db.batch()
+            for seq in range(before.event_seq + 1, written.event_seq + 1):
+                batch.delete(events.document(str(seq)))
+            counter = self._users.document(before.owner_uid)
+            batch.set(counter, {"active_missions": firestore.Increment(-1)}, merge=True)
+            restore = {k: v for k, v in document.items() if after.get(k, _MISSING) != v}
+            batch.update(ref, restore, option=self._db.write_option(last_update_time=version))
+            if (results := self._commit_batch(batch)) is not None:
+                self._remember(before, document, results[-1].update_time)
+                return
+            snapshot = ref.get(timeout=TIMEOUT_SECONDS)
+            current = mission_from(snapshot.to_dict() or {})
+            if (current.status, current.event_seq) != (written.status, written.event_seq):
+                return  # changed since (the owner cancelled): that change did the counting
+            after, version = snapshot.to_dict() or {}, snapshot.update_time
+        raise DependencyUnavailable(f"Mission {before.mission_id} is too busy right now; try again")
 
     def _append_events(self, batch: Any, ref: Any, before: Mission, change: Change) -> int:
         """Adds the change's events to the batch, numbered on; returns the newest seq."""
@@ -229,38 +279,6 @@ class FirestoreMissionStore:
                 events.document(str(seq)), self._event_document(before.owner_uid, seq, event)
             )
         return seq
-
-    def _count_active(self, batch: Any, before: Mission, change: Change) -> None:
-        """Adds the owner's active-mission count to the batch when the change moves the
-        mission into or out of the active states; refuses one over its limit."""
-        delta = active_delta(before, change)
-        if not delta:
-            return
-        ref = self._users.document(before.owner_uid)
-        if delta < 0 or change.active_limit is None:
-            batch.set(ref, {"active_missions": firestore.Increment(delta)}, merge=True)
-            return
-        snapshot = ref.get(timeout=TIMEOUT_SECONDS)
-        if snapshot.exists:
-            active = max(int((snapshot.to_dict() or {}).get("active_missions") or 0), 0)
-        else:  # the owner's first: count what is there (missions from before the counter)
-            active = self._active_by_query(before.owner_uid)
-        if active >= change.active_limit:
-            raise TooManyActiveMissions(change.active_limit)
-        if snapshot.exists:
-            # On the version read: a concurrent change to the count makes this commit fail,
-            # and the caller decides again on fresh figures.
-            option = self._db.write_option(last_update_time=snapshot.update_time)
-            batch.update(ref, {"active_missions": active + 1}, option=option)
-        else:
-            batch.create(ref, {"active_missions": active + 1})
-
-    def _active_by_query(self, owner_uid: str) -> int:
-        query = self._missions.where(
-            filter=firestore.FieldFilter("owner_uid", "==", owner_uid)
-        ).where(filter=firestore.FieldFilter("status", "in", [s.value for s in ACTIVE]))
-        result = query.count().get(timeout=TIMEOUT_SECONDS)  # type: ignore[call-arg]
-        return int(result[0][0].value)  # type: ignore[index]
 
     @_unavailable_is_ours
     def missions_of(self, owner_uid: str, status: Status | None, limit: int) -> list[Mission]:
