@@ -13,7 +13,8 @@ from __future__ import annotations
 import contextlib
 import functools
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING
@@ -50,6 +51,7 @@ class App:
     given_stats: DurationStatsStore | None = None
     given_classifier: IntentClassifier | None = None
     heartbeat: Heartbeat | None = None
+    sleep: Callable[[float], None] = time.sleep  # the runner's waits (backoff, fault delays)
 
     @functools.cached_property
     def _firestore(self) -> firestore.Client:
@@ -142,6 +144,7 @@ class App:
                 retry_backoff_seconds=config.retry_backoff_seconds,
                 step_delay_seconds=config.fault_step_delay_seconds,
             ),
+            sleep=self.sleep,
             heartbeat=self.heartbeat,
         )
 
@@ -157,6 +160,7 @@ def build(
     stats: DurationStatsStore | None = None,
     classifier: IntentClassifier | None = None,
     heartbeat: Heartbeat | None = None,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> App:
     """An App on the given adapters, and real ones (from `settings`) for the rest."""
     return App(
@@ -169,6 +173,7 @@ def build(
         stats,
         classifier,
         heartbeat,
+        sleep,
     )
 
 

@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
+from buddy import bootstrap
+from buddy.config import Settings
 from buddy.domain.intent import RuleBasedClassifier
-from buddy.service.execution import MissionRunner, RunSettings
+from buddy.service.execution import MissionRunner
 from buddy.service.missions import MissionService
 from buddy.service.progress_writer import ProgressWriter
 from buddy.tools import ToolRegistry, default_registry
 
-from .fakes import FakeClock, FakeDurationStats, FakeMissionStore, FakePublisher
+from .fakes import FakeClock, FakeDurationStats, FakeMissionStore, FakePublisher, FakeVerifier
 
 
 @pytest.fixture
@@ -32,9 +34,44 @@ def publisher() -> FakePublisher:
     return FakePublisher()
 
 
+# What RunSettings calls the runner's settings, by their names in Settings.
+_RUN_SETTINGS = {
+    "interval": "progress_min_interval_seconds",
+    "step_delay_seconds": "fault_step_delay_seconds",
+}
+
+
 @pytest.fixture
-def service(store: FakeMissionStore, publisher: FakePublisher, clock: FakeClock) -> MissionService:
-    return MissionService(store, publisher, default_registry(), clock)
+def make_app(
+    store: FakeMissionStore,
+    publisher: FakePublisher,
+    clock: FakeClock,
+    stats: FakeDurationStats,
+    heartbeat: ManualHeartbeat,
+) -> Callable[..., bootstrap.App]:
+    """The composition root over the fakes: `make_app(tools=..., max_active_missions=2)`."""
+
+    def make(tools: ToolRegistry | None = None, **settings: Any) -> bootstrap.App:
+        named = {_RUN_SETTINGS.get(k, k): v for k, v in settings.items()}
+        return bootstrap.build(
+            Settings(**named),
+            clock=clock,
+            store=store,
+            publisher=publisher,
+            verifier=FakeVerifier(),
+            tools=tools or default_registry(),
+            stats=stats,
+            classifier=RuleBasedClassifier(),
+            heartbeat=heartbeat,
+            sleep=clock.advance,  # waiting (backoff, fault delays) moves the fake clock
+        )
+
+    return make
+
+
+@pytest.fixture
+def service(make_app: Callable[..., bootstrap.App]) -> MissionService:
+    return make_app().missions
 
 
 @pytest.fixture
@@ -65,24 +102,13 @@ def heartbeat() -> ManualHeartbeat:
 
 
 @pytest.fixture
-def make_runner(
-    store: FakeMissionStore, clock: FakeClock, stats: FakeDurationStats, heartbeat: ManualHeartbeat
-):
-    """Builds a MissionRunner over the fake store, with the default tools unless given; its
+def make_runner(make_app: Callable[..., bootstrap.App]) -> Callable[..., MissionRunner]:
+    """A MissionRunner over the fake store, with the default tools unless given; its
     heartbeat ticks when the test calls `heartbeat.beat()`."""
 
     def make(
         tools: ToolRegistry | None = None, interval: float = 1.0, **settings: Any
     ) -> MissionRunner:
-        return MissionRunner(
-            store,
-            tools or default_registry(),
-            RuleBasedClassifier(),
-            clock,
-            stats,
-            RunSettings(progress_min_interval_seconds=interval, **settings),
-            sleep=clock.advance,  # waiting (backoff, fault delays) moves the fake clock
-            heartbeat=heartbeat,
-        )
+        return make_app(tools, interval=interval, **settings).runner
 
     return make

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -17,7 +17,7 @@ import pytest
 from functions_framework import create_app
 
 from buddy import bootstrap
-from buddy.config import MAX_BODY_BYTES, Settings
+from buddy.config import MAX_BODY_BYTES
 from buddy.devstack import ROOT
 from buddy.domain.mission import Status
 from buddy.errors import (
@@ -30,15 +30,11 @@ from buddy.errors import (
     TooManyActiveMissions,
     ValidationFailed,
 )
-from buddy.tools import default_registry
 
-from .conftest import ManualHeartbeat
 from .fakes import (
     FakeClock,
-    FakeDurationStats,
     FakeMissionStore,
     FakePublisher,
-    FakeVerifier,
     seed_mission,
 )
 
@@ -49,20 +45,9 @@ DASHBOARD = "http://127.0.0.1:5000"
 
 
 @pytest.fixture
-def app(
-    store: FakeMissionStore, publisher: FakePublisher, clock: FakeClock
-) -> Iterator[bootstrap.App]:
-    instance = bootstrap.build(
-        Settings(progress_min_interval_seconds=0),
-        clock=clock,
-        store=store,
-        publisher=publisher,
-        verifier=FakeVerifier(),
-        tools=default_registry(),
-        stats=FakeDurationStats(),
-        heartbeat=ManualHeartbeat(),
-    )
-    with bootstrap.installed(instance):
+def app(make_app: Callable[..., bootstrap.App]) -> Iterator[bootstrap.App]:
+    """The entry points of functions/main.py run on the composition root over the fakes."""
+    with bootstrap.installed(make_app(interval=0)) as instance:
         yield instance
 
 

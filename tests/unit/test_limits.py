@@ -4,10 +4,12 @@ whose publish failed, document sizes, refused writes and tool time budgets — w
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 
 import pytest
 
+from buddy import bootstrap
 from buddy.domain.mission import Status, artifact_id_of
 from buddy.domain.sizes import MAX_DOCUMENT_BYTES, document_size
 from buddy.errors import DependencyUnavailable, TooManyActiveMissions
@@ -15,7 +17,7 @@ from buddy.schemas import CreateMission
 from buddy.service.execution import Outcome
 from buddy.service.missions import MissionService
 from buddy.service.recovery import Recovery
-from buddy.tools import ToolRegistry, ToolResult, default_registry
+from buddy.tools import ToolRegistry, ToolResult
 
 from .fakes import FakeClock, FakeMissionStore, FakePublisher, FakeTool, seed_mission
 
@@ -27,8 +29,8 @@ def approved(service: MissionService, owner: str = "alice") -> str:
 
 
 @pytest.fixture
-def limited(store: FakeMissionStore, publisher: FakePublisher, clock: FakeClock) -> MissionService:
-    return MissionService(store, publisher, default_registry(), clock, max_active=2)
+def limited(make_app: Callable[..., bootstrap.App]) -> MissionService:
+    return make_app(max_active_missions=2).missions
 
 
 def test_the_active_limit_refuses_the_execute_over_it_and_frees_with_a_finish(
