@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 import pytest
 from google.cloud import firestore
@@ -174,3 +175,35 @@ def test_the_active_count_follows_every_change_into_and_out_of_the_active_states
     assert counter.get().to_dict() == {"active_missions": 0}
     store.apply(second, lambda m: lifecycle.queue(m, utc_now(), max_active=1))
     assert counter.get().to_dict() == {"active_missions": 1}
+
+
+class LostAnswer(FirestoreMissionStore):
+    """A store whose first commit lands but answers like a conflict, as a retried RPC does
+    when its first try had gone through."""
+
+    lost = 1
+
+    def _commit_batch(self, batch: Any) -> list[Any] | None:
+        results = super()._commit_batch(batch)
+        if self.lost:
+            self.lost -= 1
+            return None
+        return results
+
+
+def test_a_commit_that_landed_but_answered_a_conflict_is_not_decided_again(
+    alice: User, db: firestore.Client
+) -> None:
+    """The store recognises its own write on the fresh read and returns it: deciding again
+    would refuse it (an execute answering 409 for the mission it had just queued)."""
+    store = LostAnswer(db, utc_now)
+    mission_id = alice.create()["mission_id"]
+    decided: list[Status] = []
+
+    def approve(mission: Mission) -> Change:
+        decided.append(mission.status)
+        return lifecycle.approve(mission, utc_now())
+
+    written = store.apply(mission_id, approve)
+    assert written.status == Status.APPROVED and decided == [Status.PROPOSED]
+    assert [e.type for e in store.events(mission_id, 0)] == ["mission_created", "mission_approved"]

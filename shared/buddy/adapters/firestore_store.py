@@ -155,15 +155,16 @@ class FirestoreMissionStore:
         executes) resolves in a few rounds, where lock-based transactions time out.
         """
         ref = self._missions.document(mission_id)
+        attempted: Mission | None = None  # what the last commit that failed tried to write
         known = self._recall(mission_id)
         if known is not None:
             mission, document, version = known
             try:
                 change = decide(mission)
-                if change.mission is not None and (
-                    written := self._commit(ref, mission, document, change, version)
-                ):
-                    return written
+                if change.mission is not None:
+                    attempted = _as_written(mission, change)
+                    if written := self._commit(ref, mission, document, change, version):
+                        return written
             except TooManyActiveMissions:
                 raise  # counted on a fresh count: the verdict holds
             except Exception:
@@ -175,10 +176,16 @@ class FirestoreMissionStore:
                 raise MissionNotFound(mission_id)
             document = snapshot.to_dict() or {}
             mission = mission_from(document)
+            if attempted is not None and _landed(mission, attempted):
+                # The commit went through although its answer said otherwise (a retried RPC
+                # whose first try had landed): deciding again would refuse our own write.
+                self._remember(mission, document, snapshot.update_time)
+                return mission
             change = decide(mission)
             if change.mission is None:
                 self._remember(mission, document, snapshot.update_time)
                 return mission
+            attempted = _as_written(mission, change)
             if written := self._commit(ref, mission, document, change, snapshot.update_time):
                 return written
             time.sleep(random.uniform(0.005, 0.02) * (attempt + 1))
@@ -190,8 +197,8 @@ class FirestoreMissionStore:
         """Writes the change if the mission is still at `version`; None if it moved on."""
         assert change.mission is not None
         batch = self._db.batch()
-        seq = self._append_events(batch, ref, before, change)
-        written = replace(change.mission, event_seq=seq)
+        self._append_events(batch, ref, before, change)
+        written = _as_written(before, change)
         after = mission_document(written)
         if change.artifact is not None:
             artifact = change.artifact
@@ -270,7 +277,7 @@ class FirestoreMissionStore:
         """Adds the change's events to the batch, numbered on; returns the newest seq."""
         events = ref.collection("events")
         seq = before.event_seq
-        if change.retract_seq is not None and change.retract_seq == seq:
+        if _retracts(before, change):
             batch.delete(events.document(str(seq)))
             seq -= 1
         for event in change.events:
@@ -326,6 +333,27 @@ class FirestoreMissionStore:
         ref = self._missions.document(mission_id).collection("private").document("outputs")
         snapshot = ref.get(timeout=TIMEOUT_SECONDS)
         return (snapshot.to_dict() or {}) if snapshot.exists else {}
+
+
+def _retracts(before: Mission, change: Change) -> bool:
+    return change.retract_seq is not None and change.retract_seq == before.event_seq
+
+
+def _as_written(before: Mission, change: Change) -> Mission:
+    """The mission a commit of `change` writes, with its events numbered."""
+    assert change.mission is not None
+    seq = before.event_seq - int(_retracts(before, change)) + len(change.events)
+    return replace(change.mission, event_seq=seq)
+
+
+def _landed(found: Mission, attempted: Mission) -> bool:
+    """Whether the mission read is the one a commit tried to write: every change stamps
+    `updated_at` with the moment it was decided, and numbers its events on."""
+    return (found.status, found.event_seq, found.updated_at) == (
+        attempted.status,
+        attempted.event_seq,
+        attempted.updated_at,
+    )
 
 
 class FirestoreDurationStats:
