@@ -143,6 +143,7 @@ class App:
                 tool_max_attempts=config.tool_max_attempts,
                 retry_backoff_seconds=config.retry_backoff_seconds,
                 step_delay_seconds=config.fault_step_delay_seconds,
+                pause_timeout_seconds=config.pause_timeout_hours * 3600,
             ),
             sleep=self.sleep,
             heartbeat=self.heartbeat,

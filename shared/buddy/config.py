@@ -109,6 +109,8 @@ class Settings:
     queue_timeout_seconds: float = _setting("BUDDY_QUEUE_TIMEOUT_SECONDS", float, default=300.0)
     # How long `execute` waits for Pub/Sub before it undoes the queueing and answers 503.
     publish_timeout_seconds: float = _setting("BUDDY_PUBLISH_TIMEOUT_SECONDS", float, default=10.0)
+    # How long a mission that asks its owner to lift a limit waits before it fails.
+    pause_timeout_hours: float = _setting("BUDDY_PAUSE_TIMEOUT_HOURS", float, default=72.0)
     # Test hook (fault injection): the worker pauses this long at the start of every step.
     fault_step_delay_seconds: float = _setting("BUDDY_FAULT_STEP_DELAY_SECONDS", float, default=0.0)
     # Refuse ID tokens revoked (or users disabled) since they were issued: one Auth call more

@@ -7,7 +7,15 @@ import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
 from buddy.domain.mission import Status
 
@@ -53,26 +61,87 @@ class Scope(BaseModel):
         return list(dict.fromkeys(normalise_hostname(d) for d in domains))
 
 
+def _not_blank(objective: str) -> str:
+    # Blank as the published pattern `\S` means it (JSON Schema's regex): Python's own idea
+    # of whitespace also takes in control characters such as U+001C.
+    if _JSON_SCHEMA_SPACE.fullmatch(objective):
+        raise ValueError("the objective is blank")
+    return objective
+
+
+# The create fields, shared by create, edit, clone and retry: one set of rules.
+Objective = Annotated[
+    str,
+    Field(min_length=1, max_length=2000, json_schema_extra={"pattern": r"\S"}),
+    AfterValidator(_not_blank),
+]
+Budget = Annotated[float, Field(gt=0, le=100, allow_inf_nan=False)]
+ToolName = Annotated[str | None, Field(min_length=1, max_length=64)]
+OnLimitField = Annotated[
+    Literal["fail", "ask"],
+    Field(description="At a limit the owner could lift: fail, or pause and ask them"),
+]
+
+
 class CreateMission(BaseModel):
     # strict: "1" is not a number and 1 is not a string, as the description says.
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    objective: Annotated[
-        str, Field(min_length=1, max_length=2000, json_schema_extra={"pattern": r"\S"})
-    ]
+    objective: Objective
     scope: Scope = Scope()
-    budget_usd: Annotated[float, Field(gt=0, le=100, allow_inf_nan=False)] = 1.0
-    tool: Annotated[str | None, Field(min_length=1, max_length=64)] = None
+    budget_usd: Budget = 1.0
+    tool: ToolName = None
     inputs: dict[str, Any] = {}
+    on_limit: OnLimitField = "fail"
 
-    @field_validator("objective")
+
+class _Edit(BaseModel):
+    """Fields left out stay as they are; `null` only for the tool (let the worker choose)."""
+
+    model_config = ConfigDict(
+        extra="forbid", strict=True, json_schema_extra=lambda schema, _: _not_nullable(schema)
+    )
+
+    @field_validator("*", mode="before")
     @classmethod
-    def _not_blank(cls, objective: str) -> str:
-        # Blank as the published pattern `\S` means it (JSON Schema's regex): Python's own
-        # idea of whitespace also takes in control characters such as U+001C.
-        if _JSON_SCHEMA_SPACE.fullmatch(objective):
-            raise ValueError("the objective is blank")
-        return objective
+    def _not_null(cls, value: Any, info: ValidationInfo) -> Any:
+        if value is None and info.field_name != "tool":
+            raise ValueError("null is not a value here; leave the field out to keep it")
+        return value
+
+    def fields(self) -> dict[str, Any]:
+        """What was given, by the domain's names (allowed_domains for the scope)."""
+        given = self.model_dump(exclude_unset=True, exclude={"scope"})
+        scope = getattr(self, "scope", None)
+        if scope is not None:  # `{}` as in a create: no domains
+            given["allowed_domains"] = tuple(scope.allowed_domains)
+        return given
+
+
+def _not_nullable(schema: dict[str, Any]) -> None:
+    """The description of an _Edit: every field but the tool is absent or a value."""
+    for name, field in schema.get("properties", {}).items():
+        if name != "tool" and "anyOf" in field:
+            field["anyOf"] = [s for s in field["anyOf"] if s != {"type": "null"}]
+            field.pop("default", None)
+
+
+class ModifyMission(_Edit):
+    """An edit, or a clone's overrides: any create field, each optional."""
+
+    objective: Objective | None = None
+    scope: Scope | None = None
+    budget_usd: Budget | None = None
+    tool: ToolName = None
+    inputs: dict[str, Any] | None = None
+    on_limit: OnLimitField | None = None
+
+
+class AmendMission(_Edit):
+    """What a retry may change: the limits that stopped the mission."""
+
+    budget_usd: Budget | None = None
+    scope: Scope | None = None
 
 
 def validation_message(error: ValidationError, prefix: str = "") -> str:
@@ -80,7 +149,8 @@ def validation_message(error: ValidationError, prefix: str = "") -> str:
     parts = []
     for item in error.errors(include_url=False, include_input=False):
         where = ".".join([prefix, *map(str, item["loc"])] if prefix else map(str, item["loc"]))
-        parts.append(f"{where or 'body'}: {item['msg']}")
+        message = item["msg"].removeprefix("Value error, ")  # our own ValueErrors' words
+        parts.append(f"{where or 'body'}: {message}")
     return "; ".join(parts)
 
 
@@ -157,8 +227,18 @@ class IntentOut(Out):
     reason: str | None = None
 
 
+class PauseReasonOut(Out):
+    code: Literal["requested", "budget_exceeded", "out_of_scope"]
+    message: str
+    step_name: str | None = None
+    expires_at: datetime | None = None
+    needed_usd: float | None = None
+    host: str | None = None
+
+
 class ExecutionRecordOut(Out):
     status: str | None = None
+    run: int = 1
     intent: IntentOut | None = None
     tool_used: str | None = None
     tool_confidence: float | None = None
@@ -193,6 +273,10 @@ class MissionOut(Out):
     # While running: the worker renews this; past it, the run has stalled.
     lease_expires_at: datetime | None = None
     cancel_requested: bool = False
+    on_limit: Literal["fail", "ask"] = "fail"
+    pause_requested: bool = False
+    pause_reason: PauseReasonOut | None = None
+    cloned_from: str | None = None
     execution_record: ExecutionRecordOut | None = None
 
 

@@ -131,6 +131,25 @@ def start_api(stack: Stack) -> Iterator[Callable[..., str]]:
         api.stop()
 
 
+@pytest.fixture
+def start_worker(stack: Stack) -> Iterator[Callable[..., Function]]:
+    """Starts a worker with some settings changed and feeds it the execution subscription
+    for the test; the stack's own worker gets it back afterwards."""
+    started: list[Function] = []
+
+    def start(**env: str) -> Function:
+        worker = Function("worker", _free_port())
+        worker.start({**TEST_SETTINGS, **env}, ARTIFACTS / f"worker-extra-{len(started)}.log")
+        started.append(worker)
+        stack.feed_worker(worker.url)
+        return worker
+
+    yield start
+    stack.feed_worker()
+    for worker in started:
+        worker.stop()
+
+
 @pytest.fixture(scope="session")
 def db() -> firestore.Client:
     return firestore.Client(project=os.environ.get("GCLOUD_PROJECT", "demo-buddy"))
@@ -252,6 +271,16 @@ def wait_until(happened: Callable[[], bool], what: str, timeout: float = 30) -> 
     while not happened():
         assert time.monotonic() < deadline, f"{what}: not within {timeout:g}s"
         time.sleep(0.05)
+
+
+def wait_for_step(watcher: MissionWatcher, step: str, timeout: float = 30) -> None:
+    """Waits until a listener has seen `step` running."""
+
+    def seen() -> bool:
+        current = [(t.get("current_step") or {}).get("step_name") for t in watcher.trackers()]
+        return step in current
+
+    wait_until(seen, f"{step} running", timeout)
 
 
 def events_of(user: User, mission_id: str) -> list[dict]:

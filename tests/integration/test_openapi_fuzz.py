@@ -23,9 +23,18 @@ def test_openapi_describes_every_route(stack: Stack) -> None:
     assert doc["openapi"] == "3.1.0"
     operations = {(path, method) for path, ops in doc["paths"].items() for method in ops}
     assert ("/missions", "post") in operations and ("/missions/create", "post") in operations
-    for suffix in ["", "/approve", "/execute", "/cancel", "/progress", "/events", "/artifact"]:
+    suffixes = ["", "/approve", "/execute", "/cancel", "/progress", "/events", "/artifact"]
+    suffixes += ["/pause", "/resume", "/retry", "/clone"]
+    for suffix in suffixes:
         path = "/missions/{mission_id}" + suffix
         assert any(p == path for p, _ in operations), path
+    assert ("/missions/{mission_id}", "patch") in operations
+    resume = doc["paths"]["/missions/{mission_id}/resume"]["post"]["responses"]
+    assert {"202", "401", "404", "409", "429", "503"} <= set(resume)
+    retry = doc["paths"]["/missions/{mission_id}/retry"]["post"]
+    assert retry["requestBody"]["required"] is False  # a retry may amend nothing
+    edit = doc["components"]["schemas"]["ModifyMission"]
+    assert edit["additionalProperties"] is False and "budget_usd" in edit["properties"]
     execute = doc["paths"]["/missions/{mission_id}/execute"]["post"]["responses"]
     assert {"202", "401", "404", "409", "429", "503"} <= set(execute)
     create = doc["components"]["schemas"]["CreateMission"]

@@ -36,6 +36,7 @@ from .conftest import (
     _free_port,
     events_of,
     start_watched,
+    wait_for_step,
     wait_until,
 )
 
@@ -83,16 +84,6 @@ def faulty_worker(stack: Stack) -> Iterator[Function]:
     yield worker
     stack.feed_worker()
     worker.stop()
-
-
-def wait_for_step(watcher: MissionWatcher, step: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        current = [(t.get("current_step") or {}).get("step_name") for t in watcher.trackers()]
-        if step in current:
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"never saw {step} start: {watcher.percents()}")
 
 
 def test_the_same_message_five_times_runs_once(

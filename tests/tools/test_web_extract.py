@@ -12,7 +12,7 @@ from dataclasses import replace
 import pytest
 from pydantic import ValidationError
 
-from buddy.tools import ToolCancelled, ToolError, ToolOverBudget
+from buddy.tools import ToolCancelled, ToolContext, ToolError, ToolOverBudget, ToolPaused
 from buddy.tools import web as web_module
 from buddy.tools.web import (
     MAX_URL_LENGTH,
@@ -149,6 +149,63 @@ def test_follows_same_host_links_breadth_first(
     ]
     assert "## A\n" + server.url("/a") in result.content
     assert result.summary == "Start: 11 words from 3 page(s)"
+
+
+def test_a_paused_crawl_saves_its_pages_and_a_resumed_one_fetches_only_the_rest(
+    server: LocalServer, progress: Progress
+) -> None:
+    """Paused after two pages, the crawl saves them (as data Firestore can store: no list in
+    a list); run again from that state, it fetches only the remaining pages, and the result
+    holds all of them."""
+    server.page("/", page("Start", "/a", "/b"))
+    server.page("/a", page("A"))
+    server.page("/b", page("B"))
+    saved: list[dict] = []
+    inputs = {"url": server.url("/"), "max_pages": 3}
+
+    def first_run() -> ToolContext:
+        return ToolContext(
+            objective="",
+            inputs=inputs,
+            allowed_domains=("127.0.0.1",),
+            report=progress,
+            paused=lambda: len(progress.calls) >= 2,
+            save=saved.append,
+        )
+
+    with pytest.raises(ToolPaused):
+        tool().run(first_run())
+    assert server.paths == ["/", "/a"]
+    state = saved[-1]
+    assert not _lists_in_lists(state)
+    resumed = ToolContext(
+        objective="", inputs=inputs, allowed_domains=("127.0.0.1",), checkpoint=state
+    )
+    result = tool().run(resumed)
+    assert server.paths == ["/", "/a", "/b"]
+    assert [p["title"] for p in result.data["pages"]] == ["Start", "A", "B"]
+
+
+def _lists_in_lists(value: object, inside: bool = False) -> bool:
+    if isinstance(value, list):
+        return inside or any(_lists_in_lists(item, True) for item in value)
+    if isinstance(value, dict):
+        return any(_lists_in_lists(item) for item in value.values())
+    return False
+
+
+def test_an_ask_mission_pauses_for_an_out_of_scope_redirect_instead_of_failing(
+    server: LocalServer, make_context: MakeContext
+) -> None:
+    """With on_limit ask, a redirect to a host outside the scope pauses (naming the host)
+    instead of failing; without it, the same fetch fails as before."""
+    server.redirect("/away", server.url("/x").replace("127.0.0.1", "localhost"))
+    asking = make_context(inputs={"url": server.url("/away")})
+    with pytest.raises(ToolPaused) as paused:
+        tool().run(ToolContext(**{**asking.__dict__, "on_limit": "ask"}))
+    assert paused.value.host == "localhost"
+    with pytest.raises(ToolError, match="localhost is outside the mission's allowed domains"):
+        tool().run(make_context(inputs={"url": server.url("/away")}))
 
 
 @pytest.mark.parametrize(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import replace
+from dataclasses import asdict, is_dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -55,6 +55,7 @@ class FakeMissionStore:
         self.event_log: dict[str, list[Event]] = {}
         self.artifacts: dict[str, Artifact] = {}
         self.private: dict[str, dict[str, Any]] = {}
+        self.checkpoints: dict[str, Mapping[str, Any]] = {}
         self.apply_calls = 0
         self.written: list[Mission] = []  # the mission as each apply that wrote left it
         self.before_apply: Callable[[], None] = lambda: None  # a concurrent writer's turn
@@ -73,10 +74,11 @@ class FakeMissionStore:
             attempt=event.attempt,
         )
 
-    def create(self, mission: Mission, event: NewEvent) -> Mission:
-        stored = replace(mission, event_seq=1)
+    def create(self, mission: Mission, *events: NewEvent) -> Mission:
+        stored = replace(mission, event_seq=len(events))
         self.missions[mission.mission_id] = stored
-        self.event_log[mission.mission_id] = [self._event(stored, 1, event)]
+        log = [self._event(stored, seq, event) for seq, event in enumerate(events, 1)]
+        self.event_log[mission.mission_id] = log
         return stored
 
     def get(self, mission_id: str) -> Mission | None:
@@ -97,6 +99,9 @@ class FakeMissionStore:
             raise TooManyActiveMissions(limit)
         if self.refuse_when(change):
             raise StorageRejected("Firestore refused the write: invalid argument")
+        written_data = [change.private, change.checkpoint, change.mission, change.artifact]
+        if any(_nested_array(asdict(d) if is_dataclass(d) else d) for d in written_data):
+            raise StorageRejected("Firestore refused the write: an array value in an array value")
         log = self.event_log[mission_id]
         seq = before.event_seq
         if change.retract_seq is not None and change.retract_seq == seq:
@@ -110,6 +115,8 @@ class FakeMissionStore:
             self.artifacts[change.artifact.artifact_id] = change.artifact
         if change.private:
             self.private.setdefault(mission_id, {}).update(change.private)
+        if change.checkpoint is not None:
+            self.checkpoints[mission_id] = change.checkpoint
         written = replace(change.mission, event_seq=seq)
         self.missions[mission_id] = written
         self.written.append(written)
@@ -143,6 +150,19 @@ class FakeMissionStore:
         ]
         return sorted(found, key=lambda m: m.queued_at or before)
 
+    def expired_pauses(self, now: datetime) -> list[Mission]:
+        return [
+            m
+            for m in self.missions.values()
+            if m.status == Status.PAUSED
+            and m.pause_reason is not None
+            and m.pause_reason.expires_at is not None
+            and m.pause_reason.expires_at < now
+        ]
+
+    def checkpoint(self, mission_id: str) -> Mapping[str, Any] | None:
+        return self.checkpoints.get(mission_id)
+
     def events(self, mission_id: str, after_seq: int) -> list[Event]:
         return [e for e in self.event_log.get(mission_id, []) if e.seq > after_seq][:1000]
 
@@ -163,6 +183,15 @@ class FakeMissionStore:
         """Sets a mission's state outright, as another process might have left it."""
         self.missions[mission.mission_id] = mission
         return mission
+
+
+def _nested_array(value: Any, in_array: bool = False) -> bool:
+    """Firestore stores no list directly inside a list (a list of maps is fine)."""
+    if isinstance(value, list | tuple):
+        return in_array or any(_nested_array(item, True) for item in value)
+    if isinstance(value, Mapping):
+        return any(_nested_array(item) for item in value.values())
+    return False
 
 
 class FakePublisher:

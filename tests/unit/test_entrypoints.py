@@ -258,6 +258,57 @@ def test_bad_bodies_are_refused_and_store_nothing(
     assert store.missions == {}
 
 
+@pytest.mark.parametrize(
+    ("route", "field"),
+    [
+        ("PATCH {}", "objective"),
+        ("PATCH {}", "budget_usd"),
+        ("PATCH {}", "scope"),
+        ("PATCH {}", "inputs"),
+        ("PATCH {}", "on_limit"),
+        ("POST {}/clone", "objective"),
+        ("POST {}/clone", "inputs"),
+        ("POST {}/retry", "budget_usd"),
+        ("POST {}/retry", "scope"),
+    ],
+)
+def test_null_is_not_a_value_in_an_edit_and_changes_nothing(
+    api: flask.testing.FlaskClient, store: FakeMissionStore, route: str, field: str
+) -> None:
+    """Leaving a field out keeps it; sending it as null is a 422 naming the field (not a
+    500, not a blanked mission), and nothing is stored."""
+    mission_id = created(api)
+    before = dict(store.missions)
+    method, path = route.format(f"/missions/{mission_id}").split(" ")
+    response = api.open(path, method=method, json={field: None}, headers=ALICE)
+    assert error_of(response) == (422, "validation_failed")
+    assert response.get_json()["error"]["message"].startswith(f"{field}: null")
+    assert store.missions == before
+
+
+@pytest.mark.parametrize("route", ["PATCH {}", "POST {}/clone"])
+def test_an_empty_scope_in_an_edit_allows_no_domains_as_in_a_create(
+    api: flask.testing.FlaskClient, route: str
+) -> None:
+    body = {"objective": "calculate 1+1", "scope": {"allowed_domains": ["example.com"]}}
+    mission_id = api.post("/missions", json=body, headers=ALICE).get_json()["mission_id"]
+    method, path = route.format(f"/missions/{mission_id}").split(" ")
+    response = api.open(path, method=method, json={"scope": {}}, headers=ALICE)
+    assert response.status_code in (200, 201), response.get_json()
+    assert response.get_json()["scope"] == {"allowed_domains": []}
+
+
+def test_a_null_tool_in_an_edit_lets_the_worker_choose_again(
+    api: flask.testing.FlaskClient,
+) -> None:
+    response = api.post(
+        "/missions", json={"objective": "calculate 1+1", "tool": "calculate"}, headers=ALICE
+    )
+    mission_id = response.get_json()["mission_id"]
+    edited = api.patch(f"/missions/{mission_id}", json={"tool": None}, headers=ALICE)
+    assert edited.status_code == 200 and edited.get_json()["tool"] is None
+
+
 def test_cors_headers_go_to_the_dashboard_only(api: flask.testing.FlaskClient) -> None:
     """The dashboard's origin gets CORS headers (and a preflight); another origin none."""
     preflight = api.options("/missions", headers={"Origin": DASHBOARD})
@@ -346,5 +397,5 @@ def test_the_sweeper_reports_what_it_did(app: bootstrap.App, store: FakeMissionS
     """A POST to the sweeper sweeps once and says what it did, by action."""
     response = client("sweeper").post("/")
     assert response.get_json() == {
-        "swept": {"republished": 0, "failed": 0, "cancelled": 0, "skipped": 0}
+        "swept": {"republished": 0, "failed": 0, "cancelled": 0, "skipped": 0, "expired": 0}
     }

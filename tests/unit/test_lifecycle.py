@@ -161,13 +161,14 @@ def test_cancel_finished_mission_is_refused(status: str) -> None:
     )
 
 
-def test_unqueue_restores_approved_and_retracts_the_queued_event() -> None:
-    """Unqueue with the queued event's seq puts the mission back to approved."""
-    before = mission("queued", queued_at=START)
-    change = lifecycle.unqueue(before, 3, LATER)
-    assert change.mission == replace(
-        before, status=Status.APPROVED, queued_at=None, updated_at=LATER
-    )
+@pytest.mark.parametrize("was", ["approved", "paused", "failed"])
+def test_unqueue_restores_what_was_and_retracts_the_queued_event(was: str) -> None:
+    """Unqueue with the queued event's seq puts the mission back as it was before the
+    queueing (an execute's approved, a resume's paused, a retry's failed)."""
+    earlier = replace(mission(was), event_seq=2)
+    queued = mission("queued", queued_at=START)
+    change = lifecycle.unqueue(queued, earlier, 3, LATER)
+    assert change.mission == replace(earlier, updated_at=LATER, event_seq=3)
     assert change.retract_seq == 3
     assert change.events == ()
 
@@ -179,7 +180,7 @@ def test_unqueue_restores_approved_and_retracts_the_queued_event() -> None:
 )
 def test_unqueue_changes_nothing_once_the_mission_moved_on(status: str, seq: int) -> None:
     """Unqueue is a no-op unless the mission is still queued with the same event_seq."""
-    change = lifecycle.unqueue(mission(status), seq, START)
+    change = lifecycle.unqueue(mission(status), mission("approved"), seq, START)
     assert change == Change()
     assert change.empty
 

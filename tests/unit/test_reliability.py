@@ -479,7 +479,13 @@ def test_sweeper_republishes_stalled_and_stuck_missions(
     store.put(replace(store.missions[fresh], queued_at=clock.now - timedelta(seconds=10)))
     untouched = {mid: store.missions[mid] for mid in (alive, fresh)}
 
-    assert recovery.sweep() == {"republished": 2, "failed": 0, "cancelled": 0, "skipped": 0}
+    assert recovery.sweep() == {
+        "republished": 2,
+        "failed": 0,
+        "cancelled": 0,
+        "skipped": 0,
+        "expired": 0,
+    }
     assert sorted(publisher.published) == [stalled, stuck]
     assert store.missions[stalled].record.recoveries == 1
     assert store.missions[stalled].status == Status.RUNNING
@@ -498,7 +504,13 @@ def test_sweeper_gives_up_after_its_bound_and_honours_cancels(
     store.put(store.missions[hopeless].with_record(recoveries=2))
     cancelled = stalled_mission(store, clock, "m_cancelled", cancel_requested=True)
 
-    assert recovery.sweep() == {"republished": 0, "failed": 1, "cancelled": 1, "skipped": 0}
+    assert recovery.sweep() == {
+        "republished": 0,
+        "failed": 1,
+        "cancelled": 1,
+        "skipped": 0,
+        "expired": 0,
+    }
     failed = store.missions[hopeless]
     assert failed.status == Status.FAILED
     assert failed.record.error == StepError(

@@ -4,6 +4,7 @@ encoding — document paths, field names, update masks, preconditions.
     missions/{mission_id}                  the mission (clients listen to it)
     missions/{mission_id}/events/{seq}     its log, seq gapless from 1
     missions/{mission_id}/private/outputs  stage outputs too large for the mission (no client reads)
+    missions/{mission_id}/private/checkpoint  where a paused tool got to
     artifacts/{artifact_id}                its result
     users/{uid}                            active_missions: the owner's queued + running count
     stats/step_durations_{n}               ETA statistics, sharded
@@ -123,16 +124,17 @@ class FirestoreMissionStore:
         }
 
     @_unavailable_is_ours
-    def create(self, mission: Mission, event: NewEvent) -> Mission:
+    def create(self, mission: Mission, *events: NewEvent) -> Mission:
         ref = self._missions.document(mission.mission_id)
-        stored = replace(mission, event_seq=1)
+        stored = replace(mission, event_seq=len(events))
         document = mission_document(stored)
         batch = self._db.batch()
         batch.create(ref, document)
-        batch.create(
-            ref.collection("events").document("1"),
-            self._event_document(mission.owner_uid, 1, event),
-        )
+        for seq, event in enumerate(events, 1):
+            batch.create(
+                ref.collection("events").document(str(seq)),
+                self._event_document(mission.owner_uid, seq, event),
+            )
         results = batch.commit(timeout=TIMEOUT_SECONDS)
         self._remember(stored, document, results[0].update_time)
         return stored
@@ -209,6 +211,8 @@ class FirestoreMissionStore:
             batch.set(
                 ref.collection("private").document("outputs"), dict(change.private), merge=True
             )
+        if change.checkpoint is not None:
+            batch.set(ref.collection("private").document("checkpoint"), dict(change.checkpoint))
         delta = active_delta(before, change)
         if delta:
             # Second to last: its result says what the count became.
@@ -303,6 +307,10 @@ class FirestoreMissionStore:
     def queued_before(self, before: datetime) -> list[Mission]:
         return self._in_status_before(Status.QUEUED, "queued_at", before)
 
+    @_unavailable_is_ours
+    def expired_pauses(self, now: datetime) -> list[Mission]:
+        return self._in_status_before(Status.PAUSED, "pause_reason.expires_at", now)
+
     def _in_status_before(self, status: Status, field: str, before: datetime) -> list[Mission]:
         query = (
             self._missions.where(filter=firestore.FieldFilter("status", "==", status.value))
@@ -330,9 +338,16 @@ class FirestoreMissionStore:
 
     @_unavailable_is_ours
     def private_outputs(self, mission_id: str) -> Mapping[str, Any]:
-        ref = self._missions.document(mission_id).collection("private").document("outputs")
+        return self._private(mission_id, "outputs") or {}
+
+    @_unavailable_is_ours
+    def checkpoint(self, mission_id: str) -> Mapping[str, Any] | None:
+        return self._private(mission_id, "checkpoint")
+
+    def _private(self, mission_id: str, name: str) -> dict[str, Any] | None:
+        ref = self._missions.document(mission_id).collection("private").document(name)
         snapshot = ref.get(timeout=TIMEOUT_SECONDS)
-        return (snapshot.to_dict() or {}) if snapshot.exists else {}
+        return (snapshot.to_dict() or {}) if snapshot.exists else None
 
 
 def _retracts(before: Mission, change: Change) -> bool:

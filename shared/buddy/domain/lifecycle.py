@@ -8,7 +8,7 @@ resume, retry) is a new function here.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -19,12 +19,15 @@ from buddy.domain.mission import (
     Change,
     Mission,
     NewEvent,
+    OnLimit,
+    PauseReason,
     Progress,
     Scope,
     Status,
     StepError,
+    iso,
 )
-from buddy.errors import InvalidTransition
+from buddy.errors import InvalidTransition, ValidationFailed
 
 # The status a delivery may start a run from. A message for an approved mission belongs to
 # an execute that was undone (its publish failed or timed out, and the owner was told so).
@@ -50,9 +53,11 @@ def proposed(
     tool: str | None,
     inputs: dict[str, Any],
     now: datetime,
+    on_limit: OnLimit = "fail",
 ) -> Mission:
     """A new mission: proposed, nothing done yet."""
     return Mission(
+        on_limit=on_limit,
         mission_id=mission_id,
         owner_uid=owner_uid,
         objective=objective,
@@ -86,13 +91,13 @@ def queue(mission: Mission, now: datetime, max_active: int) -> Change:
     )
 
 
-def unqueue(mission: Mission, queued_seq: int, now: datetime) -> Change:
-    """Undoes `queue` when its message may never have left: the mission is as it was."""
+def unqueue(mission: Mission, before: Mission, queued_seq: int, now: datetime) -> Change:
+    """Undoes a queueing (an execute, a resume, a retry) whose message may never have left:
+    the mission is as it was `before`, and the event that queued it is taken back."""
     if mission.status != Status.QUEUED or mission.event_seq != queued_seq:
         return Change()  # a worker has it already, or the owner cancelled
     return Change(
-        replace(mission, status=Status.APPROVED, queued_at=None, updated_at=now),
-        retract_seq=queued_seq,
+        replace(before, updated_at=now, event_seq=mission.event_seq), retract_seq=queued_seq
     )
 
 
@@ -103,9 +108,176 @@ def cancel(mission: Mission, now: datetime) -> Change:
         raise InvalidTransition("cancel", mission.status, "proposed, approved, queued or running")
     if mission.status == Status.RUNNING:
         return Change(replace(mission, cancel_requested=True, updated_at=now))
-    asked = replace(mission, cancel_requested=True)
-    how = f"before it ran (was {mission.status})"
+    asked = replace(mission, cancel_requested=True, pause_requested=False)
+    if mission.status == Status.PAUSED:
+        how = f"at {mission.percent}% while paused"
+    else:
+        how = f"before it ran (was {mission.status})"
     return ended(asked, Status.CANCELLED, now, cancelled_event(asked, how))
+
+
+# What the owner may change, by state: before it runs, anything a create body says; while
+# paused or after a failure, only the limits that stopped it.
+EDITABLE_BEFORE_RUNNING = frozenset(
+    {"objective", "allowed_domains", "budget_usd", "tool", "inputs", "on_limit"}
+)
+EDITABLE_WHEN_STOPPED = frozenset({"budget_usd", "allowed_domains"})
+
+
+def modify(mission: Mission, now: datetime, fields: Mapping[str, Any]) -> Change:
+    """An edit by the owner: `fields` by name (allowed_domains for the scope). An approved
+    mission goes back to proposed, since its approval covered what it was to run; a paused or
+    failed one may change its budget (never below what it spent) and allowed domains."""
+    if mission.status in (Status.PROPOSED, Status.APPROVED):
+        allowed = EDITABLE_BEFORE_RUNNING
+    elif mission.status in (Status.PAUSED, Status.FAILED):
+        allowed = EDITABLE_WHEN_STOPPED
+    else:
+        raise InvalidTransition("edit", mission.status, "proposed, approved, paused or failed")
+    refused = sorted(set(fields) - allowed)
+    if refused:
+        what = ", ".join("scope" if name == "allowed_domains" else name for name in refused)
+        raise InvalidTransition(f"change {what} of", mission.status, "proposed or approved")
+    budget = fields.get("budget_usd", mission.budget_usd)
+    if budget < mission.spent_usd:
+        raise ValidationFailed(
+            f"budget_usd: the mission has already spent ${mission.spent_usd:g}; "
+            "the budget cannot be lower"
+        )
+    edited = _edited(mission, fields)
+    changes = _differences(mission, edited)
+    if not changes:
+        return Change()
+    if mission.status == Status.APPROVED:
+        edited = replace(edited, status=Status.PROPOSED, approved_at=None)
+        changes.append("approval withdrawn: approve it again to run what it now says")
+    message = "Mission modified: " + "; ".join(changes)
+    return Change(replace(edited, updated_at=now), (NewEvent("mission_modified", message[:500]),))
+
+
+def _edited(mission: Mission, fields: Mapping[str, Any]) -> Mission:
+    values = {name: value for name, value in fields.items() if name != "allowed_domains"}
+    if "allowed_domains" in fields:
+        values["scope"] = Scope(tuple(fields["allowed_domains"]))
+    return replace(mission, **values)
+
+
+def _differences(before: Mission, after: Mission) -> list[str]:
+    """`name: old → new` for each field the edit changed."""
+    pairs = [
+        ("objective", before.objective, after.objective),
+        (
+            "scope.allowed_domains",
+            list(before.scope.allowed_domains),
+            list(after.scope.allowed_domains),
+        ),
+        ("budget_usd", before.budget_usd, after.budget_usd),
+        ("tool", before.tool, after.tool),
+        ("inputs", dict(before.inputs), dict(after.inputs)),
+        ("on_limit", before.on_limit, after.on_limit),
+    ]
+    return [f"{name}: {old!r} → {new!r}" for name, old, new in pairs if old != new]
+
+
+def clone(
+    source: Mission, mission_id: str, owner_uid: str, now: datetime, fields: Mapping[str, Any]
+) -> tuple[Mission, tuple[NewEvent, ...]]:
+    """A new proposed mission with the source's create fields (and the overrides given)."""
+    fresh = proposed(
+        mission_id,
+        owner_uid,
+        source.objective,
+        source.scope.allowed_domains,
+        source.budget_usd,
+        source.tool,
+        dict(source.inputs),
+        now,
+        on_limit=source.on_limit,
+    )
+    cloned = replace(_edited(fresh, fields), cloned_from=source.mission_id)
+    events = (
+        NewEvent("mission_created", "Mission proposed"),
+        NewEvent("mission_cloned", f"Cloned from mission {source.mission_id}"),
+    )
+    return cloned, events
+
+
+def pause(mission: Mission, now: datetime) -> Change:
+    """Queued: paused at once. Running: asked, and the run pauses at its next step boundary
+    (a long tool between its pages), keeping what it finished."""
+    if mission.status == Status.RUNNING:
+        return Change(replace(mission, pause_requested=True, updated_at=now))
+    _require(mission, "pause", {Status.QUEUED, Status.RUNNING})
+    reason = PauseReason("requested", "Paused by its owner before it started")
+    return paused(mission, now, reason)
+
+
+def paused(mission: Mission, now: datetime, reason: PauseReason) -> Change:
+    """The mission waits for its owner, holding no lease and no worker."""
+    record = replace(mission.record, status=Status.PAUSED) if mission.execution_record else None
+    stopped = replace(
+        mission,
+        status=Status.PAUSED,
+        pause_requested=False,
+        pause_reason=reason,
+        run_id=None,
+        lease_expires_at=None,
+        updated_at=now,
+        execution_record=record,
+    )
+    event = NewEvent(
+        "mission_paused",
+        f"Mission paused at {mission.percent}%: {reason.message}",
+        step_name=reason.step_name,
+        progress_percent=mission.percent,
+    )
+    return Change(stopped, (event,))
+
+
+def resume(mission: Mission, now: datetime, max_active: int) -> Change:
+    """paused → queued: a worker carries on where it stopped."""
+    _require(mission, "resume", {Status.PAUSED})
+    resumed = replace(
+        mission, status=Status.QUEUED, queued_at=now, updated_at=now, pause_reason=None
+    )
+    event = NewEvent("mission_resumed", "Mission resumed", progress_percent=mission.percent)
+    return Change(resumed, (event,), active_limit=max_active)
+
+
+def retry(mission: Mission, now: datetime, max_active: int) -> Change:
+    """failed → queued for its next run, which starts at the step that failed and keeps the
+    steps (and their effects) that completed."""
+    _require(mission, "retry", {Status.FAILED})
+    record = mission.record
+    step = record.error.step_name if record.error else mission.current_step_name
+    again = replace(record, status=Status.QUEUED, run=record.run + 1, attempt=1, error=None)
+    queued = replace(
+        mission,
+        status=Status.QUEUED,
+        queued_at=now,
+        updated_at=now,
+        finished_at=None,
+        cancel_requested=False,
+        execution_record=again,
+    )
+    event = NewEvent(
+        "mission_retried",
+        f"Run {again.run} starts at {step}",
+        step_name=step,
+        progress_percent=mission.percent,
+    )
+    return Change(queued, (event,), active_limit=max_active)
+
+
+def expire_pause(mission: Mission, now: datetime) -> Change:
+    """A pause nobody answered by its expiry fails the mission, saying what it waited for."""
+    reason = mission.pause_reason
+    assert reason is not None and reason.expires_at is not None
+    message = (
+        f"Paused since it asked ({reason.message}) and not resumed before {iso(reason.expires_at)}"
+    )
+    step = reason.step_name or mission.current_step_name or "delivery"
+    return failed(mission, now, StepError(step, "pause_expired", message[:500]))
 
 
 # ---- a run ---------------------------------------------------------------------------------
@@ -122,11 +294,15 @@ def claim(mission: Mission, run_id: str, now: datetime, lease_seconds: float) ->
         return replace(mission, run_id=run_id, execution_record=taken)
     if mission.status not in CLAIMABLE:
         raise NotClaimable(f"mission is {mission.status}")
-    started = replace(record, status=Status.RUNNING, attempt=1, runs=1)
+    # A resumed or retried mission carries on: it keeps its first start and counts a run.
+    again = mission.progress is not None
+    started = replace(
+        record, status=Status.RUNNING, attempt=1, runs=record.runs + 1 if again else 1
+    )
     return replace(
         mission,
         status=Status.RUNNING,
-        started_at=now,
+        started_at=mission.started_at if again and mission.started_at else now,
         run_id=run_id,
         execution_record=started,
         lease_expires_at=now + timedelta(seconds=lease_seconds),

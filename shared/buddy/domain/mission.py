@@ -19,6 +19,7 @@ class Status(StrEnum):
     APPROVED = "approved"
     QUEUED = "queued"
     RUNNING = "running"
+    PAUSED = "paused"  # waits for its owner: holds no lease and no worker
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"
@@ -29,6 +30,8 @@ TERMINAL = frozenset({Status.COMPLETED, Status.FAILED, Status.CANCELLED})
 ACTIVE = frozenset({Status.QUEUED, Status.RUNNING})
 
 StepStatus = Literal["started", "completed", "failed"]
+# What a mission does when it meets a limit its owner can lift (budget, allowed domains).
+OnLimit = Literal["fail", "ask"]
 
 
 def iso(moment: datetime) -> str:
@@ -111,10 +114,24 @@ class StepError:
 
 
 @dataclass(frozen=True)
+class PauseReason:
+    """Why a mission is paused, and what would lift it."""
+
+    code: Literal["requested", "budget_exceeded", "out_of_scope"]
+    message: str
+    step_name: str | None = None  # where it stopped
+    # An ask that nobody answers fails the mission then (a pause its owner asked for waits).
+    expires_at: datetime | None = None
+    needed_usd: float | None = None  # budget_exceeded: the budget it needs
+    host: str | None = None  # out_of_scope: the host it wants to reach
+
+
+@dataclass(frozen=True)
 class ExecutionRecord:
     """What running the mission did and produced; `None` fields are not known yet."""
 
     status: Status
+    run: int = 1  # a retry starts the next run
     attempt: int = 1
     runs: int = 1  # runs that claimed the mission: a recovered one counts again
     recoveries: int = 0  # times the sweeper sent it to a worker again
@@ -153,6 +170,12 @@ class Mission:
     started_at: datetime | None = None
     finished_at: datetime | None = None
     cancel_requested: bool = False
+    on_limit: OnLimit = "fail"
+    pause_requested: bool = False
+    pause_reason: PauseReason | None = None
+    cloned_from: str | None = None
+    recipe: Mapping[str, Any] | None = None
+    schedule_id: str | None = None
     execution_record: ExecutionRecord | None = None
     # The run that holds the mission, and until when (it renews the lease as it goes).
     run_id: str | None = None
@@ -180,6 +203,12 @@ class Mission:
     @property
     def terminal(self) -> bool:
         return self.status in TERMINAL
+
+    @property
+    def spent_usd(self) -> float:
+        """What the mission has cost so far (its tool's actual cost, once it ran)."""
+        cost = self.record.cost_usd
+        return cost.actual if cost is not None and cost.actual is not None else 0.0
 
     def lease_live(self, now: datetime) -> bool:
         return self.lease_expires_at is not None and self.lease_expires_at > now
@@ -240,15 +269,17 @@ def artifact_id_of(mission_id: str) -> str:
 class Change:
     """What a transition asks storage to write, atomically; `Change()` writes nothing.
 
-    `private` holds stage outputs too large for the mission document, by stage name; clients
-    cannot read them. A change that makes the mission active commits only while its owner has
-    fewer than `active_limit` active missions (storage counts them with every change).
+    `private` holds stage outputs too large for the mission document, by stage name, and
+    `checkpoint` where a paused tool got to (both unreadable to clients). A change that makes
+    the mission active commits only while its owner has fewer than `active_limit` active
+    missions (storage counts them with every change).
     """
 
     mission: Mission | None = None
     events: tuple[NewEvent, ...] = ()
     artifact: Artifact | None = None
     private: Mapping[str, Any] = field(default_factory=dict)
+    checkpoint: Mapping[str, Any] | None = None
     # Retracts the newest event when it has this seq (undoing an action that never took
     # effect, such as a queueing whose message could not be published).
     retract_seq: int | None = None

@@ -90,8 +90,8 @@ class MissionProgressTracker:
         tracker = cls(saved.mission_id, plan, clock, estimator)
         tracker.start_time = from_iso(saved.start_time)
         tracker.completed_steps = list(saved.completed_steps)
-        if tracker.completed_steps:
-            tracker._percent = tracker.completed_steps[-1].progress_percent
+        # Never below what clients saw: a step stopped halfway starts again from there.
+        tracker._percent = saved.progress_percent
         return tracker
 
     @property

@@ -10,7 +10,7 @@ import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import flask
 import pydantic
@@ -31,12 +31,18 @@ from buddy.errors import (
     ValidationFailed,
 )
 from buddy.logs import configure_logging
-from buddy.schemas import CreateMission, valid_mission_id, validation_message
+from buddy.schemas import (
+    AmendMission,
+    CreateMission,
+    ModifyMission,
+    valid_mission_id,
+    validation_message,
+)
 from buddy.service.missions import DEFAULT_LIST_LIMIT, MAX_SEQ, MissionService
 
 log = logging.getLogger(__name__)
 
-CORS_METHODS = "GET, POST, OPTIONS"
+CORS_METHODS = "GET, POST, PATCH, OPTIONS"
 CORS_HEADERS = "Authorization, Content-Type"
 
 Handler = Callable[[MissionService, str, flask.Request, str], Any]
@@ -61,14 +67,38 @@ class Endpoint:
     errors: tuple[int, ...] = ()
     body: type[pydantic.BaseModel] | None = None
     query: tuple[QueryParam, ...] = ()
+    body_required: bool = True
+
+
+Model = TypeVar("Model", bound=pydantic.BaseModel)
+
+
+def _parsed(model: type[Model], request: flask.Request, optional: bool = False) -> Model:
+    """The body as `model`, validated (an optional body may be left out: all defaults)."""
+    sent = request.content_length or request.headers.get("Transfer-Encoding")
+    raw = _body(request) if sent or not optional else {}
+    try:
+        return model.model_validate(raw)
+    except pydantic.ValidationError as e:
+        raise ValidationFailed(validation_message(e)) from e
 
 
 def _create(service: MissionService, uid: str, request: flask.Request, _: str) -> Any:
-    try:
-        command = CreateMission.model_validate(_body(request))
-    except pydantic.ValidationError as e:
-        raise ValidationFailed(validation_message(e)) from e
-    return service.create(uid, command)
+    return service.create(uid, _parsed(CreateMission, request))
+
+
+def _modify(service: MissionService, uid: str, request: flask.Request, mission_id: str) -> Any:
+    return service.modify(uid, mission_id, _parsed(ModifyMission, request).fields())
+
+
+def _retry(service: MissionService, uid: str, request: flask.Request, mission_id: str) -> Any:
+    amendments = _parsed(AmendMission, request, optional=True).fields()
+    return service.retry(uid, mission_id, amendments)
+
+
+def _clone(service: MissionService, uid: str, request: flask.Request, mission_id: str) -> Any:
+    overrides = _parsed(ModifyMission, request, optional=True).fields()
+    return service.clone(uid, mission_id, overrides)
 
 
 def _list(service: MissionService, uid: str, request: flask.Request, _: str) -> Any:
@@ -86,6 +116,7 @@ def _on_mission(action: Callable[[MissionService, str, str], Any]) -> Handler:
 
 _STATE = (401, 404, 409, 503)
 _READ = (401, 404, 503)
+_BODY = (400, 413, 415, 422)
 ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint("healthz", "GET", ("/healthz",), "Liveness of the API", 200, schemas.Health),
     Endpoint("openapi", "GET", ("/openapi.json",), "This description", 200, schemas.Out),
@@ -151,6 +182,62 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         schemas.ExecuteAccepted,
         _on_mission(MissionService.execute),
         (*_STATE, 429),
+    ),
+    Endpoint(
+        "modify",
+        "PATCH",
+        ("/missions/{mission_id}",),
+        "Edit: any create field before it runs (approved → proposed); the budget and the "
+        "allowed domains while paused or failed",
+        200,
+        schemas.MissionOut,
+        _modify,
+        (*_STATE, *_BODY),
+        ModifyMission,
+    ),
+    Endpoint(
+        "pause",
+        "POST",
+        ("/missions/{mission_id}/pause",),
+        "Pause: queued at once, running at the next step boundary (a crawl between pages)",
+        200,
+        schemas.MissionOut,
+        _on_mission(MissionService.pause),
+        _STATE,
+    ),
+    Endpoint(
+        "resume",
+        "POST",
+        ("/missions/{mission_id}/resume",),
+        "paused → queued, and one execution message: it carries on where it stopped",
+        202,
+        schemas.ExecuteAccepted,
+        _on_mission(MissionService.resume),
+        (*_STATE, 429),
+    ),
+    Endpoint(
+        "retry",
+        "POST",
+        ("/missions/{mission_id}/retry",),
+        "failed → queued for the next run, from the failed step (budget and scope amendable)",
+        202,
+        schemas.ExecuteAccepted,
+        _retry,
+        (*_STATE, *_BODY, 429),
+        AmendMission,
+        body_required=False,
+    ),
+    Endpoint(
+        "clone",
+        "POST",
+        ("/missions/{mission_id}/clone",),
+        "A new proposed mission with the same fields (any of them overridden)",
+        201,
+        schemas.MissionOut,
+        _clone,
+        (401, 404, 503, *_BODY),
+        ModifyMission,
+        body_required=False,
     ),
     Endpoint(
         "cancel",

@@ -36,9 +36,13 @@ MISSION_ID = {
 }
 
 
+# Request bodies are described as they are validated; everything else as it is serialised.
+REQUESTS = frozenset({schemas.CreateMission, schemas.ModifyMission, schemas.AmendMission})
+
+
 @functools.cache
 def _components(models: tuple[type[Any], ...]) -> dict[str, Any]:
-    pairs = [(m, "validation" if m is schemas.CreateMission else "serialization") for m in models]
+    pairs = [(m, "validation" if m in REQUESTS else "serialization") for m in models]
     _, definitions = models_json_schema(pairs, ref_template=REF)  # type: ignore[arg-type]
     return dict(definitions.get("$defs", {}))
 
@@ -81,7 +85,7 @@ def _operation(endpoint: Endpoint, path: str) -> dict[str, Any]:
         operation["parameters"] = parameters
     if endpoint.body is not None:
         operation["requestBody"] = {
-            "required": True,
+            "required": endpoint.body_required,
             "content": {"application/json": {"schema": _ref(endpoint.body)}},
         }
     if endpoint.handler is None:
@@ -121,8 +125,9 @@ def document(endpoints: Iterable[Endpoint], tools: ToolRegistry) -> dict[str, An
         "info": {
             "title": "Buddy Missions API",
             "version": "0.1.0",
-            "description": "Propose, approve and execute missions; read their progress, "
-            "events and artifacts. Live progress: listen to missions/{id} in Firestore.",
+            "description": "Propose, approve and execute missions; pause, resume, edit, "
+            "retry and clone them; read their progress, events and artifacts. Live progress: "
+            "listen to missions/{id} in Firestore.",
         },
         "servers": [{"url": "/"}],
         "security": [{"firebaseIdToken": []}],
@@ -131,6 +136,7 @@ def document(endpoints: Iterable[Endpoint], tools: ToolRegistry) -> dict[str, An
             "schemas": {
                 **components,
                 "CreateMission": _with_tools(components["CreateMission"], tools),
+                "ModifyMission": _with_tools(components["ModifyMission"], tools),
             },
             "securitySchemes": {
                 "firebaseIdToken": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}

@@ -20,20 +20,21 @@ from typing import Any
 from buddy.domain.eta import Durations, LearnedEta, samples_of
 from buddy.domain.intent import IntentClassifier
 from buddy.domain.lifecycle import CLAIMABLE, MissionBusy, NotClaimable
-from buddy.domain.mission import Mission, Status
+from buddy.domain.mission import Mission, PauseReason, Status
 from buddy.domain.progress import Clock, MissionProgressTracker
 from buddy.errors import DependencyUnavailable, StorageRejected
 from buddy.service.ports import DurationStatsStore, MissionStore
-from buddy.service.progress_writer import MissionCancelled, ProgressWriter
+from buddy.service.progress_writer import MissionCancelled, MissionPaused, ProgressWriter
 from buddy.service.stages import (
     SELECTION,
     STAGE_NAMES,
     STAGES,
     StepContext,
     StepFailed,
+    StepPaused,
     clip,
 )
-from buddy.tools import ToolCancelled, ToolRegistry
+from buddy.tools import ToolCancelled, ToolPaused, ToolRegistry
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,7 @@ class Outcome(StrEnum):
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    PAUSED = "paused"
     SKIPPED = "skipped"  # not ours to run: missing, finished, or taken by another delivery
 
 
@@ -55,6 +57,8 @@ class RunSettings:
     retry_backoff_seconds: float = 1.0
     # Test hook for fault injection: pause this long at the start of every step.
     step_delay_seconds: float = 0.0
+    # How long a mission waits for its owner to lift a limit before it fails.
+    pause_timeout_seconds: float = 72 * 3600
 
 
 Heartbeat = Callable[[ProgressWriter], contextlib.AbstractContextManager[None]]
@@ -81,13 +85,15 @@ class MissionRunner:
             return Outcome.SKIPPED
         if mission.status == Status.RUNNING and mission.lease_live(self.clock()):
             mission = self._outlive_lease(mission)
-        resuming = mission.status == Status.RUNNING
-        if not resuming and mission.status not in CLAIMABLE:
+        taking_over = mission.status == Status.RUNNING
+        if not taking_over and mission.status not in CLAIMABLE:
             log.info(
                 "mission is not queued, dropping delivery",
                 extra={"mission_id": mission_id, "status": mission.status.value},
             )
             return Outcome.SKIPPED
+        # A run taken over from a dead worker, or one resumed after a pause or a retry.
+        resuming = taking_over or mission.progress is not None
         history = self.stats.load()
         memo = self._memo(mission) if resuming else {}
         tracker = self._tracker(mission, history, memo)
@@ -119,6 +125,9 @@ class MissionRunner:
         except MissionCancelled:
             log.info("mission cancelled", extra={"mission_id": mission_id})
             return Outcome.CANCELLED
+        except MissionPaused:
+            log.info("mission paused", extra={"mission_id": mission_id})
+            return Outcome.PAUSED
         if outcome == Outcome.COMPLETED:
             self._record_durations(tracker, memo)
         log.info(
@@ -159,7 +168,7 @@ class MissionRunner:
     ) -> MissionProgressTracker:
         tool = (memo.get(SELECTION) or {}).get("tool")
         estimator = LearnedEta(history, STAGE_NAMES, tool)
-        if mission.status == Status.RUNNING and mission.progress is not None:
+        if mission.progress is not None:
             return MissionProgressTracker.resume(mission.progress, STAGES, self.clock, estimator)
         return MissionProgressTracker(mission.mission_id, STAGES, self.clock, estimator)
 
@@ -194,27 +203,45 @@ class MissionRunner:
         tracker: MissionProgressTracker,
         writer: ProgressWriter,
     ) -> Outcome:
-        resumed = bool(tracker.done) or mission.status == Status.RUNNING
+        if mission.status == Status.RUNNING:
+            resumed = " (resumed after the previous worker stopped)"
+        else:
+            resumed = " (resumed)" if mission.progress is not None else ""
+        context: StepContext | None = None
         try:
             for stage in STAGES:
                 if stage.name in tracker.done:
                     continue
                 tool = (memo.get(SELECTION) or {}).get("tool", "the tool")
-                message = stage.start_message.format(tool=tool)
-                if resumed:
-                    message += " (resumed after the previous worker stopped)"
-                    resumed = False
-                tracker.start_stage(stage, message)
+                tracker.start_stage(stage, stage.start_message.format(tool=tool) + resumed)
+                resumed = ""
                 if self.settings.step_delay_seconds:
                     self.sleep(self.settings.step_delay_seconds)
                 context = StepContext(mission, stage, memo, self, tracker, writer, history)
+                if stage.private and mission.progress is not None:
+                    context.checkpoint = self.store.checkpoint(mission.mission_id)
                 tracker.complete_step(clip(stage.action(context)))
         except StepFailed as e:
             tracker.fail_step(clip(str(e)))
             return Outcome.FAILED
+        except StepPaused as e:
+            writer.pause_in_step(e.reason, None)  # raises MissionPaused once recorded
+        except ToolPaused as e:
+            assert context is not None
+            writer.pause_in_step(self._pause_reason(context, e), context.saved)
         except ToolCancelled:
             writer.cancel_in_step()  # raises MissionCancelled once recorded
         return Outcome.COMPLETED
+
+    def _pause_reason(self, context: StepContext, paused: ToolPaused) -> PauseReason:
+        """Why the tool stopped: its owner's pause, or a host it needs allowed."""
+        step = context.stage.name
+        if paused.host is None:
+            return PauseReason("requested", "Paused by its owner", step_name=step)
+        message = f"{paused.host} is outside the allowed domains — allow it to continue"
+        failure = context.over_limit("out_of_scope", message, host=paused.host)
+        assert isinstance(failure, StepPaused)  # a tool asks only for missions that ask
+        return failure.reason
 
     def _record_durations(self, tracker: MissionProgressTracker, memo: dict[str, Any]) -> None:
         """Folds the run's step durations into the ETA statistics, after its terminal write:

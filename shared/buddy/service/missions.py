@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pydantic
 
@@ -76,6 +76,7 @@ class MissionService:
             request.tool,
             request.inputs,
             self.clock(),
+            on_limit=request.on_limit,
         )
         created = self.store.create(mission, NewEvent("mission_created", "Mission proposed"))
         log.info("mission created", extra={"mission_id": mission.mission_id})
@@ -99,23 +100,81 @@ class MissionService:
         return self._transition(owner_uid, mission_id, lifecycle.approve)
 
     def execute(self, owner_uid: str, mission_id: str) -> Mission:
-        """approved → queued (within the owner's active-mission limit) and one message.
-
-        A publish that fails or times out may still have sent its message, so the queueing is
-        undone: back to approved, 503, and a message that arrives later finds the mission not
-        queued and is dropped by the worker. If a worker claimed it first, the message did
-        leave: queued. If even the undo fails, the mission stays queued and the sweeper
-        republishes it: queued as well, because it will run.
-        """
-        queued = self._transition(
+        """approved → queued (within the owner's active-mission limit) and one message."""
+        return self._queue(
             owner_uid, mission_id, lambda m, now: lifecycle.queue(m, now, self.max_active)
         )
+
+    def resume(self, owner_uid: str, mission_id: str) -> Mission:
+        """paused → queued and one message: a worker carries on where it stopped."""
+        return self._queue(
+            owner_uid, mission_id, lambda m, now: lifecycle.resume(m, now, self.max_active)
+        )
+
+    def retry(
+        self, owner_uid: str, mission_id: str, amendments: Mapping[str, Any] | None = None
+    ) -> Mission:
+        """failed → queued for its next run (with the budget or scope amended, if given)."""
+
+        def retried(mission: Mission, now: datetime) -> Change:
+            if amendments:
+                edit = lifecycle.modify(mission, now, amendments)
+                mission = edit.mission or mission
+                change = lifecycle.retry(mission, now, self.max_active)
+                return replace(change, events=(*edit.events, *change.events))
+            return lifecycle.retry(mission, now, self.max_active)
+
+        return self._queue(owner_uid, mission_id, retried)
+
+    def pause(self, owner_uid: str, mission_id: str) -> Mission:
+        return self._transition(owner_uid, mission_id, lifecycle.pause)
+
+    def modify(self, owner_uid: str, mission_id: str, fields: Mapping[str, Any]) -> Mission:
+        """An edit, validated as a create would be: the tool must take the inputs."""
+
+        def edited(mission: Mission, now: datetime) -> Change:
+            change = lifecycle.modify(mission, now, fields)
+            if change.mission is not None and {"tool", "inputs"} & set(fields):
+                self._check_tool_and_inputs(change.mission.tool, dict(change.mission.inputs))
+            return change
+
+        return self._transition(owner_uid, mission_id, edited)
+
+    def clone(self, owner_uid: str, mission_id: str, overrides: Mapping[str, Any]) -> Mission:
+        """A new proposed mission with this one's fields, and the overrides given."""
+        source = self.get(owner_uid, mission_id)
+        mission, events = lifecycle.clone(
+            source, new_mission_id(), owner_uid, self.clock(), overrides
+        )
+        self._check_tool_and_inputs(mission.tool, dict(mission.inputs))
+        created = self.store.create(mission, *events)
+        log.info("mission cloned", extra={"mission_id": mission.mission_id, "from": mission_id})
+        return created
+
+    def _queue(self, owner_uid: str, mission_id: str, action: Transition) -> Mission:
+        """A transition into queued, and its message.
+
+        A publish that fails or times out may still have sent its message, so the queueing is
+        undone: the mission as it was, 503, and a message that arrives later finds the
+        mission not queued and is dropped by the worker. If a worker claimed it first, the
+        message did leave: queued. If even the undo fails, the mission stays queued and the
+        sweeper republishes it: queued as well, because it will run.
+        """
+        seen: list[Mission] = []  # the mission each try of the transaction decided on
+
+        def queue(mission: Mission, now: datetime) -> Change:
+            seen.append(mission)
+            return action(mission, now)
+
+        queued = self._transition(owner_uid, mission_id, queue)
+        before = seen[-1]  # the try that committed: an undo puts back exactly that
         try:
             self.publisher.publish_execution(mission_id)
         except DependencyUnavailable:
             try:
                 after = self.store.apply(
-                    mission_id, lambda m: lifecycle.unqueue(m, queued.event_seq, self.clock())
+                    mission_id,
+                    lambda m: lifecycle.unqueue(m, before, queued.event_seq, self.clock()),
                 )
             except DependencyUnavailable:
                 log.warning(
@@ -123,7 +182,8 @@ class MissionService:
                     extra={"mission_id": mission_id},
                 )
                 return queued
-            if after.status in (Status.APPROVED, Status.CANCELLED):
+            undone = after.event_seq < queued.event_seq  # its queued event was taken back
+            if undone or after.status == Status.CANCELLED:
                 raise
             log.info("message left despite a publish error", extra={"mission_id": mission_id})
         log.info("mission queued", extra={"mission_id": mission_id})

@@ -19,8 +19,8 @@ class MissionStore(Protocol):
     StorageRejected (a write refused as invalid), TooManyActiveMissions (see `apply`).
     """
 
-    def create(self, mission: Mission, event: NewEvent) -> Mission:
-        """Stores a new mission with its first event (seq 1)."""
+    def create(self, mission: Mission, *events: NewEvent) -> Mission:
+        """Stores a new mission with its first events (seq 1, 2, …)."""
 
     def get(self, mission_id: str) -> Mission | None: ...
 
@@ -42,12 +42,18 @@ class MissionStore(Protocol):
     def queued_before(self, before: datetime) -> list[Mission]:
         """Queued missions waiting since before `before` (a page of them)."""
 
+    def expired_pauses(self, now: datetime) -> list[Mission]:
+        """Paused missions whose pause expired before `now` (a page of them)."""
+
     def events(self, mission_id: str, after_seq: int) -> list[Event]: ...
 
     def artifact(self, artifact_id: str) -> Artifact | None: ...
 
     def private_outputs(self, mission_id: str) -> Mapping[str, Any]:
         """What Change.private stored for the mission, by stage name."""
+
+    def checkpoint(self, mission_id: str) -> Mapping[str, Any] | None:
+        """What Change.checkpoint last stored for the mission (a paused tool's state)."""
 
 
 class ExecutionPublisher(Protocol):

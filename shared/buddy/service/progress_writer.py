@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import secrets
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -27,6 +28,7 @@ from buddy.domain.mission import (
     ExecutionStep,
     Mission,
     NewEvent,
+    PauseReason,
     Progress,
     Status,
     StepError,
@@ -39,6 +41,12 @@ from buddy.service.ports import Decide, MissionStore
 class MissionCancelled(Exception):
     """Signal: the owner asked to cancel, and the run stopped and recorded it. The delivery
     is acknowledged."""
+
+
+class MissionPaused(Exception):
+    """Signal: the mission paused (its owner asked, or it asks them to lift a limit), and the
+    run stopped and recorded it, letting go of its lease. The delivery is acknowledged; a
+    resume sends a new one."""
 
 
 @dataclass
@@ -77,6 +85,7 @@ class ProgressWriter:
     run_id: str = field(default_factory=lambda: secrets.token_hex(8))
     writes: int = 0
     cancel_requested: bool = False
+    pause_requested: bool = False
     # Pending: what the next write carries. Staged: the running step's effects, pending once
     # the step completes. The heartbeat thread writes too, so both sit under _lock.
     _events: list[NewEvent] = field(default_factory=list)
@@ -131,8 +140,10 @@ class ProgressWriter:
                 self._flush(
                     terminal=Status.FAILED, error=StepError(step.step_name, code, step.message)
                 )
-            elif event == "step_started" and (not self._claimed or self.cancel_requested):
-                # Claim at once; and a cancel seen earlier stops the run at this boundary.
+            elif event == "step_started" and (
+                not self._claimed or self.cancel_requested or self.pause_requested
+            ):
+                # Claim at once; and a cancel or pause seen earlier stops the run here.
                 self._flush(at_boundary=self._boundary is not None)
             elif self._due():
                 self._flush(at_boundary=event == "step_started" and self._boundary is not None)
@@ -175,6 +186,13 @@ class ProgressWriter:
         with self._lock:
             self._flush(terminal=Status.CANCELLED)
 
+    def pause_in_step(self, reason: PauseReason, checkpoint: Mapping[str, Any] | None) -> None:
+        """The running step stopped for its owner (a pause asked for, or a limit to lift):
+        record where it got to and what its tool saved, then let go of the mission."""
+        with self._lock:
+            self._staged = Effects()  # the step did not complete: it runs again on resume
+            self._flush(pause=reason, checkpoint=checkpoint)
+
     def heartbeat(self) -> None:
         """Writes pending progress once the interval has passed; otherwise renews the lease
         when nothing was written for a third of it."""
@@ -205,6 +223,8 @@ class ProgressWriter:
         error: StepError | None = None,
         at_boundary: bool = False,
         snapshot: Progress | None = None,
+        pause: PauseReason | None = None,
+        checkpoint: Mapping[str, Any] | None = None,
     ) -> None:
         # From another thread, the snapshot taken at the last event: the tracker may be
         # halfway through a change. Its updated_at still dates its ETA for clients.
@@ -220,19 +240,33 @@ class ProgressWriter:
                 else lifecycle.claim(found, run_id, now, lease)
             )
             mission = effects.applied(lifecycle.progressed(mission, now, lease))
-            if at_boundary and boundary is not None and mission.cancel_requested:
+            stopping = at_boundary and boundary is not None
+            if stopping and (mission.cancel_requested or mission.pause_requested):
                 # Stop at the boundary: the step that was about to start never ran; the
                 # completed step's effects are kept with its completion.
-                kept = events[:-1] if events and events[-1].type == "step_started" else events
-                ending = lifecycle.cancelled_at_boundary(mission, now, boundary)
+                starting = events[-1] if events and events[-1].type == "step_started" else None
+                kept = events[:-1] if starting else events
+                assert boundary is not None
+                if mission.cancel_requested:
+                    ending = lifecycle.cancelled_at_boundary(mission, now, boundary)
+                else:
+                    at = starting.step_name if starting else None
+                    reason = PauseReason("requested", "Paused by its owner", step_name=at)
+                    ending = lifecycle.paused(
+                        mission.with_record(progress_tracker=boundary), now, reason
+                    )
             else:
                 kept, mission = events, mission.with_record(progress_tracker=progress)
-                ending = _ending(mission, now, terminal, error)
+                if pause is not None:
+                    ending = lifecycle.paused(mission, now, pause)
+                else:
+                    ending = _ending(mission, now, terminal, error)
             return Change(
                 ending.mission,
                 (*kept, *ending.events),
                 artifact=effects.artifact,
                 private=dict(effects.private),
+                checkpoint=checkpoint,
             )
 
         written = self._apply(decide)
@@ -242,12 +276,15 @@ class ProgressWriter:
         self._pending = Effects()
         if written.status == Status.CANCELLED:
             raise MissionCancelled(self.tracker.mission_id)
+        if written.status == Status.PAUSED:
+            raise MissionPaused(self.tracker.mission_id)
 
     def _apply(self, decide: Decide) -> Mission:
         written = self.store.apply(self.tracker.mission_id, decide)
         self.writes += 1
         self._last_write = self.clock().timestamp()
         self.cancel_requested = written.cancel_requested
+        self.pause_requested = written.pause_requested
         return written
 
 

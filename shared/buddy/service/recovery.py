@@ -2,9 +2,10 @@
 
 The sweeper finds running missions whose lease expired (their worker stopped heart-beating)
 and queued missions that never started, and republishes them so a worker resumes them — or,
-after `max_recoveries` tries, or when their owner asked to cancel, ends them. Every decision
-is re-checked inside a transaction, so a sweep racing a worker, or another sweep, changes
-nothing twice.
+after `max_recoveries` tries, or when their owner asked to cancel, ends them. It also fails
+missions whose ask (raise the budget, allow a host) nobody answered before it expired. Every
+decision is re-checked inside a transaction, so a sweep racing a worker, or another sweep,
+changes nothing twice.
 """
 
 from __future__ import annotations
@@ -57,12 +58,35 @@ class Recovery:
         now = self.clock()
         deadline = now - timedelta(seconds=self.queue_timeout_seconds)
         found = self.store.stalled(now) + self.store.queued_before(deadline)
-        done = {"republished": 0, "failed": 0, "cancelled": 0, "skipped": 0}
+        done = {"republished": 0, "failed": 0, "cancelled": 0, "skipped": 0, "expired": 0}
         for mission in found:
             action = self._recover(mission.mission_id, now)
             done[action] += 1
             log.info("swept a mission", extra={"mission_id": mission.mission_id, "action": action})
+        for mission in self.store.expired_pauses(now):
+            action = self._expire(mission.mission_id, now)
+            done[action] += 1
+            log.info("swept a mission", extra={"mission_id": mission.mission_id, "action": action})
         return done
+
+    def _expire(self, mission_id: str, now: datetime) -> str:
+        """Fails a mission whose pause expired, unless its owner answered meanwhile."""
+
+        def decide(mission: Mission) -> Change:
+            reason = mission.pause_reason
+            expires = reason.expires_at if reason else None
+            if mission.status != Status.PAUSED or expires is None or expires > now:
+                return Change()
+            return lifecycle.expire_pause(mission, now)
+
+        try:
+            written = self.store.apply(mission_id, decide)
+        except (MissionNotFound, DependencyUnavailable) as e:
+            log.warning(
+                "could not expire a pause", extra={"mission_id": mission_id, "reason": str(e)}
+            )
+            return "skipped"
+        return "expired" if written.status == Status.FAILED else "skipped"
 
     def _stuck(self, mission: Mission, now: datetime) -> bool:
         deadline = now - timedelta(seconds=self.queue_timeout_seconds)

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, replace
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 import pydantic
@@ -25,6 +26,7 @@ from buddy.domain.mission import (
     Cost,
     Intent,
     Mission,
+    PauseReason,
     artifact_id_of,
     iso,
 )
@@ -39,6 +41,7 @@ from buddy.tools import (
     ToolError,
     ToolInputs,
     ToolOverBudget,
+    ToolPaused,
     ToolResult,
 )
 
@@ -59,6 +62,16 @@ MAX_DATA_BYTES = 64 * 1024
 class StepFailed(Exception):
     """Signal: the step failed for good. Its message is written for the mission's owner; the
     run records the failure and ends, and the delivery is acknowledged."""
+
+
+class StepPaused(Exception):
+    """Signal: the step met a limit its owner can lift, and the mission asks instead of
+    failing (`on_limit: "ask"`). The run records the pause and its reason and ends; the
+    step runs again when the owner resumes."""
+
+    def __init__(self, reason: PauseReason) -> None:
+        super().__init__(reason.message)
+        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -83,6 +96,10 @@ class StepContext:
     tracker: MissionProgressTracker
     writer: ProgressWriter
     history: Durations  # how long steps took in earlier missions
+    # Where this step's tool got to when the mission last paused inside it, and what it has
+    # saved since (written with a pause).
+    checkpoint: Mapping[str, Any] | None = None
+    saved: Mapping[str, Any] | None = None
 
     def output(self, stage: str) -> Any:
         """What an earlier stage produced."""
@@ -99,6 +116,21 @@ class StepContext:
 
     def attach(self, artifact: Artifact) -> None:
         self.writer.attach(artifact)
+
+    def over_limit(self, code: str, message: str, **details: Any) -> Exception:
+        """What to raise at a limit the owner can lift: a pause asking them, when the
+        mission says to ask; else the step's failure, with the same message."""
+        if self.mission.on_limit != "ask":
+            return StepFailed(message)
+        timeout = timedelta(seconds=self.runner.settings.pause_timeout_seconds)
+        reason = PauseReason(
+            code,  # type: ignore[arg-type]
+            message,
+            step_name=self.stage.name,
+            expires_at=self.runner.clock() + timeout,
+            **details,
+        )
+        return StepPaused(reason)
 
 
 def money(amount: float) -> str:
@@ -131,7 +163,10 @@ def check_budget(ctx: StepContext) -> str:
         candidate.estimate_cost(_inputs(candidate, mission, strict=False)) if candidate else 0.0
     )
     if estimate > mission.budget_usd:
-        raise StepFailed(f"Budget exceeded: {money(estimate)} > {money(mission.budget_usd)} limit")
+        message = f"Budget exceeded: {money(estimate)} > {money(mission.budget_usd)} limit"
+        if mission.on_limit == "ask":
+            message += " — raise the budget to continue"
+        raise ctx.over_limit("budget_exceeded", message, needed_usd=estimate)
     ctx.produce({"estimate": estimate})
     ctx.show(cost_usd=Cost(estimated=estimate))
     return f"Estimated cost {money(estimate)} within {money(mission.budget_usd)} budget"
@@ -183,6 +218,12 @@ def write_artifact(ctx: StepContext) -> str:
 def finalize(ctx: StepContext) -> str:
     result = ToolResult(**ctx.output(EXECUTION))
     estimate = float(ctx.output(BUDGET)["estimate"])
+    budget = ctx.mission.budget_usd
+    if result.cost_usd > budget:
+        message = f"Budget exceeded: the tool cost {money(result.cost_usd)} > {money(budget)} limit"
+        if ctx.mission.on_limit == "ask":
+            message += " — raise the budget to continue"
+        raise ctx.over_limit("budget_exceeded", message, needed_usd=result.cost_usd)
     ctx.produce(None)
     ctx.show(cost_usd=Cost(estimate, result.cost_usd), result_summary=result.summary)
     return f"Execution complete: {result.summary}"
@@ -271,6 +312,10 @@ def _run_tool(ctx: StepContext, tool: Tool) -> ToolResult:
         ),
         cancelled=lambda: writer.cancel_requested,
         deadline=time.monotonic() + budget,
+        paused=lambda: writer.pause_requested,
+        on_limit=mission.on_limit,
+        checkpoint=ctx.checkpoint,
+        save=lambda state: setattr(ctx, "saved", state),
     )
     attempts = settings.tool_max_attempts
     retrying = tenacity.Retrying(
@@ -291,7 +336,7 @@ def _run_tool(ctx: StepContext, tool: Tool) -> ToolResult:
     )
     try:
         result: ToolResult = retrying(_tool_call(tool), context)
-    except (ToolCancelled, DependencyUnavailable):
+    except (ToolCancelled, ToolPaused, DependencyUnavailable):
         raise
     except ToolOverBudget as e:
         raise StepFailed(

@@ -6,6 +6,7 @@ isolated child that needs only the interface and calculate does not pay for the 
 """
 
 from buddy.tools.base import (
+    OutOfScope,
     Reporter,
     Tool,
     ToolCancelled,
@@ -14,6 +15,7 @@ from buddy.tools.base import (
     ToolError,
     ToolInputs,
     ToolOverBudget,
+    ToolPaused,
     ToolRegistry,
     ToolResult,
 )
@@ -42,6 +44,7 @@ def default_registry(
 
 
 __all__ = [
+    "OutOfScope",
     "Reporter",
     "Tool",
     "ToolCancelled",
@@ -50,6 +53,7 @@ __all__ = [
     "ToolError",
     "ToolInputs",
     "ToolOverBudget",
+    "ToolPaused",
     "ToolRegistry",
     "ToolResult",
     "default_registry",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
@@ -27,6 +27,26 @@ class ToolError(Exception):
 
 class ToolCancelled(Exception):
     """The owner cancelled the mission while the tool was working."""
+
+
+class ToolPaused(Exception):
+    """Signal: the tool stopped between two pages or items, for its owner to decide, having
+    saved where it got to with `ToolContext.save`; the mission pauses, and a resumed run
+    hands the tool that state back (`ToolContext.checkpoint`).
+
+    Without a host: the owner asked for the pause. With one: the tool needs that host, which
+    is outside the mission's allowed domains (only when the mission asks instead of failing).
+    """
+
+    def __init__(self, host: str | None = None) -> None:
+        super().__init__(host or "paused")
+        self.host = host
+
+
+class OutOfScope(Exception):
+    """Mixin of errors about a host outside the allowed domains (the owner could allow it)."""
+
+    host: str
 
 
 def _integral_float_to_int(value: Any) -> Any:
@@ -63,12 +83,27 @@ class ToolContext:
     cancelled: Callable[[], bool] = lambda: False
     # time.monotonic() by which the tool must have finished (its time budget).
     deadline: float = math.inf
+    paused: Callable[[], bool] = lambda: False
+    # "ask": a limit the owner could lift (a host outside the allowed domains) pauses the
+    # mission instead of failing the tool; see ToolPaused.
+    on_limit: str = "fail"
+    # Where an earlier run of this tool had got to when the mission paused (what it saved).
+    checkpoint: Mapping[str, Any] | None = None
+    save: Callable[[Mapping[str, Any]], None] = lambda state: None
 
     def seconds_left(self) -> float:
         return self.deadline - time.monotonic()
 
     def check_cancelled(self) -> None:
-        """Long tools call this between pages or items: stops on a cancel or a spent budget."""
+        """Long tools call this between pages or items: stops on a cancel, a spent budget or
+        a pause (save your state before, so that a resumed run carries on from it)."""
+        self.check_stopped()
+        if self.paused():
+            raise ToolPaused
+
+    def check_stopped(self) -> None:
+        """Within one page or item: stops on a cancel or a spent budget, never for a pause
+        (that waits for the item to be done, so that none is done twice)."""
         if self.cancelled():
             raise ToolCancelled
         if self.seconds_left() <= 0:

@@ -167,7 +167,7 @@ class WebSearchTool:
                 query, inputs.max_results * OVERFETCH, deadline=context.deadline
             )
         except ToolError:
-            context.check_cancelled()  # a spent budget says so, rather than "timed out"
+            context.check_stopped()  # a spent budget says so, rather than "timed out"
             raise
         results = rank(hits, context.allowed_domains, inputs.max_results)
         context.report(1, 1, "queries", f"{len(results)} results for '{query}'")

@@ -15,10 +15,10 @@ import math
 import re
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
-from typing import Annotated, ClassVar
+from typing import Annotated, Any, ClassVar
 from urllib.parse import urldefrag, urljoin, urlsplit
 
 import httpx
@@ -28,11 +28,13 @@ from selectolax.lexbor import LexborHTMLParser, LexborNode
 from buddy.domain.intent import EXTRACT, first_url
 from buddy.tools.base import (
     INTEGRAL_FLOATS,
+    OutOfScope,
     ToolCancelled,
     ToolContext,
     ToolError,
     ToolInputs,
     ToolOverBudget,
+    ToolPaused,
     ToolResult,
 )
 from buddy.tools.bounded_http import (
@@ -198,9 +200,17 @@ def host_in_scope(host: str, allowed_domains: Iterable[str]) -> bool:
     return False
 
 
+class HostNotAllowed(ToolError, OutOfScope):
+    """A page (or a redirect) on a host outside the mission's allowed domains."""
+
+    def __init__(self, host: str, allowed_domains: tuple[str, ...]) -> None:
+        allowed = ", ".join(allowed_domains) or "none were given"
+        super().__init__(f"{host} is outside the mission's allowed domains ({allowed})")
+        self.host = host
+
+
 def _out_of_scope(host: str, allowed_domains: tuple[str, ...]) -> ToolError:
-    allowed = ", ".join(allowed_domains) or "none were given"
-    return ToolError(f"{host} is outside the mission's allowed domains ({allowed})")
+    return HostNotAllowed(host, allowed_domains)
 
 
 def _embedded_ipv4(ip: ipaddress.IPv6Address) -> tuple[ipaddress.IPv4Address, ...] | None:
@@ -376,7 +386,9 @@ def _read(
         )
     try:
         # A cancel is noticed between network reads, however slowly the body comes.
-        body = read_body(response, policy.max_bytes, between_reads=context.check_cancelled)
+        # A cancel is noticed between network reads; a pause waits for the page to be read
+        # (the crawl pauses between pages, so that no page is fetched twice).
+        body = read_body(response, policy.max_bytes, between_reads=context.check_stopped)
     except UnsupportedEncoding as e:
         raise ToolError(
             f"{url} uses the content encoding '{clip(e.encoding, 40)}', "
@@ -509,6 +521,87 @@ def _skip_reason(error: Exception) -> str:
     return f"unexpected {type(error).__name__}"
 
 
+# A crawl's saved state keeps this much of its pages' text: it must fit one document.
+CHECKPOINT_TEXT_BYTES = 700 * 1024
+
+
+@dataclass
+class Crawl:
+    """Where a crawl is: the pages read and skipped, and the links still to follow."""
+
+    pages: list[ReadPage]
+    skipped: list[SkippedPage]
+    queue: deque[str]
+    seen: set[str]
+    attempts_left: int
+    total: int
+
+    @classmethod
+    def starting(cls, url: str, max_pages: int) -> Crawl:
+        # Linked pages may fail (a PDF, a 404); bound the attempts so a page of dead links
+        # cannot turn into hundreds of requests.
+        return cls([], [], deque([url]), {urldefrag(url).url}, max_pages * 3, max_pages)
+
+    def read(self, page: ReadPage) -> None:
+        self.pages.append(page)
+        self.seen.add(urldefrag(page.url).url)
+        # Same host as the first page, which passed the scope check; fetch re-checks anyway.
+        start_host = _host(self.pages[0].url)
+        for link in page.content.links:
+            if link.url not in self.seen and _host(link.url) == start_host:
+                self.seen.add(link.url)
+                self.queue.append(link.url)
+
+    def state(self) -> dict[str, Any]:
+        """Plain data (maps in lists, never lists in lists: Firestore stores no such thing),
+        with the pages' text cut to fit a document together."""
+        room = CHECKPOINT_TEXT_BYTES
+        pages = []
+        for page in self.pages:
+            text = page.content.text.encode("utf-8")[: max(room, 0)].decode("utf-8", "ignore")
+            room -= len(text.encode("utf-8"))
+            pages.append(
+                {
+                    "url": page.url,
+                    "title": page.content.title,
+                    "text": text,
+                    "links": [{"url": k.url, "text": k.text} for k in page.content.links],
+                    "words": page.words,
+                    "truncated": page.truncated,
+                }
+            )
+        return {
+            "pages": pages,
+            "skipped": [{"url": s.url, "reason": s.reason} for s in self.skipped],
+            "queue": list(self.queue),
+            "seen": sorted(self.seen),
+            "attempts_left": self.attempts_left,
+            "total": self.total,
+        }
+
+    @classmethod
+    def restored(cls, state: Mapping[str, Any] | None) -> Crawl | None:
+        if not state:
+            return None
+        pages = [
+            ReadPage(
+                p["url"],
+                PageContent(p["title"], p["text"], tuple(Link(**k) for k in p["links"])),
+                p["words"],
+                p["truncated"],
+            )
+            for p in state["pages"]
+        ]
+        return cls(
+            pages,
+            [SkippedPage(**s) for s in state["skipped"]],
+            deque(state["queue"]),
+            set(state["seen"]),
+            int(state["attempts_left"]),
+            int(state["total"]),
+        )
+
+
 class WebExtractTool:
     name = "web_extract"
     description = (
@@ -544,50 +637,47 @@ class WebExtractTool:
         """Breadth-first over same-host links until max_pages pages are read or links run out.
 
         Only the first page must work: a linked page that fails, for whatever reason, is
-        skipped and noted.
+        skipped and noted. After each page the crawl saves where it is, so that a mission
+        paused between pages resumes with the pages it read, fetching none of them again.
         """
-        total = max_pages
-        pages: list[ReadPage] = []
-        skipped: list[SkippedPage] = []
-        queue: deque[str] = deque([url])
-        seen = {urldefrag(url).url}
-        # Linked pages may fail (a PDF, a 404); bound the attempts so a page of dead links
-        # cannot turn into hundreds of requests.
-        attempts_left = max_pages * 3
-        while queue and len(pages) < max_pages and attempts_left:
-            context.check_cancelled()
-            next_url = queue.popleft()
-            attempts_left -= 1
+        crawl = Crawl.restored(context.checkpoint) or Crawl.starting(url, max_pages)
+        while crawl.queue and len(crawl.pages) < max_pages and crawl.attempts_left:
+            context.check_cancelled()  # a pause stops here, with the last page saved
+            next_url = crawl.queue.popleft()
+            crawl.attempts_left -= 1
             try:
                 page = fetch(client, next_url, context, self.policy)
                 final_url = urldefrag(page.url).url
-                if any(urldefrag(p.url).url == final_url for p in pages):
+                if any(urldefrag(p.url).url == final_url for p in crawl.pages):
                     continue  # a link that redirected to a page already read
                 content = extract(page)
-            except (ToolCancelled, ToolOverBudget):
+            except (ToolCancelled, ToolOverBudget, ToolPaused):
                 raise
             except Exception as e:
-                if not pages:  # the page the owner asked for must work
+                if isinstance(e, HostNotAllowed) and context.on_limit == "ask":
+                    # The owner may allow the host: wait for them, to fetch this page again.
+                    crawl.queue.appendleft(next_url)
+                    crawl.attempts_left += 1
+                    context.save(crawl.state())
+                    raise ToolPaused(host=e.host) from e
+                if not crawl.pages:  # the page the owner asked for must work
                     raise
                 if not isinstance(e, ToolError):
                     log.warning("skipped a linked page", extra={"url": next_url}, exc_info=True)
-                skipped.append(SkippedPage(next_url, _skip_reason(e)))
+                crawl.skipped.append(SkippedPage(next_url, _skip_reason(e)))
+                context.save(crawl.state())
                 continue
-            seen.add(final_url)
-            pages.append(ReadPage(page.url, content, _word_count(content.text), page.truncated))
-            # Same host as the first page, which passed the scope check; fetch re-checks anyway.
-            start_host = _host(pages[0].url)
-            for link in content.links:
-                if link.url not in seen and _host(link.url) == start_host:
-                    seen.add(link.url)
-                    queue.append(link.url)
-            if not queue or not attempts_left:
-                total = len(pages)
-            context.report(len(pages), total, "pages", f"pages {len(pages)}/{total}")
-        if total > len(pages):  # the last links failed: end on how many pages there really were
-            total = len(pages)
+            crawl.read(ReadPage(page.url, content, _word_count(content.text), page.truncated))
+            if not crawl.queue or not crawl.attempts_left:
+                crawl.total = len(crawl.pages)
+            context.report(
+                len(crawl.pages), crawl.total, "pages", f"pages {len(crawl.pages)}/{crawl.total}"
+            )
+            context.save(crawl.state())
+        total = len(crawl.pages)
+        if crawl.total > total:  # the last links failed: end on how many pages there were
             context.report(total, total, "pages", f"pages {total}/{total}")
-        return pages, skipped
+        return crawl.pages, crawl.skipped
 
     def _result(self, pages: list[ReadPage], skipped: list[SkippedPage]) -> ToolResult:
         first = pages[0]
