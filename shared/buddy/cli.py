@@ -1,13 +1,20 @@
 """`buddy`: the command line of Buddy Missions, built on `buddy.client.BuddyClient`.
 
     buddy run "calculate 2*(3+4)"          # create, approve, execute and watch it live
+    buddy run --ask "calculate 2+2" --budget 0.00005   # pauses and asks to raise the budget
     buddy list --status running
     buddy events m_123 --follow
 
 Exit status: 0 done (mission completed), 1 mission failed or an API error, 2 mission cancelled
-(or a usage error), 3 API unreachable, 130 Ctrl-C while watching (the mission keeps running).
+(or a usage error), 3 API unreachable, 4 mission paused (waiting for you: edit and resume it),
+130 Ctrl-C while watching (the mission keeps running).
 Output is for people on a terminal (colour, a live progress bar) and plain elsewhere; `--json`
 prints the API's answers, or JSON lines while watching or following.
+
+A watched mission that pauses stops the watch. When it paused for a limit (its budget, a host
+outside its allowed domains), stdin is a terminal and the output is not --json, `buddy` asks
+whether to lift it, and on yes edits the mission, resumes it and keeps watching; otherwise it
+prints the commands that would, and exits 4.
 """
 
 from __future__ import annotations
@@ -20,6 +27,8 @@ import sys
 import time
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
+from decimal import Decimal
+from enum import StrEnum
 from typing import Annotated, Any, TypeVar
 
 import typer
@@ -30,17 +39,21 @@ from rich.text import Text
 from typer.exceptions import TyperException
 
 from buddy.client import (
+    PAUSED,
     TERMINAL,
     ApiUnreachable,
     BuddyClient,
     BuddyError,
     MissionNotFound,
+    OnLimit,
     Snapshot,
     percent_of,
 )
 
-EXIT_CODES = {"completed": 0, "failed": 1, "cancelled": 2}
+EXIT_PAUSED = 4
+EXIT_CODES = {"completed": 0, "failed": 1, "cancelled": 2, PAUSED: EXIT_PAUSED}
 EXIT_ERROR = 1
+EXIT_USAGE = 2
 EXIT_UNREACHABLE = 3
 EXIT_INTERRUPTED = 130
 WAITING = {
@@ -79,6 +92,37 @@ Tool = Annotated[str | None, typer.Option("--tool", help="Pre-select a tool, e.g
 Inputs = Annotated[
     list[str] | None,
     typer.Option("--input", help="A tool input key=value; values are JSON when they parse."),
+]
+Ask = Annotated[
+    bool,
+    typer.Option(
+        "--ask", help="At a limit you can lift (budget, domains), pause and ask; don't fail."
+    ),
+]
+Watch = Annotated[bool, typer.Option("--watch", help="Then watch it to the end.")]
+
+
+class OnLimitChoice(StrEnum):
+    FAIL = "fail"
+    ASK = "ask"
+
+
+# Edits and clones: each option left out keeps what the mission has.
+Objective = Annotated[str | None, typer.Option("--objective", help="A new objective.")]
+NewBudget = Annotated[
+    float | None, typer.Option("--budget", help="A new budget in USD (0 < x ≤ 100).")
+]
+NewDomains = Annotated[
+    list[str] | None,
+    typer.Option("--domain", help="An allowed hostname (repeat); replaces the list."),
+]
+NewInputs = Annotated[
+    list[str] | None,
+    typer.Option("--input", help="A tool input key=value (repeat); replaces the inputs."),
+]
+NewOnLimit = Annotated[
+    OnLimitChoice | None,
+    typer.Option("--on-limit", help="At a limit you can lift: fail, or pause and ask."),
 ]
 
 
@@ -135,7 +179,8 @@ def step_lines(snapshot: Snapshot, seen: set[Any]) -> list[str]:
     """Lines for what `seen` has not shown yet: each step once, again when it retries or fails.
 
     Completed steps come first: a listener may skip states, so a step that started and ended
-    between two snapshots is still shown (with its completion message).
+    between two snapshots is still shown (with its completion message). A pause is shown once
+    with its reason, and the step it interrupted again when it runs again.
     """
     lines = []
     for step in snapshot["completed_steps"]:
@@ -143,6 +188,17 @@ def step_lines(snapshot: Snapshot, seen: set[Any]) -> list[str]:
             seen.add(step["step_index"])
             lines.append(step_line(step))
     current = snapshot["current_step"]
+    if not snapshot.get("pause_requested"):
+        seen.discard("pause_requested")  # a later request is shown too
+    if snapshot["status"] == PAUSED:
+        if current and current["status"] != "completed":
+            # It did not finish: resumed, it runs again, and is shown again.
+            _forget_step(seen, current["step_index"])
+        if "paused" not in seen:
+            seen.add("paused")
+            lines.append(pause_line(snapshot))
+        return lines
+    seen.discard("paused")  # a later pause is shown too
     if current:
         attempt = snapshot.get("attempt") or 1
         key = (current["step_index"], current["status"], attempt)
@@ -158,7 +214,17 @@ def step_lines(snapshot: Snapshot, seen: set[Any]) -> list[str]:
     if asked and "cancel_requested" not in seen:
         seen.add("cancel_requested")
         lines.append("Cancel requested: it stops at the next step boundary")
+    requested = snapshot.get("pause_requested") and snapshot["status"] not in TERMINAL
+    if requested and "pause_requested" not in seen:
+        seen.add("pause_requested")
+        lines.append("Pause requested: it pauses at the next step boundary")
     return lines
+
+
+def _forget_step(seen: set[Any], index: int) -> None:
+    seen.difference_update(
+        [key for key in seen if key == index or (isinstance(key, tuple) and key[0] == index)]
+    )
 
 
 def outcome_lines(snapshot: Snapshot) -> list[str]:
@@ -178,6 +244,37 @@ def outcome_lines(snapshot: Snapshot) -> list[str]:
     if status == "cancelled":
         return [f"Cancelled at {snapshot['progress_percent']}%"]
     return [f"Mission {mission_id} is {status}"]
+
+
+def dollars(amount: float) -> str:
+    """An amount as typed back on a command line: `0.00005`, never `5e-05`; not rounded, so
+    that a budget of it passes the check that asked for it."""
+    text = format(Decimal(repr(float(amount))), "f")
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+def pause_line(snapshot: Snapshot) -> str:
+    """`Paused at budget_check: Budget exceeded: $0.0001 > $0.00005 limit — raise …`."""
+    reason = snapshot.get("pause_reason") or {}
+    step = reason.get("step_name")
+    return f"Paused{f' at {step}' if step else ''}: {reason.get('message') or 'no reason given'}"
+
+
+def continue_hint(
+    mission_id: str, reason: dict[str, Any] | None, allowed_domains: list[str] | None = None
+) -> str:
+    """The commands that lift a pause and carry on."""
+    reason = reason or {}
+    resume = f"buddy resume {mission_id} --watch"
+    if reason.get("code") == "budget_exceeded":
+        needed = reason.get("needed_usd")
+        budget = dollars(needed) if needed is not None else "N"
+        return f"To continue: buddy edit {mission_id} --budget {budget} && {resume}"
+    if reason.get("code") == "out_of_scope" and reason.get("host"):
+        domains = [*(allowed_domains or []), reason["host"]]
+        flags = " ".join(f"--domain {domain}" for domain in dict.fromkeys(domains))
+        return f"To continue: buddy edit {mission_id} {flags} && {resume}"
+    return f"To continue: {resume} (or buddy cancel {mission_id})"
 
 
 def _clock(seconds: float) -> str:
@@ -210,6 +307,10 @@ def _mission_lines(mission: dict[str, Any]) -> list[str]:
         lines.append(f"  domains    {', '.join(mission['scope']['allowed_domains'])}")
     if mission.get("inputs"):
         lines.append(f"  inputs     {json.dumps(mission['inputs'])}")
+    if mission.get("on_limit") == "ask":
+        lines.append("  on limit   ask (pause instead of failing)")
+    if mission.get("cloned_from"):
+        lines.append(f"  cloned     from {mission['cloned_from']}")
     lines.append(f"  created    {mission['created_at']}")
     return lines
 
@@ -229,8 +330,9 @@ class _ClockColumn(ProgressColumn):
 class _Display:
     """A live progress bar on a terminal, plus one printed line per step change everywhere."""
 
-    def __init__(self, live: bool) -> None:
-        self._seen: set[Any] = set()
+    def __init__(self, live: bool, seen: set[Any] | None = None) -> None:
+        # Shared by the displays of one command: a watch resumed after a pause goes on.
+        self._seen = set() if seen is None else seen
         self._progress = (
             Progress(
                 TextColumn("{task.percentage:>3.0f}%"),
@@ -276,13 +378,47 @@ class _Display:
 
 
 def _follow(
-    snapshots: Generator[Snapshot, None, None], as_json: bool, first: Snapshot | None = None
+    client: BuddyClient,
+    snapshots: Generator[Snapshot, None, None],
+    as_json: bool,
+    first: Snapshot | None = None,
 ) -> int:
-    """Shows snapshots until the mission ends; returns the exit status for how it ended."""
+    """Shows snapshots until the mission ends, or pauses and is not resumed from here;
+    returns the exit status for how it stopped."""
+    seen: set[Any] = set()
+    while True:
+        last = _show(snapshots, as_json, seen, first)
+        if last is None:
+            return EXIT_INTERRUPTED
+        if last["status"] != PAUSED or not _lift(client, last, as_json):
+            break
+        # Subscribed once it is queued again: the paused document would end the watch.
+        snapshots, first = client.watch(last["mission_id"]), None
+    if last["status"] == PAUSED:
+        mission = None
+        if (last.get("pause_reason") or {}).get("code") == "out_of_scope":
+            mission = client.get(last["mission_id"])
+        domains = mission["scope"]["allowed_domains"] if mission else None
+        hint = continue_hint(last["mission_id"], last.get("pause_reason"), domains)
+        _say(hint, "yellow", to=errors if as_json else console)
+    elif not as_json:
+        style = {"completed": "green", "failed": "red"}.get(last["status"], "yellow")
+        for line in outcome_lines(last):
+            _say(line, style)
+    return exit_code(last["status"])
+
+
+def _show(
+    snapshots: Generator[Snapshot, None, None],
+    as_json: bool,
+    seen: set[Any],
+    first: Snapshot | None,
+) -> Snapshot | None:
+    """Shows one watch to its end; its last snapshot, or None after Ctrl-C."""
     last = first
     live = console.is_terminal and not as_json
     try:
-        with contextlib.closing(snapshots), _Display(live) as display:
+        with contextlib.closing(snapshots), _Display(live, seen) as display:
             for snapshot in itertools.chain([first] if first else [], snapshots):
                 last = snapshot
                 if as_json:
@@ -296,13 +432,47 @@ def _follow(
             f"Detached; the mission keeps running (buddy watch{mission} to follow it again).",
             to=errors,
         )
-        return EXIT_INTERRUPTED
-    assert last is not None  # watch yields until a terminal snapshot, or raises
-    if not as_json:
-        style = {"completed": "green", "failed": "red"}.get(last["status"], "yellow")
-        for line in outcome_lines(last):
-            _say(line, style)
-    return exit_code(last["status"])
+        return None
+    assert last is not None  # watch yields until a terminal or paused snapshot, or raises
+    return last
+
+
+def _stdin_is_terminal() -> bool:
+    return sys.stdin.isatty()
+
+
+def _lift(client: BuddyClient, paused: Snapshot, as_json: bool) -> bool:
+    """Offers to lift the limit a mission paused at, and on yes edits and resumes it."""
+    reason = paused.get("pause_reason") or {}
+    mission_id = paused["mission_id"]
+    if as_json or not _stdin_is_terminal():
+        return False
+    if reason.get("code") == "budget_exceeded" and reason.get("needed_usd") is not None:
+        budget = float(reason["needed_usd"])
+        if not _confirm(f"Raise the budget to ${dollars(budget)} and resume?"):
+            return False
+        client.modify(mission_id, budget_usd=budget)
+        done = f"Budget raised to ${dollars(budget)}"
+    elif reason.get("code") == "out_of_scope" and reason.get("host"):
+        host = str(reason["host"])
+        if not _confirm(f"Allow {host} and resume?"):
+            return False
+        domains = client.get(mission_id)["scope"]["allowed_domains"]
+        client.modify(mission_id, allowed_domains=[*domains, host])
+        done = f"Allowed {host}"
+    else:
+        return False  # its owner paused it: resuming is theirs to say
+    client.resume(mission_id)
+    _say(f"{done}; mission {mission_id} resumed", "bold")
+    return True
+
+
+def _confirm(question: str) -> bool:
+    try:
+        return bool(typer.confirm(question, default=True))
+    except typer.Abort:  # Ctrl-C or end of input: as no
+        _say("")
+        return False
 
 
 # Commands
@@ -357,7 +527,8 @@ def _options(
     Locally, signs in anonymously on the Auth emulator (cached in ~/.config/buddy);
     elsewhere, set BUDDY_ID_TOKEN.
 
-    Exit status: 0 completed, 1 failed or error, 2 cancelled, 3 API unreachable, 130 Ctrl-C.
+    Exit status: 0 completed, 1 failed or error, 2 cancelled, 3 API unreachable,
+    4 paused (waiting for you), 130 Ctrl-C.
     """
     OPTIONS.api_url, OPTIONS.debug, OPTIONS.json = api_url, debug, as_json
 
@@ -369,8 +540,10 @@ def _create(
     budget: float,
     tool: str | None,
     inputs: list[str] | None,
+    ask: bool,
 ) -> dict[str, Any]:
-    return client.create(objective, domain or (), budget, tool, parse_inputs(inputs))
+    on_limit: OnLimit = "ask" if ask else "fail"
+    return client.create(objective, domain or (), budget, tool, parse_inputs(inputs), on_limit)
 
 
 @app.command()
@@ -381,12 +554,16 @@ def run(
     budget: Budget = 1.0,
     tool: Tool = None,
     inputs: Inputs = None,
+    ask: Ask = False,
     as_json: Json = False,
 ) -> int:
-    """Create, approve and execute a mission, then watch it to the end."""
+    """Create, approve and execute a mission, then watch it to the end.
+
+    With --ask, a limit you can lift pauses it and asks you (on a terminal) instead of failing.
+    """
     as_json = as_json or OPTIONS.json
     client = _client()
-    mission_id = _create(client, objective, domain, budget, tool, inputs)["mission_id"]
+    mission_id = _create(client, objective, domain, budget, tool, inputs, ask)["mission_id"]
     if not as_json:
         _say(f"Mission {mission_id} created", "bold")
     client.approve(mission_id)
@@ -398,7 +575,7 @@ def run(
     except BaseException:
         snapshots.close()
         raise
-    return _follow(snapshots, as_json, first)
+    return _follow(client, snapshots, as_json, first)
 
 
 @app.command()
@@ -409,10 +586,11 @@ def create(
     budget: Budget = 1.0,
     tool: Tool = None,
     inputs: Inputs = None,
+    ask: Ask = False,
     as_json: Json = False,
 ) -> int:
     """Propose a mission (then: buddy approve ID; buddy execute ID)."""
-    mission = _create(_client(), objective, domain, budget, tool, inputs)
+    mission = _create(_client(), objective, domain, budget, tool, inputs, ask)
     if as_json or OPTIONS.json:
         _json(mission)
     else:
@@ -439,11 +617,7 @@ def approve(mission_id: str, as_json: Json = False) -> int:
 
 @app.command()
 @_handled
-def execute(
-    mission_id: str,
-    watch: Annotated[bool, typer.Option("--watch", help="Then watch it to the end.")] = False,
-    as_json: Json = False,
-) -> int:
+def execute(mission_id: str, watch: Watch = False, as_json: Json = False) -> int:
     """Queue an approved mission for execution."""
     as_json = as_json or OPTIONS.json
     client = _client()
@@ -451,7 +625,7 @@ def execute(
     if not watch:
         _json(accepted) if as_json else _say(f"Mission {mission_id} queued")
         return 0
-    return _follow(client.watch(mission_id), as_json)
+    return _follow(client, client.watch(mission_id), as_json)
 
 
 @app.command()
@@ -471,9 +645,136 @@ def cancel(mission_id: str, as_json: Json = False) -> int:
 
 @app.command()
 @_handled
+def pause(mission_id: str, as_json: Json = False) -> int:
+    """Pause a mission: a queued one at once, a running one at its next step boundary."""
+    mission = _client().pause(mission_id)
+    if as_json or OPTIONS.json:
+        _json(mission)
+    elif mission["status"] == PAUSED:
+        _say(f"Mission {mission_id}: paused", "yellow")
+        _say(f"buddy resume {mission_id} --watch carries on where it stopped.")
+    else:
+        _say(f"Mission {mission_id}: {mission['status']}, pause requested", "yellow")
+        _say("It pauses at the next step boundary (buddy watch to see it stop).")
+    return 0
+
+
+@app.command()
+@_handled
+def resume(mission_id: str, watch: Watch = False, as_json: Json = False) -> int:
+    """Resume a paused mission where it stopped (edit its limits first if it asked)."""
+    return _queued_again(_client(), mission_id, watch, as_json, lambda c: c.resume(mission_id))
+
+
+@app.command()
+@_handled
+def retry(
+    mission_id: str,
+    budget: NewBudget = None,
+    domain: NewDomains = None,
+    watch: Watch = False,
+    as_json: Json = False,
+) -> int:
+    """Run a failed mission again from the step that failed, its completed steps kept."""
+    return _queued_again(
+        _client(), mission_id, watch, as_json, lambda c: c.retry(mission_id, budget, domain)
+    )
+
+
+def _queued_again(
+    client: BuddyClient,
+    mission_id: str,
+    watch: bool,
+    as_json: bool,
+    action: Callable[[BuddyClient], dict[str, Any]],
+) -> int:
+    as_json = as_json or OPTIONS.json
+    accepted = action(client)
+    if as_json and not watch:
+        _json(accepted)
+    elif not as_json:
+        _say(f"Mission {mission_id} queued")
+    # Subscribed after it is queued: the paused or failed document would end the watch.
+    return _follow(client, client.watch(mission_id), as_json) if watch else 0
+
+
+@app.command()
+@_handled
+def edit(
+    mission_id: str,
+    objective: Objective = None,
+    budget: NewBudget = None,
+    domain: NewDomains = None,
+    tool: Tool = None,
+    inputs: NewInputs = None,
+    on_limit: NewOnLimit = None,
+    as_json: Json = False,
+) -> int:
+    """Change a mission's fields; options left out stay as they are.
+
+    Before it runs, any of them (an approved mission goes back to proposed: approve it
+    again). While it is paused or failed, only --budget and --domain.
+    """
+    fields = _edits(objective, budget, domain, tool, inputs, on_limit)
+    if not fields:
+        _say(
+            "error: nothing to change: give --objective, --budget, --domain, --tool, "
+            "--input or --on-limit",
+            "red",
+            to=errors,
+        )
+        return EXIT_USAGE
+    _print_mission(_client().modify(mission_id, **fields), as_json)
+    return 0
+
+
+@app.command()
+@_handled
+def clone(
+    mission_id: str,
+    objective: Objective = None,
+    budget: NewBudget = None,
+    domain: NewDomains = None,
+    tool: Tool = None,
+    inputs: NewInputs = None,
+    on_limit: NewOnLimit = None,
+    as_json: Json = False,
+) -> int:
+    """A new proposed mission with this one's fields, any of them changed."""
+    fields = _edits(objective, budget, domain, tool, inputs, on_limit)
+    _print_mission(_client().clone(mission_id, **fields), as_json)
+    return 0
+
+
+def _edits(
+    objective: str | None,
+    budget: float | None,
+    domain: list[str] | None,
+    tool: str | None,
+    inputs: list[str] | None,
+    on_limit: OnLimitChoice | None,
+) -> dict[str, Any]:
+    """The options given, as BuddyClient.modify's and clone's keywords."""
+    fields: dict[str, Any] = {
+        "objective": objective,
+        "budget_usd": budget,
+        "allowed_domains": domain,
+        "tool": tool,
+        "inputs": parse_inputs(inputs) if inputs is not None else None,
+        "on_limit": on_limit.value if on_limit else None,
+    }
+    return {name: value for name, value in fields.items() if value is not None}
+
+
+@app.command()
+@_handled
 def watch(mission_id: str, as_json: Json = False) -> int:
-    """Watch a mission live until it ends (exit 0 completed, 1 failed, 2 cancelled)."""
-    return _follow(_client().watch(mission_id), as_json or OPTIONS.json)
+    """Watch a mission live until it ends or pauses.
+
+    Exit 0 completed, 1 failed, 2 cancelled, 4 paused (unless you lift its limit when asked).
+    """
+    client = _client()
+    return _follow(client, client.watch(mission_id), as_json or OPTIONS.json)
 
 
 @app.command("list")
@@ -526,6 +827,12 @@ def show(mission_id: str, as_json: Json = False) -> int:
     if progress["status"] not in TERMINAL:
         timing += f", ETA {_clock(progress['estimated_time_remaining'])}"
     _say(timing + (" — stalled, waiting for recovery" if progress.get("stalled") else ""))
+    if mission["status"] == PAUSED:
+        paused = {**progress, "pause_reason": mission.get("pause_reason")}
+        _say(pause_line(paused), "yellow")
+        _say(continue_hint(mission_id, paused["pause_reason"], mission["scope"]["allowed_domains"]))
+    elif mission.get("pause_requested"):
+        _say("  pause requested: it pauses at the next step boundary")
     if mission["status"] in TERMINAL:
         outcome = {
             **progress,

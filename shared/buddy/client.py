@@ -12,6 +12,13 @@
 Lifecycle calls go through the HTTP API; `watch` listens to the mission's Firestore document
 (a realtime listener, no polling; see buddy.adapters.firestore_listener). Every failure is a
 `BuddyError`, its message meant for a person.
+
+Steering: `modify` (PATCH), `pause`, `resume`, `retry` and `clone`. A mission created with
+`on_limit="ask"` pauses at a limit its owner can lift instead of failing; its snapshot then
+says why (`pause_reason`), and `watch` stops there (see `watch`):
+
+    client.modify(mission_id, budget_usd=snapshot["pause_reason"]["needed_usd"])
+    client.resume(mission_id)
 """
 
 from __future__ import annotations
@@ -23,13 +30,15 @@ import queue
 import time
 from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import httpx
 
 from buddy.config import PROJECT_ID, LocalPorts
 from buddy.domain.mission import TERMINAL as TERMINAL_STATUSES
+from buddy.domain.mission import Status, iso
 
 _LOCAL = LocalPorts.from_env()
 DEFAULT_API_URL = _LOCAL.url("api")
@@ -37,6 +46,8 @@ DEFAULT_PROJECT_ID = PROJECT_ID
 DEFAULT_AUTH_EMULATOR = _LOCAL.address("auth")
 DEFAULT_FIRESTORE_EMULATOR = _LOCAL.address("firestore")
 TERMINAL = frozenset(status.value for status in TERMINAL_STATUSES)
+# Not terminal, but nothing happens until its owner acts: where a watch stops by default.
+PAUSED = Status.PAUSED.value
 # execute waits for Pub/Sub up to BUDDY_PUBLISH_TIMEOUT_SECONDS (10 s) before its 503.
 TIMEOUT = httpx.Timeout(30.0, connect=5.0)
 # How often a waiting watch wakes up to check its listener and its deadline.
@@ -46,6 +57,7 @@ Mission = dict[str, Any]
 Snapshot = dict[str, Any]
 Missions = list[Mission]
 Events = list[dict[str, Any]]
+OnLimit = Literal["fail", "ask"]
 
 
 class BuddyError(Exception):
@@ -126,6 +138,31 @@ def _error_of(response: httpx.Response, mission_id: str | None) -> BuddyError:
     return error_for(response.status_code, code, message, mission_id)
 
 
+def _fields(
+    objective: str | None = None,
+    allowed_domains: Sequence[str] | None = None,
+    budget_usd: float | None = None,
+    tool: str | None = None,
+    inputs: Mapping[str, Any] | None = None,
+    on_limit: OnLimit | None = None,
+) -> dict[str, Any]:
+    """The create fields given (not None), as the API's body spells them."""
+    body: dict[str, Any] = {}
+    if objective is not None:
+        body["objective"] = objective
+    if allowed_domains is not None:
+        body["scope"] = {"allowed_domains": list(allowed_domains)}
+    if budget_usd is not None:
+        body["budget_usd"] = budget_usd
+    if tool is not None:
+        body["tool"] = tool
+    if inputs is not None:
+        body["inputs"] = dict(inputs)
+    if on_limit is not None:
+        body["on_limit"] = on_limit
+    return body
+
+
 class Subscription(Protocol):
     is_active: bool
 
@@ -148,6 +185,13 @@ def percent_of(mission: Mapping[str, Any]) -> int:
     return int(tracker_of(mission).get("progress_percent") or 0)
 
 
+def _plain(value: Any) -> Any:
+    """Firestore timestamps (datetimes) as the API's ISO strings; the rest as it is."""
+    if isinstance(value, Mapping):
+        return {key: _plain(item) for key, item in value.items()}
+    return iso(value) if isinstance(value, datetime) else value
+
+
 def snapshot_of(doc: Mapping[str, Any]) -> Snapshot:
     """A mission document as a progress snapshot (plain JSON values only)."""
     record = doc.get("execution_record") or {}
@@ -163,11 +207,16 @@ def snapshot_of(doc: Mapping[str, Any]) -> Snapshot:
         "estimated_time_remaining": (
             0.0 if status in TERMINAL else float(tracker.get("estimated_time_remaining") or 0.0)
         ),
+        "run": int(record.get("run") or 1),
         "attempt": record.get("attempt"),
         "error": record.get("error"),
         "result_summary": record.get("result_summary"),
         "artifact_reference": record.get("artifact_reference"),
         "cancel_requested": bool(doc.get("cancel_requested")),
+        "pause_requested": bool(doc.get("pause_requested")),
+        # {code: requested | budget_exceeded | out_of_scope, message, step_name, expires_at,
+        #  needed_usd, host} while paused, else None.
+        "pause_reason": _plain(doc["pause_reason"]) if doc.get("pause_reason") else None,
         # Bumped in the same write as every event appended, so a reader knows when to re-read.
         "event_seq": int(doc.get("event_seq") or 0),
     }
@@ -318,11 +367,15 @@ class BuddyClient:
         budget_usd: float = 1.0,
         tool: str | None = None,
         inputs: Mapping[str, Any] | None = None,
+        on_limit: OnLimit = "fail",
     ) -> Mission:
+        """Proposes a mission. `on_limit="ask"`: at a limit you can lift (the budget, the
+        allowed domains) it pauses and asks instead of failing."""
         body: dict[str, Any] = {
             "objective": objective,
             "scope": {"allowed_domains": list(allowed_domains)},
             "budget_usd": budget_usd,
+            "on_limit": on_limit,
         }
         if tool is not None:
             body["tool"] = tool
@@ -338,6 +391,62 @@ class BuddyClient:
 
     def cancel(self, mission_id: str) -> Mission:
         return dict(self._call("POST", f"/missions/{mission_id}/cancel", mission_id))
+
+    def modify(
+        self,
+        mission_id: str,
+        *,
+        objective: str | None = None,
+        allowed_domains: Sequence[str] | None = None,
+        budget_usd: float | None = None,
+        tool: str | None = None,
+        inputs: Mapping[str, Any] | None = None,
+        on_limit: OnLimit | None = None,
+    ) -> Mission:
+        """Edits a mission; only the fields given (not None) are sent. Proposed or approved:
+        any of them (an approved one goes back to proposed). Paused or failed: only
+        `budget_usd` (never below what it spent) and `allowed_domains`, which replaces the
+        list. Otherwise Conflict."""
+        body = _fields(objective, allowed_domains, budget_usd, tool, inputs, on_limit)
+        return dict(self._call("PATCH", f"/missions/{mission_id}", mission_id, json=body))
+
+    def pause(self, mission_id: str) -> Mission:
+        """Queued: paused at once. Running: `pause_requested`, paused at the next step
+        boundary (a long tool between its pages)."""
+        return dict(self._call("POST", f"/missions/{mission_id}/pause", mission_id))
+
+    def resume(self, mission_id: str) -> dict[str, Any]:
+        """paused → queued: it carries on where it stopped. Answers {mission_id, status}."""
+        return dict(self._call("POST", f"/missions/{mission_id}/resume", mission_id))
+
+    def retry(
+        self,
+        mission_id: str,
+        budget_usd: float | None = None,
+        allowed_domains: Sequence[str] | None = None,
+    ) -> dict[str, Any]:
+        """failed → queued for its next run, from the failed step; the budget and the allowed
+        domains may be changed on the way. Answers {mission_id, status}."""
+        body = _fields(budget_usd=budget_usd, allowed_domains=allowed_domains)
+        path = f"/missions/{mission_id}/retry"
+        return dict(self._call("POST", path, mission_id, **({"json": body} if body else {})))
+
+    def clone(
+        self,
+        mission_id: str,
+        *,
+        objective: str | None = None,
+        allowed_domains: Sequence[str] | None = None,
+        budget_usd: float | None = None,
+        tool: str | None = None,
+        inputs: Mapping[str, Any] | None = None,
+        on_limit: OnLimit | None = None,
+    ) -> Mission:
+        """A new proposed mission with this one's fields, those given (not None) overridden;
+        its `cloned_from` names this one."""
+        body = _fields(objective, allowed_domains, budget_usd, tool, inputs, on_limit)
+        path = f"/missions/{mission_id}/clone"
+        return dict(self._call("POST", path, mission_id, **({"json": body} if body else {})))
 
     def get(self, mission_id: str) -> Mission:
         return dict(self._call("GET", f"/missions/{mission_id}", mission_id))
@@ -362,10 +471,13 @@ class BuddyClient:
     # Live progress
 
     def watch(
-        self, mission_id: str, timeout: float | None = None
+        self, mission_id: str, timeout: float | None = None, until_paused: bool = True
     ) -> Generator[Snapshot, None, None]:
         """Yields a snapshot per change of the mission document, until a terminal one.
 
+        A paused mission is not terminal, but nothing happens to it until someone acts (edits
+        and resumes it, or cancels it): by default the watch stops at a paused snapshot too,
+        whose `pause_reason` says why. With `until_paused=False` it waits through pauses.
         The listener subscribes at the first `next()`; the first snapshot is the state then.
         Raises WatchTimeout after `timeout` seconds, ServiceUnavailable if the listener dies.
         """
@@ -397,21 +509,28 @@ class BuddyClient:
                 if snapshot is None:
                     raise MissionNotFound(f"Mission {mission_id} not found")
                 yield snapshot
-                if snapshot["status"] in TERMINAL:
+                if snapshot["status"] in TERMINAL or (
+                    until_paused and snapshot["status"] == PAUSED
+                ):
                     return
         finally:
             listener.unsubscribe()
 
     def follow_events(
-        self, mission_id: str, after_seq: int = 0, timeout: float | None = None
+        self,
+        mission_id: str,
+        after_seq: int = 0,
+        timeout: float | None = None,
+        until_paused: bool = True,
     ) -> Iterator[dict[str, Any]]:
-        """Yields the mission's events from `after_seq` on, as they happen, until it ends.
+        """Yields the mission's events from `after_seq` on, as they happen, until it ends
+        (or pauses, as `watch` does: the last event is then its `mission_paused`).
 
         Driven by the mission listener: events are appended in the same write that raises the
         document's `event_seq`, so the log is re-read only when that grew.
         """
         last = after_seq
-        for snapshot in self.watch(mission_id, timeout):
+        for snapshot in self.watch(mission_id, timeout, until_paused):
             if snapshot["event_seq"] > last:
                 for event in self.events(mission_id, last):
                     last = max(last, int(event["seq"]))

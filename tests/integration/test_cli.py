@@ -16,6 +16,7 @@ import pytest
 import requests
 
 from buddy.client import BuddyClient
+from buddy.devstack import Function
 
 from .conftest import Stack, User
 
@@ -47,6 +48,8 @@ def buddy(stack: Stack, tmp_path: Path) -> Buddy:
         return subprocess.run(
             [sys.executable, "-m", "buddy.cli", *args],
             env=env,
+            # Not a terminal, even when the tests run in one: a pause asks nothing.
+            stdin=subprocess.DEVNULL,
             capture_output=True,
             text=True,
             timeout=timeout,
@@ -171,3 +174,58 @@ def test_events_follow_prints_the_log_until_the_mission_ends(buddy: Buddy) -> No
     events = [json.loads(line) for line in done.stdout.splitlines()]
     assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
     assert events[-1]["type"] == "mission_completed"
+
+
+def test_run_ask_pauses_for_budget_and_edit_then_resume_completes_it(buddy: Buddy) -> None:
+    """`buddy run --ask` over budget pauses, exits 4 and says how to go on; `buddy edit
+    --budget` then `buddy resume --watch` finish it (exit 0) where it stopped."""
+    done = buddy("run", "--ask", "calculate 2+2", "--budget", "0.00005")
+    assert done.returncode == 4, done.stdout + done.stderr
+    created_line = re.search(r"^Mission (\S+) created$", done.stdout, re.MULTILINE)
+    assert created_line, done.stdout
+    mission_id = created_line.group(1)
+    assert (
+        "Paused at budget_check: Budget exceeded: $0.0001 > $0.00005 limit"
+        " — raise the budget to continue"
+    ) in done.stdout
+    hint = f"To continue: buddy edit {mission_id} --budget 0.0001 && buddy resume {mission_id}"
+    assert hint in done.stdout
+    edited = buddy("edit", mission_id, "--budget", "0.001")
+    assert edited.returncode == 0, edited.stderr
+    assert f"Mission {mission_id}: paused" in edited.stdout
+    assert "  budget     $0.001" in edited.stdout.splitlines()
+    resumed = buddy("resume", mission_id, "--watch")
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert "= 4" in resumed.stdout and "Completed in" in resumed.stdout
+    log = json.loads(buddy("--json", "events", mission_id).stdout)["events"]
+    types = [e["type"] for e in log]
+    assert types.index("mission_paused") < types.index("mission_modified")
+    assert types.index("mission_modified") < types.index("mission_resumed")
+    assert types[-1] == "mission_completed"
+    assert [e["step_name"] for e in log if e["type"] == "step_completed"].count("verification") == 1
+
+
+def test_pause_then_resume_of_a_slow_mission(
+    buddy: Buddy, start_worker: Callable[..., Function]
+) -> None:
+    """`buddy pause` stops a slow mission (at once if queued, else at its next step), `buddy
+    watch` then exits 4 saying how to resume, and `buddy resume --watch` completes it."""
+    start_worker(BUDDY_FAULT_STEP_DELAY_SECONDS="1")
+    mission_id = created(buddy, "calculate 3+3")["mission_id"]
+    assert buddy("approve", mission_id).returncode == 0
+    assert buddy("execute", mission_id).returncode == 0
+    paused = buddy("pause", mission_id)
+    assert paused.returncode == 0, paused.stderr
+    assert re.match(
+        rf"Mission {mission_id}: (paused|running, pause requested)$",
+        paused.stdout.splitlines()[0],
+    ), paused.stdout
+    watched = buddy("watch", mission_id)
+    assert watched.returncode == 4, watched.stdout + watched.stderr
+    assert re.search(r"^Paused( at \w+)?: Paused by its owner", watched.stdout, re.MULTILINE)
+    assert watched.stdout.splitlines()[-1] == (
+        f"To continue: buddy resume {mission_id} --watch (or buddy cancel {mission_id})"
+    )
+    resumed = buddy("resume", mission_id, "--watch")
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert "= 6" in resumed.stdout

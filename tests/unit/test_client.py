@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -162,6 +163,7 @@ def test_create_sends_the_documented_body() -> None:
         "objective": "extract",
         "scope": {"allowed_domains": ["example.com"]},
         "budget_usd": 0.5,
+        "on_limit": "fail",
         "tool": "web_extract",
         "inputs": {"max_pages": 2},
     }
@@ -311,9 +313,11 @@ def test_step_lines_show_each_step_once_including_ones_the_listener_skipped() ->
     ]
 
 
-@pytest.mark.parametrize(("status", "code"), [("completed", 0), ("failed", 1), ("cancelled", 2)])
+@pytest.mark.parametrize(
+    ("status", "code"), [("completed", 0), ("failed", 1), ("cancelled", 2), ("paused", 4)]
+)
 def test_exit_code_follows_the_final_status(status: str, code: int) -> None:
-    """Exit status: 0 completed, 1 failed, 2 cancelled."""
+    """Exit status: 0 completed, 1 failed, 2 cancelled, 4 paused (waiting for its owner)."""
     assert cli.exit_code(status) == code
 
 
@@ -351,16 +355,18 @@ class FakeSubscription:
 
 
 class FakeListener:
-    """The client's listener port: plays the given documents to each subscription."""
+    """The client's listener port: plays the given documents to each subscription (the
+    documents of `later` runs to the subscriptions after the first, one run each)."""
 
-    def __init__(self, docs: list[dict | None]) -> None:
-        self.docs = docs
+    def __init__(self, docs: list[dict | None], *later: list[dict | None]) -> None:
+        self.runs = [docs, *later]
         self.subscriptions: list[FakeSubscription] = []
         self.watched: list[str] = []
 
     def listen(self, mission_id: str, on_change: Callable[..., None]) -> FakeSubscription:
         self.watched.append(mission_id)
-        self.subscriptions.append(FakeSubscription(self.docs, on_change))
+        docs = self.runs[min(len(self.subscriptions), len(self.runs) - 1)]
+        self.subscriptions.append(FakeSubscription(docs, on_change))
         return self.subscriptions[-1]
 
 
@@ -470,3 +476,521 @@ def test_cli_turns_a_conflict_into_one_line_and_exit_1(monkeypatch: pytest.Monke
     assert result.exit_code == 1
     expected = "error: Mission m_1 can't do that now: Cannot approve a mission that is completed"
     assert result.output.strip() == expected
+
+
+# Steering: edit, pause, resume, retry, clone, and ask instead of fail
+
+
+class FakeApi:
+    """Answers as the API does and records each request as (method, path, JSON body)."""
+
+    def __init__(self, **mission: Any) -> None:
+        self.mission = {
+            "mission_id": "m_1",
+            "owner_uid": "u_1",
+            "objective": "calculate 2+2",
+            "scope": {"allowed_domains": ["example.com"]},
+            "budget_usd": 0.00005,
+            "tool": None,
+            "inputs": {},
+            "status": "proposed",
+            "created_at": "2025-01-01T00:00:00Z",
+            "updated_at": "2025-01-01T00:00:00Z",
+            "on_limit": "fail",
+            "pause_requested": False,
+            "pause_reason": None,
+            "cloned_from": None,
+            "execution_record": None,
+            **mission,
+        }
+        self.requests: list[tuple[str, str, Any]] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content) if request.content else None
+        self.requests.append((request.method, request.url.path, body))
+        path = request.url.path
+        if path.endswith(("/execute", "/resume", "/retry")):
+            return httpx.Response(202, json={"mission_id": "m_1", "status": "queued"})
+        if path.endswith("/clone"):
+            clone = {**self.mission, "mission_id": "m_2", "cloned_from": "m_1", **(body or {})}
+            return httpx.Response(201, json={**clone, "status": "proposed"})
+        if request.method == "POST" and path == "/missions":
+            return httpx.Response(201, json={**self.mission, **body})
+        return httpx.Response(200, json=self.mission)
+
+    def changes(self) -> list[tuple[str, str, Any]]:
+        """The requests but GETs (those are the watch's)."""
+        return [r for r in self.requests if r[0] != "GET"]
+
+
+@pytest.mark.parametrize(
+    ("call", "method", "path", "body"),
+    [
+        (
+            lambda c: c.modify("m_1", budget_usd=0.001),
+            "PATCH",
+            "/missions/m_1",
+            {"budget_usd": 0.001},
+        ),
+        (
+            lambda c: c.modify(
+                "m_1",
+                objective="calculate 3+3",
+                allowed_domains=[],
+                tool="calculate",
+                inputs={"expression": "3+3"},
+                on_limit="ask",
+            ),
+            "PATCH",
+            "/missions/m_1",
+            {
+                "objective": "calculate 3+3",
+                "scope": {"allowed_domains": []},
+                "tool": "calculate",
+                "inputs": {"expression": "3+3"},
+                "on_limit": "ask",
+            },
+        ),
+        (lambda c: c.pause("m_1"), "POST", "/missions/m_1/pause", None),
+        (lambda c: c.resume("m_1"), "POST", "/missions/m_1/resume", None),
+        (lambda c: c.retry("m_1"), "POST", "/missions/m_1/retry", None),
+        (
+            lambda c: c.retry("m_1", budget_usd=0.02, allowed_domains=["a.test"]),
+            "POST",
+            "/missions/m_1/retry",
+            {"budget_usd": 0.02, "scope": {"allowed_domains": ["a.test"]}},
+        ),
+        (lambda c: c.clone("m_1"), "POST", "/missions/m_1/clone", None),
+        (
+            lambda c: c.clone("m_1", budget_usd=2.0, on_limit="ask"),
+            "POST",
+            "/missions/m_1/clone",
+            {"budget_usd": 2.0, "on_limit": "ask"},
+        ),
+        (
+            lambda c: c.create("calculate 2+2", budget_usd=0.5, on_limit="ask"),
+            "POST",
+            "/missions",
+            {
+                "objective": "calculate 2+2",
+                "scope": {"allowed_domains": []},
+                "budget_usd": 0.5,
+                "on_limit": "ask",
+            },
+        ),
+    ],
+    ids=[
+        "modify-budget",
+        "modify-all",
+        "pause",
+        "resume",
+        "retry",
+        "retry-amended",
+        "clone",
+        "clone-overrides",
+        "create-ask",
+    ],
+)
+def test_steering_calls_send_only_the_fields_given(
+    call: Callable[[BuddyClient], Any], method: str, path: str, body: Any
+) -> None:
+    """Each steering call is one request to its route, its body holding only what was given
+    (an empty list of domains is given: it allows none)."""
+    api = FakeApi()
+    call(client_with(api))
+    assert api.requests == [(method, path, body)]
+
+
+STEERING_CALLS: dict[str, Callable[[BuddyClient], Any]] = {
+    "modify": lambda c: c.modify("m_1", budget_usd=2.0),
+    "pause": lambda c: c.pause("m_1"),
+    "resume": lambda c: c.resume("m_1"),
+    "retry": lambda c: c.retry("m_1", budget_usd=2.0),
+    "clone": lambda c: c.clone("m_1"),
+}
+
+
+@pytest.mark.parametrize("name", STEERING_CALLS)
+@pytest.mark.parametrize(
+    ("status", "kind", "message"),
+    [
+        (409, Conflict, "Mission m_1 can't do that now: Cannot resume a mission that is running"),
+        (422, InvalidRequest, "invalid request: budget_usd: must be at least what it spent"),
+        (429, RateLimited, "too many missions at once: You already have 10 missions queued"),
+    ],
+    ids=["409", "422", "429"],
+)
+def test_steering_errors_are_typed_like_the_others(
+    name: str, status: int, kind: type[BuddyError], message: str
+) -> None:
+    """A steering call's 409, 422 or 429 is Conflict, InvalidRequest or RateLimited, with the
+    mission named in a conflict."""
+    client = client_with(error(status, "some_code", message.split(": ", 1)[1]))
+    with pytest.raises(kind) as caught:
+        STEERING_CALLS[name](client)
+    assert str(caught.value) == message
+    assert caught.value.status == status
+
+
+EXPIRES = datetime(2025, 1, 4, tzinfo=UTC)
+BUDGET_MESSAGE = "Budget exceeded: $0.0001 > $0.00005 limit — raise the budget to continue"
+
+
+def paused_doc(code: str = "budget_exceeded", **reason: Any) -> dict:
+    message = {
+        "budget_exceeded": BUDGET_MESSAGE,
+        "out_of_scope": "evil.test is outside the allowed domains — allow it to continue",
+        "requested": "Paused by its owner",
+    }[code]
+    current = step(3, "budget_check", 30, "started", "Estimating cost")
+    return {
+        **mission_doc("paused", 30, current, 2),
+        "pause_reason": {
+            "code": code,
+            "message": message,
+            "step_name": "budget_check",
+            "expires_at": EXPIRES,  # a Firestore timestamp
+            "needed_usd": None,
+            "host": None,
+            **reason,
+        },
+    }
+
+
+PAUSED_FOR_BUDGET = [
+    {"mission_id": "m_1", "status": "approved", "event_seq": 2},
+    mission_doc("running", 30, step(3, "budget_check", 30, "started", "Estimating cost"), 2),
+    paused_doc(needed_usd=0.0001),
+]
+AFTER_RESUME = [
+    mission_doc("queued", 30, step(3, "budget_check", 30, "started", "Estimating cost"), 2),
+    mission_doc("running", 55, step(5, "tool_execution", 55, "started", "Running calculate"), 4),
+    mission_doc("completed", 100, None, 7, result_summary="2+2 = 4"),
+]
+
+
+def test_watch_stops_at_a_pause_whose_snapshot_says_why() -> None:
+    """watch() ends at a paused snapshot (nothing happens until someone acts), carrying the
+    reason with plain JSON values; until_paused=False waits on through the pause."""
+    listener = FakeListener(PAUSED_FOR_BUDGET)
+    snapshots = list(client_with(mission_api, listener=listener).watch("m_1", timeout=5))
+    assert [s["status"] for s in snapshots] == ["approved", "running", "paused"]
+    assert snapshots[-1]["pause_reason"] == {
+        "code": "budget_exceeded",
+        "message": BUDGET_MESSAGE,
+        "step_name": "budget_check",
+        "expires_at": "2025-01-04T00:00:00Z",
+        "needed_usd": 0.0001,
+        "host": None,
+    }
+    assert (snapshots[-1]["pause_requested"], snapshots[-1]["run"]) == (False, 1)
+    assert listener.subscriptions[0].unsubscribed.is_set()
+    through = FakeListener([*PAUSED_FOR_BUDGET, *AFTER_RESUME])
+    client = client_with(mission_api, listener=through)
+    statuses = [s["status"] for s in client.watch("m_1", timeout=5, until_paused=False)]
+    assert statuses == ["approved", "running", "paused", "queued", "running", "completed"]
+
+
+def test_follow_events_stops_at_a_pause_too() -> None:
+    """follow_events() ends where watch() does: at the pause, its event the last one."""
+    log = [
+        {"seq": 1, "type": "mission_created"},
+        {"seq": 5, "type": "mission_paused"},
+    ]
+
+    def api(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/events"):
+            return httpx.Response(200, json={"events": log})
+        return mission_api(request)
+
+    listener = FakeListener([paused_doc(needed_usd=0.0001)])
+    events = list(client_with(api, listener=listener).follow_events("m_1", timeout=5))
+    assert [e["type"] for e in events] == ["mission_created", "mission_paused"]
+    assert listener.subscriptions[0].unsubscribed.is_set()
+
+
+def test_step_lines_show_pause_requests_and_pauses_once_and_the_step_again_after() -> None:
+    """ "Pause requested" and "Paused at …: reason" are shown once each; the step the pause
+    interrupted is shown again when the resumed run gets to it."""
+    seen: set[Any] = set()
+    current = step(3, "budget_check", 30, "started", "Estimating cost")
+    running = snapshot("running", 30, current, 2, pause_requested=True)
+    assert cli.step_lines(running, seen)[-2:] == [
+        "[ 30%] Step 3/7 budget_check — Estimating cost",
+        "Pause requested: it pauses at the next step boundary",
+    ]
+    assert cli.step_lines(running, seen) == []
+    reason = {"code": "requested", "message": "Paused by its owner", "step_name": "budget_check"}
+    paused = snapshot("paused", 30, current, 2, pause_reason=reason)
+    assert cli.step_lines(paused, seen) == ["Paused at budget_check: Paused by its owner"]
+    assert cli.step_lines(paused, seen) == []
+    resumed = snapshot("running", 40, step(4, "tool_selection", 40, "started", "Selecting"), 3)
+    assert cli.step_lines(resumed, seen) == [
+        "[ 40%] Step 3/7 budget_check — budget_check done",
+        "[ 40%] Step 4/7 tool_selection — Selecting",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("amount", "text"),
+    [
+        (0.00005, "0.00005"),
+        (0.0001, "0.0001"),
+        (0.5, "0.5"),
+        (2.0, "2"),
+        (0.1 + 0.2, "0.30000000000000004"),
+    ],
+    ids=["tiny", "small", "half", "whole", "unrounded"],
+)
+def test_dollars_are_written_as_typed_and_never_rounded_down(amount: float, text: str) -> None:
+    """Amounts print as plain decimals (no 5e-05), exactly, so that the budget suggested
+    passes the check that asked for it."""
+    assert cli.dollars(amount) == text
+    assert float(text) == amount
+
+
+@pytest.mark.parametrize(
+    ("reason", "domains", "hint"),
+    [
+        (
+            {"code": "budget_exceeded", "needed_usd": 0.0001},
+            None,
+            "To continue: buddy edit m_1 --budget 0.0001 && buddy resume m_1 --watch",
+        ),
+        (
+            {"code": "out_of_scope", "host": "evil.test"},
+            ["example.com"],
+            "To continue: buddy edit m_1 --domain example.com --domain evil.test "
+            "&& buddy resume m_1 --watch",
+        ),
+        (
+            {"code": "requested"},
+            None,
+            "To continue: buddy resume m_1 --watch (or buddy cancel m_1)",
+        ),
+    ],
+    ids=["budget", "scope", "requested"],
+)
+def test_continue_hint_is_the_commands_that_lift_the_pause(
+    reason: dict, domains: list[str] | None, hint: str
+) -> None:
+    """The hint raises the budget to what it needs, or allows the host on top of the domains
+    it had (--domain replaces the list), then resumes; an owner's pause just resumes."""
+    assert cli.continue_hint("m_1", reason, domains) == hint
+
+
+def invoke(
+    monkeypatch: pytest.MonkeyPatch,
+    client: BuddyClient,
+    args: list[str],
+    terminal: bool = False,
+    answer: str | None = None,
+) -> Any:
+    monkeypatch.setattr(cli, "_client", lambda: client)
+    monkeypatch.setattr(cli, "_stdin_is_terminal", lambda: terminal)
+    return CliRunner().invoke(cli.app, args, input=answer)
+
+
+def test_cli_watch_of_a_pause_off_a_terminal_exits_4_with_the_way_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Off a terminal nothing is asked: the pause's reason, the commands to continue, exit 4."""
+    api = FakeApi(status="running")
+    client = client_with(api, listener=FakeListener(PAUSED_FOR_BUDGET))
+    result = invoke(monkeypatch, client, ["watch", "m_1"])
+    assert result.exit_code == cli.EXIT_PAUSED == 4, result.output
+    assert result.output.splitlines()[-2:] == [
+        f"Paused at budget_check: {BUDGET_MESSAGE}",
+        "To continue: buddy edit m_1 --budget 0.0001 && buddy resume m_1 --watch",
+    ]
+    assert "[Y/n]" not in result.output
+    assert api.changes() == []
+
+
+def test_cli_watch_of_a_budget_pause_asks_and_on_yes_raises_resumes_and_finishes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """On a terminal, a budget pause asks; yes raises the budget to what it needs, resumes,
+    and watches on to the end (exit 0), showing the interrupted step again."""
+    api = FakeApi(status="running")
+    client = client_with(api, listener=FakeListener(PAUSED_FOR_BUDGET, AFTER_RESUME))
+    result = invoke(monkeypatch, client, ["watch", "m_1"], terminal=True, answer="y\n")
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    pause = lines.index(f"Paused at budget_check: {BUDGET_MESSAGE}")
+    assert lines[pause - 1 : pause + 5] == [
+        "[ 30%] Step 3/7 budget_check — Estimating cost",
+        f"Paused at budget_check: {BUDGET_MESSAGE}",
+        "Raise the budget to $0.0001 and resume? [Y/n]: y",  # the runner echoes the answer
+        "Budget raised to $0.0001; mission m_1 resumed",
+        "[ 30%] Step 3/7 budget_check — Estimating cost",  # run again, so shown again
+        "[ 55%] Step 4/7 tool_selection — tool_selection done",
+    ]
+    assert lines[-1] == "Completed in 1.5s: 2+2 = 4"
+    assert api.changes() == [
+        ("PATCH", "/missions/m_1", {"budget_usd": 0.0001}),
+        ("POST", "/missions/m_1/resume", None),
+    ]
+
+
+def test_cli_budget_pause_answered_no_exits_4_with_the_hint(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """No (or end of input) changes nothing: the hint and exit 4."""
+    for answer in ("n\n", ""):
+        api = FakeApi(status="running")
+        client = client_with(api, listener=FakeListener(PAUSED_FOR_BUDGET))
+        result = invoke(monkeypatch, client, ["watch", "m_1"], terminal=True, answer=answer)
+        assert result.exit_code == 4, result.output
+        assert result.output.splitlines()[-1] == (
+            "To continue: buddy edit m_1 --budget 0.0001 && buddy resume m_1 --watch"
+        )
+        assert api.changes() == []
+
+
+def test_cli_scope_pause_asks_to_allow_the_host_on_top_of_the_domains(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An out-of-scope pause asks to allow the host; yes adds it to the allowed domains."""
+    api = FakeApi(status="paused")
+    pause = paused_doc("out_of_scope", host="evil.test")
+    client = client_with(api, listener=FakeListener([pause], AFTER_RESUME))
+    result = invoke(monkeypatch, client, ["watch", "m_1"], terminal=True, answer="\n")
+    assert result.exit_code == 0, result.output
+    assert "Allow evil.test and resume? [Y/n]: " in result.output
+    assert api.changes() == [
+        ("PATCH", "/missions/m_1", {"scope": {"allowed_domains": ["example.com", "evil.test"]}}),
+        ("POST", "/missions/m_1/resume", None),
+    ]
+
+
+def test_cli_an_owners_pause_is_not_asked_about(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A pause its owner asked for is theirs to resume: no question, exit 4."""
+    api = FakeApi(status="paused")
+    client = client_with(api, listener=FakeListener([paused_doc("requested")]))
+    result = invoke(monkeypatch, client, ["watch", "m_1"], terminal=True, answer="y\n")
+    assert result.exit_code == 4, result.output
+    assert "[Y/n]" not in result.output
+    assert result.output.splitlines()[-1] == (
+        "To continue: buddy resume m_1 --watch (or buddy cancel m_1)"
+    )
+
+
+def test_cli_json_watch_of_a_pause_asks_nothing_and_keeps_stdout_json(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With --json, even on a terminal: JSON lines on stdout, the hint on stderr, exit 4."""
+    api = FakeApi(status="running")
+    client = client_with(api, listener=FakeListener(PAUSED_FOR_BUDGET))
+    result = invoke(monkeypatch, client, ["--json", "watch", "m_1"], terminal=True, answer="y\n")
+    assert result.exit_code == 4, result.output
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert rows[-1]["pause_reason"]["needed_usd"] == 0.0001
+    assert result.stderr.strip() == (
+        "To continue: buddy edit m_1 --budget 0.0001 && buddy resume m_1 --watch"
+    )
+    assert api.changes() == []
+
+
+def test_cli_run_ask_creates_an_ask_mission(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`buddy run --ask` creates with on_limit ask, then approves and executes it."""
+    api = FakeApi()
+    client = client_with(api, listener=FakeListener(PAUSED_FOR_BUDGET))
+    result = invoke(monkeypatch, client, ["run", "--ask", "calculate 2+2", "--budget", "0.00005"])
+    assert result.exit_code == 4, result.output
+    assert [(m, p) for m, p, _ in api.changes()] == [
+        ("POST", "/missions"),
+        ("POST", "/missions/m_1/approve"),
+        ("POST", "/missions/m_1/execute"),
+    ]
+    assert api.changes()[0][2]["on_limit"] == "ask"
+
+
+@pytest.mark.parametrize(
+    ("mission", "output"),
+    [
+        ({"status": "paused"}, "Mission m_1: paused"),
+        ({"status": "running", "pause_requested": True}, "Mission m_1: running, pause requested"),
+    ],
+    ids=["queued", "running"],
+)
+def test_cli_pause_says_whether_it_paused_now_or_at_the_next_boundary(
+    monkeypatch: pytest.MonkeyPatch, mission: dict, output: str
+) -> None:
+    """`buddy pause` pauses a queued mission at once, a running one at its next boundary."""
+    api = FakeApi(**mission)
+    result = invoke(monkeypatch, client_with(api), ["pause", "m_1"])
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[0] == output
+    assert api.requests == [("POST", "/missions/m_1/pause", None)]
+    as_json = invoke(monkeypatch, client_with(api), ["pause", "m_1", "--json"])
+    assert json.loads(as_json.output) == api.mission
+
+
+def test_cli_resume_and_retry_queue_it_and_watch_on_request(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`buddy resume` and `buddy retry --budget --domain` queue it (JSON: the API's answer);
+    with --watch they follow it to its end."""
+    api = FakeApi(status="paused")
+    result = invoke(monkeypatch, client_with(api), ["resume", "m_1"])
+    assert (result.exit_code, result.output) == (0, "Mission m_1 queued\n")
+    result = invoke(
+        monkeypatch,
+        client_with(api),
+        ["--json", "retry", "m_1", "--budget", "0.02", "--domain", "a.test"],
+    )
+    assert json.loads(result.output) == {"mission_id": "m_1", "status": "queued"}
+    assert api.changes() == [
+        ("POST", "/missions/m_1/resume", None),
+        (
+            "POST",
+            "/missions/m_1/retry",
+            {"budget_usd": 0.02, "scope": {"allowed_domains": ["a.test"]}},
+        ),
+    ]
+    client = client_with(FakeApi(status="paused"), listener=FakeListener(AFTER_RESUME))
+    watched = invoke(monkeypatch, client, ["resume", "m_1", "--watch"])
+    assert watched.exit_code == 0, watched.output
+    assert watched.output.splitlines()[-1] == "Completed in 1.5s: 2+2 = 4"
+
+
+def test_cli_edit_sends_only_the_options_given(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`buddy edit` PATCHes the options given, typed; with none it is a usage error (exit 2)."""
+    api = FakeApi(on_limit="ask")
+    args = ["edit", "m_1", "--budget", "0.001", "--input", "expression=2+2", "--on-limit", "ask"]
+    result = invoke(monkeypatch, client_with(api), args)
+    assert result.exit_code == 0, result.output
+    assert api.requests == [
+        (
+            "PATCH",
+            "/missions/m_1",
+            {"budget_usd": 0.001, "inputs": {"expression": "2+2"}, "on_limit": "ask"},
+        )
+    ]
+    assert "  on limit   ask (pause instead of failing)" in result.output.splitlines()
+    nothing = invoke(monkeypatch, client_with(api), ["edit", "m_1"])
+    assert nothing.exit_code == 2
+    assert nothing.output.startswith("error: nothing to change")
+    assert len(api.requests) == 1
+
+
+def test_cli_clone_makes_a_new_mission_naming_its_source(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`buddy clone ID --objective …` proposes a new mission cloned from ID."""
+    api = FakeApi(status="completed")
+    result = invoke(monkeypatch, client_with(api), ["clone", "m_1", "--objective", "calculate 3+3"])
+    assert result.exit_code == 0, result.output
+    assert api.requests == [("POST", "/missions/m_1/clone", {"objective": "calculate 3+3"})]
+    lines = result.output.splitlines()
+    assert lines[0] == "Mission m_2: proposed (0%)"
+    assert "  objective  calculate 3+3" in lines and "  cloned     from m_1" in lines
+
+
+def test_cli_steering_conflicts_are_one_line_and_exit_1(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A refused steering call is one `error:` line naming the mission, exit 1."""
+    client = client_with(error(409, "conflict", "Cannot resume a mission that is completed"))
+    result = invoke(monkeypatch, client, ["resume", "m_1"])
+    assert result.exit_code == 1
+    assert result.output.strip() == (
+        "error: Mission m_1 can't do that now: Cannot resume a mission that is completed"
+    )
