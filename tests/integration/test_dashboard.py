@@ -219,3 +219,107 @@ def test_the_tool_choices_are_the_apis_and_a_chosen_tool_is_sent(
     page.select_option("#tool", "calculate")
     mission_id = propose(page, "calculate 9*9")
     expect(card(page, "pipeline", mission_id).locator(".tool")).to_contain_text("calculate")
+
+
+def linked_slow_pages(site: LocalServer, count: int, delay: float) -> tuple[str, list[str]]:
+    """`count` pages, each linking to the next and each answering after `delay` seconds."""
+    base = f"/crawl-{uuid.uuid4().hex[:8]}"
+    paths = [f"{base}/{n}" for n in range(1, count + 1)]
+    for n, path in enumerate(paths, start=1):
+        link = f'<a href="{paths[n]}">Part {n + 1}</a>' if n < count else ""
+        body = f"<title>Part {n}</title><main><p>Part {n} of the crawl.</p>{link}</main>"
+        site.route(path, Reply(body=body, delay=delay))
+    return site.url(paths[0]), paths
+
+
+def test_pause_a_running_crawl_from_its_card_then_resume_it(
+    open_dashboard: Callable[[], Page], site: LocalServer
+) -> None:
+    """A crawl paused from its card waits in the Paused group, and Resume carries it on to
+    completion without reading any page twice."""
+    page = open_dashboard()
+    url, paths = linked_slow_pages(site, count=4, delay=2.5)
+    mission_id = propose(page, f"extract {url}", domains="127.0.0.1", inputs='{"max_pages": 4}')
+    launch(page, mission_id)
+    running = card(page, "live-list", mission_id)
+    expect(running.locator(".detail")).to_contain_text("pages 1/", timeout=15_000)
+    expect(running.locator("button.resume")).to_be_disabled()
+    running.locator("button.pause").click()
+    expect(running.locator(".pausing")).to_have_text(
+        "pause requested — pauses at the next step boundary"
+    )
+    expect(running.locator("button.pause")).to_be_disabled()
+
+    paused = card(page, "paused", mission_id)
+    expect(paused).to_have_attribute("data-status", "paused", timeout=15_000)
+    expect(card(page, "live-list", mission_id)).to_have_count(0)
+    expect(page.locator("#paused-heading")).to_contain_text("1 mission")
+    expect(paused.locator(".pause-reason")).to_contain_text("Paused by its owner")
+    expect(paused.locator("button.pause")).to_be_disabled()
+    paused.locator("button.resume").click()
+    resumed = card(page, "live-list", mission_id)
+    expect(resumed.locator("button.pause")).to_be_focused(timeout=10_000)  # the next step
+
+    done = card(page, "pipeline", mission_id)
+    expect(done).to_have_attribute("data-status", "completed", timeout=30_000)
+    expect(page.locator("#paused")).to_be_hidden()
+    fetched = [path for path in site.paths if path in paths]
+    assert sorted(fetched) == sorted(paths), fetched  # every page once: resumed where it stopped
+
+
+def test_an_ask_mission_over_budget_pauses_with_the_budget_it_needs_filled_in(
+    open_dashboard: Callable[[], Page],
+) -> None:
+    """A mission that asks at a limit pauses at budget_check with the needed budget filled in;
+    raising the budget from that form resumes it to completion."""
+    page = open_dashboard()
+    page.get_by_label("Ask me").check()
+    mission_id = propose(page, "calculate 2+2", budget="0.00005")
+    launch(page, mission_id)
+    paused = card(page, "paused", mission_id)
+    expect(paused).to_have_attribute("data-status", "paused", timeout=20_000)
+    expect(paused.locator(".step")).to_contain_text("budget_check")
+    expect(paused.locator(".pause-reason")).to_contain_text("Budget exceeded")
+    expect(paused.locator(".pause-expiry")).to_contain_text("Waits until")
+    budget = paused.get_by_label("New budget (USD)")
+    expect(budget).to_have_value("0.0001")
+    page.screenshot(path=str(ARTIFACTS / "dashboard-paused.png"), full_page=True)
+    paused.get_by_role("button", name="Raise budget and resume").click()
+    done = card(page, "pipeline", mission_id)
+    expect(done).to_have_attribute("data-status", "completed", timeout=20_000)
+    expect(page.locator("#paused")).to_be_hidden()
+
+
+def test_a_failed_mission_is_retried_after_an_edit_and_a_clone_copies_it(
+    open_dashboard: Callable[[], Page],
+) -> None:
+    """A mission failed over budget completes once its budget is edited and it is retried;
+    its Clone is a new proposed mission with the same objective, selected."""
+    page = open_dashboard()
+    mission_id = propose(page, "calculate 2+2", budget="0.00005")
+    launch(page, mission_id)
+    failed = card(page, "pipeline", mission_id)
+    expect(failed).to_have_attribute("data-status", "failed", timeout=20_000)
+
+    failed.get_by_role("button", name="Edit").click()
+    editor = failed.get_by_role("form", name="Edit mission")
+    expect(editor.get_by_label("Objective")).to_have_count(0)  # only the limits, once failed
+    editor.get_by_label("Allowed domains").fill("exa_mple.com")
+    editor.get_by_role("button", name="Save changes").click()
+    expect(editor.locator(".editor-error")).to_contain_text("allowed_domains")
+    editor.get_by_label("Allowed domains").fill("")
+    editor.get_by_label("Budget (USD)").fill("0.0001")
+    page.screenshot(path=str(ARTIFACTS / "dashboard-edit.png"), full_page=True)
+    editor.get_by_role("button", name="Save changes").click()
+    expect(editor).to_have_count(0)
+    failed.get_by_role("button", name="Retry").click()
+    expect(failed).to_have_attribute("data-status", "completed", timeout=20_000)
+    expect(failed.locator(".run")).to_have_text("Run 2")
+
+    failed.get_by_role("button", name="Clone").click()
+    copy = page.locator("#live-list article.mission[aria-current='true']")
+    expect(copy).to_have_attribute("data-status", "proposed", timeout=10_000)
+    expect(copy.locator(".objective")).to_have_text("calculate 2+2")
+    assert copy.get_attribute("data-mission-id") != mission_id
+    expect(page.locator("#detail-meta")).to_contain_text("budget $0.0001")
+    expect(page.locator("#event-log")).to_contain_text("mission_cloned", timeout=10_000)

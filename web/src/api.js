@@ -51,6 +51,12 @@ export function createApi(baseUrl, currentUser) {
     approve: (id) => request("POST", `${mission(id)}/approve`),
     execute: (id) => request("POST", `${mission(id)}/execute`),
     cancel: (id) => request("POST", `${mission(id)}/cancel`),
+    modify: (id, fields) => request("PATCH", mission(id), fields),
+    pause: (id) => request("POST", `${mission(id)}/pause`),
+    resume: (id) => request("POST", `${mission(id)}/resume`),
+    // Both bodies are optional: a retry may amend the limits, a clone override any field.
+    retry: (id, amendments) => request("POST", `${mission(id)}/retry`, amendments),
+    clone: (id, overrides) => request("POST", `${mission(id)}/clone`, overrides),
     artifact: (id) => request("GET", `${mission(id)}/artifact`),
   };
 }

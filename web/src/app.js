@@ -22,8 +22,17 @@ import {
 
 import { createApi } from "./api.js";
 import { renderArtifact, renderEventLog } from "./detail-view.js";
-import { LIVE, percentOf, stepLine } from "./format.js";
-import { renderMissionList } from "./missions-view.js";
+import { LIVE, PAUSED, percentOf, runText, stepLine, toMillis } from "./format.js";
+import {
+  InputError,
+  closeEditor,
+  openEditor,
+  parseDomains,
+  parseInputs,
+  readEditor,
+  renderMissionList,
+  showEditorError,
+} from "./missions-view.js";
 
 const MISSIONS_SHOWN = 20;
 const RETRY_BASE_MS = 1000;
@@ -31,8 +40,26 @@ const RETRY_MAX_MS = 15000;
 // After a successful action, its buttons stay disabled until the listener shows the change.
 const SETTLE_MAX_MS = 5000;
 const ARTIFACT_ATTEMPTS = 3;
-// Where keyboard focus goes once an action has taken effect and its button is disabled.
-const NEXT_FOCUS = { approve: "execute", execute: "cancel", cancel: "open" };
+// Where keyboard focus goes once an action has taken effect and its button is disabled: the
+// first of these buttons that can be pressed (a card that moved group is found again).
+const NEXT_FOCUS = {
+  approve: ["execute"],
+  execute: ["cancel"],
+  cancel: ["open"],
+  pause: ["resume", "open"],
+  resume: ["pause", "open"],
+  retry: ["pause", "open"],
+  lift: ["pause", "open"],
+  modify: ["edit"],
+};
+// A refused field, as the API names it at the start of its message, and the editor's field.
+const EDITOR_FIELD = {
+  objective: "objective",
+  scope: "domains",
+  budget_usd: "budget",
+  tool: "tool",
+  inputs: "inputs",
+};
 
 const $ = (selector) => document.querySelector(selector);
 
@@ -330,15 +357,30 @@ async function fetchArtifact(entry) {
 
 // ---- rendering -------------------------------------------------------------------------
 
+// What an action on a mission changes, besides its fields (an edit is told by `updated_at`).
+function signatureOf(mission) {
+  if (!mission) return "";
+  const { status, cancel_requested: cancelling, pause_requested: pausing } = mission;
+  return [status, Boolean(cancelling), Boolean(pausing)].join();
+}
+
+function missionById(id) {
+  return (
+    state.missions.find((m) => m.mission_id === id) ??
+    (state.selected?.mission_id === id ? state.selected : null)
+  );
+}
+
 function prunePending() {
   const settled = [];
   for (const [id, entry] of state.pending) {
     if (!entry.done) continue;
     const mission = state.missions.find((m) => m.mission_id === id);
+    // The listener shows the change: a new state, or the version the API answered with.
     const changed =
       !mission ||
-      mission.status !== entry.status ||
-      Boolean(mission.cancel_requested) !== entry.cancelRequested;
+      signatureOf(mission) !== entry.signature ||
+      (entry.until != null && (toMillis(mission.updated_at) ?? 0) >= entry.until);
     if (changed || Date.now() - entry.doneAt > SETTLE_MAX_MS) {
       state.pending.delete(id);
       settled.push(entry);
@@ -356,23 +398,35 @@ function renderMissions() {
     errorFor: (id) => state.errors.get(id),
   };
   const live = state.missions.filter((m) => LIVE.has(m.status));
+  const paused = state.missions.filter((m) => m.status === PAUSED);
   renderMissionList($("#live-list"), live, { ...ctx, section: "live", pipeline: false });
+  renderMissionList($("#paused-list"), paused, { ...ctx, section: "paused", pipeline: false });
   renderMissionList($("#pipeline-list"), state.missions, {
     ...ctx,
     section: "pipeline",
     pipeline: true,
   });
-  $("#live-empty").hidden = !state.loaded || live.length > 0;
+  $("#paused").hidden = paused.length === 0;
+  const count = paused.length === 1 ? "1 mission" : `${paused.length} missions`;
+  if ($("#paused-count").textContent !== count) $("#paused-count").textContent = count;
+  $("#live-empty").hidden = !state.loaded || live.length + paused.length > 0;
   $("#pipeline-empty").hidden = !state.loaded || state.missions.length > 0;
   $("#missions-loading").hidden = state.loaded;
 
   // The clicked button is disabled now; keep keyboard users in the card, on the next step.
   for (const entry of settled) {
     const active = document.activeElement;
-    if (entry.card.isConnected && (!active || active === document.body || active.disabled)) {
-      const next = entry.card.querySelector(`button.${NEXT_FOCUS[entry.action]}`);
-      if (next && !next.disabled) next.focus();
-    }
+    if (active && active !== document.body && !active.disabled) continue;
+    // A mission that was paused or resumed moved group: its card there is a new one.
+    const card = entry.card.isConnected
+      ? entry.card
+      : document.querySelector(
+          `#${entry.panel} article.mission[data-mission-id="${CSS.escape(entry.id)}"]`,
+        );
+    const next = (NEXT_FOCUS[entry.action] ?? [])
+      .map((action) => card?.querySelector(`.actions button.${action}`))
+      .find((button) => button && !button.disabled && !button.hidden);
+    next?.focus();
   }
 }
 
@@ -397,6 +451,9 @@ function renderDetail() {
         mission.scope?.allowed_domains?.length
           ? `domains ${mission.scope.allowed_domains.join(", ")}`
           : null,
+        mission.on_limit === "ask" ? "asks at a limit" : null,
+        runText(mission)?.toLowerCase(),
+        mission.cloned_from ? `copy of ${mission.cloned_from}` : null,
       ]
     : [];
   const text = parts.filter(Boolean).join(" · ");
@@ -415,29 +472,17 @@ function tick() {
 
 function readCreateForm() {
   const body = { objective: $("#objective").value };
-  const domains = $("#domains").value.split(/[\s,]+/).filter(Boolean);
+  const domains = parseDomains($("#domains").value);
   if (domains.length) body.scope = { allowed_domains: domains };
   const budget = $("#budget").valueAsNumber;
   if (Number.isFinite(budget)) body.budget_usd = budget;
   const tool = $("#tool").value;
   if (tool) body.tool = tool;
-  const rawInputs = $("#inputs").value.trim();
-  if (rawInputs) {
-    let inputs;
-    try {
-      inputs = JSON.parse(rawInputs);
-    } catch (error) {
-      throw new InputsError(`Inputs are not valid JSON: ${error.message}`);
-    }
-    if (inputs === null || typeof inputs !== "object" || Array.isArray(inputs)) {
-      throw new InputsError('Inputs must be a JSON object, e.g. {"expression": "6*7"}.');
-    }
-    body.inputs = inputs;
-  }
+  body.on_limit = $("#create-form input[name=on_limit]:checked")?.value ?? "fail";
+  const inputs = parseInputs($("#inputs").value);
+  if (Object.keys(inputs).length) body.inputs = inputs;
   return body;
 }
-
-class InputsError extends Error {}
 
 function wireCreateForm() {
   const form = $("#create-form");
@@ -451,7 +496,7 @@ function wireCreateForm() {
     try {
       body = readCreateForm();
     } catch (error) {
-      if (!(error instanceof InputsError)) throw error;
+      if (!(error instanceof InputError)) throw error;
       errorBox.textContent = error.message;
       inputsField.setAttribute("aria-invalid", "true");
       inputsField.focus();
@@ -480,39 +525,136 @@ function wireMissionActions() {
       showMission(link.closest("article.mission").dataset.missionId, { focus: true });
       return;
     }
-    const button = event.target.closest("article.mission button[data-action]");
+    const discard = event.target.closest("article.mission .editor-cancel");
+    if (discard) {
+      closeEditorAndReturn(discard.closest("article.mission"));
+      return;
+    }
+    const button = event.target.closest("article.mission .actions button[data-action]");
     if (!button || button.disabled) return;
     const card = button.closest("article.mission");
     const id = card.dataset.missionId;
-    if (button.dataset.action === "open") showMission(id, { focus: true });
-    else runAction(id, button.dataset.action, card);
+    const action = button.dataset.action;
+    if (action === "open") showMission(id, { focus: true });
+    else if (action === "edit") toggleEditor(card, id);
+    else if (action === "clone") cloneMission(id, card);
+    else runAction(id, action, card, () => api[action](id));
+  });
+
+  $("main").addEventListener("submit", (event) => {
+    const form = event.target;
+    const card = form.closest("article.mission");
+    if (!card) return;
+    event.preventDefault();
+    if (form.classList.contains("editor")) saveEdit(form, card);
+    else if (form.classList.contains("lift-form")) liftPause(form, card);
+  });
+
+  $("main").addEventListener("keydown", (event) => {
+    if (event.key !== "Escape") return;
+    const editor = event.target.closest?.("article.mission .editor");
+    if (editor) closeEditorAndReturn(editor.closest("article.mission"));
   });
 }
 
-async function runAction(id, action, card) {
-  const mission =
-    state.missions.find((m) => m.mission_id === id) ??
-    (state.selected?.mission_id === id ? state.selected : null);
+function closeEditorAndReturn(card) {
+  closeEditor(card);
+  card.querySelector("button.edit")?.focus();
+}
+
+function toggleEditor(card, id) {
+  if (card.querySelector(".editor")) {
+    closeEditor(card);
+    return;
+  }
+  const mission = missionById(id);
+  const tools = [...$("#tool").options].map((option) => option.value).filter(Boolean);
+  if (mission) openEditor(card, mission, tools);
+}
+
+async function saveEdit(form, card) {
+  const id = card.dataset.missionId;
+  const mission = missionById(id);
+  if (!mission) return;
+  let changes;
+  try {
+    changes = readEditor(form, mission);
+  } catch (error) {
+    if (!(error instanceof InputError)) throw error;
+    showEditorError(form, error.message, error.field);
+    return;
+  }
+  if (Object.keys(changes).length === 0) {
+    closeEditorAndReturn(card);
+    return;
+  }
+  showEditorError(form, "");
+  const saved = await runAction(id, "modify", card, () => api.modify(id, changes), {
+    onError: (error) => {
+      const named = error.status === 422 ? /^(\w+)/.exec(error.message)?.[1] : null;
+      showEditorError(form, error.message, EDITOR_FIELD[named]);
+    },
+  });
+  // Focus comes back to Edit once the listener shows the saved mission.
+  if (saved) closeEditor(card);
+}
+
+// Lifts the limit a paused mission stopped at, then resumes it.
+async function liftPause(form, card) {
+  const id = card.dataset.missionId;
+  const mission = missionById(id);
+  if (!mission) return;
+  let changes;
+  if (form.dataset.lift === "budget_exceeded") {
+    changes = { budget_usd: form.querySelector(".lift-budget").valueAsNumber };
+  } else {
+    const domains = mission.scope?.allowed_domains ?? [];
+    changes = { scope: { allowed_domains: [...new Set([...domains, form.dataset.host])] } };
+  }
+  await runAction(id, "lift", card, async () => {
+    await api.modify(id, changes);
+    return api.resume(id);
+  });
+}
+
+async function cloneMission(id, card) {
+  const copy = await runAction(id, "clone", card, () => api.clone(id), { settles: false });
+  if (copy) showMission(copy.mission_id, { focus: true });
+}
+
+// Sends an action for a mission: its buttons stay disabled until the listener shows what it
+// changed (or, with `settles: false`, until the API answered, for an action that changes
+// another mission). Returns the API's answer, or null after showing the error.
+async function runAction(id, action, card, send, { onError = null, settles = true } = {}) {
+  const mission = missionById(id);
   const entry = {
+    id,
     action,
     card,
-    status: mission?.status,
-    cancelRequested: Boolean(mission?.cancel_requested),
+    panel: card.closest("section.panel")?.id ?? "live",
+    signature: signatureOf(mission),
+    until: null,
     done: false,
     doneAt: 0,
   };
   state.errors.delete(id);
   state.pending.set(id, entry);
   renderMissions();
+  let answer = null;
   try {
-    await api[action](id);
+    answer = await send();
+    const version = Date.parse(answer?.updated_at);
+    if (!Number.isNaN(version)) entry.until = version;
     entry.done = true;
     entry.doneAt = Date.now();
+    if (!settles && state.pending.get(id) === entry) state.pending.delete(id);
   } catch (error) {
     if (state.pending.get(id) === entry) state.pending.delete(id);
-    state.errors.set(id, error.message);
+    if (onError) onError(error);
+    else state.errors.set(id, error.message);
   }
   renderMissions();
+  return answer;
 }
 
 main().catch((error) => {

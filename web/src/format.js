@@ -2,8 +2,10 @@
 // No DOM and no SDK here, so every rule about what a person sees lives in one place.
 
 export const TERMINAL = new Set(["completed", "failed", "cancelled"]);
-// Missions someone may still act on or is waiting for.
+// Missions someone may still act on or is waiting for. Paused ones wait for their owner and
+// are listed apart (PAUSED), never as running.
 export const LIVE = new Set(["proposed", "approved", "queued", "running"]);
+export const PAUSED = "paused";
 
 // Firestore Timestamps (mission fields) and ISO strings (tracker fields) alike.
 export function toMillis(value) {
@@ -36,7 +38,8 @@ export function shownStep(mission) {
   if (!tracker) return null;
   const current = tracker.current_step ?? null;
   const lastDone = tracker.completed_steps?.at(-1) ?? null;
-  if (mission.status === "running") return current ?? lastDone;
+  // A paused mission stopped in (or just before) its current step: that is where it resumes.
+  if (mission.status === "running" || mission.status === PAUSED) return current ?? lastDone;
   if (current?.status === "failed") return current;
   return lastDone ?? current;
 }
@@ -46,6 +49,7 @@ const WAITING = {
   approved: "Approved — ready to execute",
   queued: "Queued — waiting for a worker",
   running: "Starting…",
+  paused: "Paused before it started",
   completed: "Completed",
   failed: "Failed",
   cancelled: "Cancelled before it ran",
@@ -70,7 +74,8 @@ export function elapsedSeconds(mission, now) {
 // The worker's last estimate counted down since it was written; null when there is none to show.
 export function etaSeconds(mission, now) {
   const tracker = trackerOf(mission);
-  if (!tracker || TERMINAL.has(mission.status)) return null;
+  // A paused mission's estimate would count down to nothing while nobody works on it.
+  if (!tracker || TERMINAL.has(mission.status) || mission.status === PAUSED) return null;
   const written = toMillis(tracker.updated_at);
   const since = written == null ? 0 : (now - written) / 1000;
   return Math.max(0, Math.round((Number(tracker.estimated_time_remaining) || 0) - since));
@@ -98,6 +103,40 @@ export function failureText(mission) {
   const error = mission.execution_record?.error;
   if (!error) return "Failed";
   return error.step_name ? `Failed at ${error.step_name}: ${error.message}` : `Failed: ${error.message}`;
+}
+
+// What a pause means for the owner, and until when it waits for them.
+export function pauseReasonOf(mission) {
+  return mission.status === PAUSED ? (mission.pause_reason ?? null) : null;
+}
+
+export function pauseText(mission) {
+  const reason = pauseReasonOf(mission);
+  if (!reason) return null;
+  return reason.message || "Paused";
+}
+
+// "Waits until <local time>, then fails", or null when the pause never expires.
+export function pauseExpiry(mission) {
+  const expires = toMillis(pauseReasonOf(mission)?.expires_at);
+  if (expires == null) return null;
+  const at = new Date(expires);
+  return { text: `Waits until ${at.toLocaleString()}, then fails`, datetime: at.toISOString() };
+}
+
+// Missions run again after a failure count their runs; the first run says nothing.
+export function runText(mission) {
+  const run = Number(mission.execution_record?.run) || 1;
+  return run > 1 ? `Run ${run}` : null;
+}
+
+// Dollars as a person types them (0.0001, not 1e-4), never rounded: a budget field filled
+// with a hair less than a mission needs would only pause it again.
+export function dollars(amount) {
+  const value = Number(amount);
+  if (!Number.isFinite(value)) return "";
+  const plain = value.toFixed(10).replace(/0+$/, "").replace(/\.$/, "");
+  return Number(plain) === value ? plain : String(value);
 }
 
 export function toolText(mission) {

@@ -2,14 +2,20 @@
 // width can animate from its old value and a focused button keeps its focus across snapshots.
 
 import {
+  PAUSED,
   TERMINAL,
   attemptText,
   detailText,
+  dollars,
   elapsedSeconds,
   etaSeconds,
   failureText,
   isStalled,
+  pauseExpiry,
+  pauseReasonOf,
+  pauseText,
   percentOf,
+  runText,
   shorten,
   stepLine,
   toMillis,
@@ -19,9 +25,51 @@ import {
 const ACTIONS = [
   ["approve", "Approve"],
   ["execute", "Execute"],
+  ["pause", "Pause"],
+  ["resume", "Resume"],
+  ["retry", "Retry"],
+  ["edit", "Edit"],
+  ["clone", "Clone"],
   ["cancel", "Cancel"],
   ["open", "Open"],
 ];
+
+// The buttons a card shows in each state: the actions it allows now, and those it is about to
+// (Execute once approved, Resume once paused), disabled. Others stay in the page, hidden.
+const SHOWN = {
+  proposed: ["approve", "execute", "edit", "clone", "cancel"],
+  approved: ["approve", "execute", "edit", "clone", "cancel"],
+  queued: ["pause", "resume", "clone", "cancel"],
+  running: ["pause", "resume", "clone", "cancel"],
+  paused: ["pause", "resume", "edit", "clone", "cancel"],
+  failed: ["retry", "edit", "clone"],
+  completed: ["clone"],
+  cancelled: ["clone"],
+};
+
+// What the owner may change, by state (the API's rule): before it runs, anything the create
+// form says; once stopped (paused or failed), only the limits that stopped it.
+export const EDITABLE = {
+  proposed: "all",
+  approved: "all",
+  paused: "limits",
+  failed: "limits",
+};
+
+export function allowedActions(mission) {
+  const status = mission.status;
+  const stopping = Boolean(mission.cancel_requested || mission.pause_requested);
+  return {
+    approve: status === "proposed",
+    execute: status === "approved",
+    pause: (status === "queued" || status === "running") && !stopping,
+    resume: status === PAUSED,
+    retry: status === "failed",
+    edit: status in EDITABLE,
+    clone: true,
+    cancel: !TERMINAL.has(status) && !mission.cancel_requested,
+  };
+}
 
 function el(tag, className, text) {
   const node = document.createElement(tag);
@@ -58,6 +106,7 @@ function createCard(mission, section, pipeline) {
   const idBase = `${section}-${mission.mission_id}`;
   const card = el("article", "mission");
   card.dataset.missionId = mission.mission_id;
+  card.dataset.idBase = idBase;
   card.setAttribute("aria-labelledby", `${idBase}-objective`);
 
   const head = el("div", "mission-head");
@@ -78,15 +127,92 @@ function createCard(mission, section, pipeline) {
     button.dataset.action = action;
     // The button's name stays "Approve" etc.; the objective tells screen readers which mission.
     button.setAttribute("aria-describedby", objective.id);
+    if (action === "edit") button.setAttribute("aria-expanded", "false");
     actions.append(button);
   }
   const error = el("p", "error");
+  error.id = `${idBase}-error`;
   error.setAttribute("role", "alert");
 
   card.append(head, progress, el("p", "step"), el("p", "facts"), el("div", "notes"));
+  // Only the paused group offers the pause's way out, so the page has one form per mission.
+  if (section === "paused") card.append(el("div", "lift"));
   if (pipeline) card.append(el("dl", "summary-facts"), el("div", "links"));
   card.append(actions, error);
   return card;
+}
+
+// A labelled control; its description is its hint and `${idBase}-error` (where its form's
+// errors appear).
+function field(idBase, name, labelText, control, hintText) {
+  const wrapper = el("div", "field");
+  const label = el("label", null, labelText);
+  control.id = `${idBase}-${name}`;
+  control.name = name;
+  label.htmlFor = control.id;
+  wrapper.append(label, control);
+  const described = [`${idBase}-error`];
+  if (hintText) {
+    const hint = el("p", "hint", hintText);
+    hint.id = `${control.id}-hint`;
+    described.unshift(hint.id);
+    wrapper.append(hint);
+  }
+  control.setAttribute("aria-describedby", described.join(" "));
+  return wrapper;
+}
+
+const editorField = (idBase, ...rest) => field(`${idBase}-edit`, ...rest);
+
+function input(type, value, attributes = {}) {
+  const node = el("input");
+  node.type = type;
+  node.value = value;
+  for (const [name, attr] of Object.entries(attributes)) node.setAttribute(name, attr);
+  return node;
+}
+
+// The way out of a pause, by its reason: raise the budget to what it needs, or allow the host
+// it wants to reach; a pause its owner asked for is lifted with Resume alone.
+function renderLift(region, mission, idBase) {
+  const reason = pauseReasonOf(mission);
+  const code = reason?.code;
+  const liftable =
+    (code === "budget_exceeded" && reason.needed_usd != null) ||
+    (code === "out_of_scope" && Boolean(reason.host));
+  const wanted = liftable ? reason : null;
+  const key = wanted ? JSON.stringify([code, wanted.needed_usd, wanted.host]) : "";
+  if (region.dataset.key === key) return;
+  region.dataset.key = key;
+  if (!wanted) {
+    region.replaceChildren();
+    return;
+  }
+  const form = el("form", "lift-form");
+  form.dataset.lift = code;
+  const submit = el("button", "primary lift-submit");
+  submit.type = "submit";
+  if (code === "budget_exceeded") {
+    const needed = dollars(wanted.needed_usd);
+    const budget = input("number", needed, {
+      min: "0.000001",
+      max: "100",
+      step: "any",
+      inputmode: "decimal",
+    });
+    budget.classList.add("lift-budget");
+    budget.required = true;
+    const hint = `It needs $${needed} to go on; cancel it if that is too much.`;
+    submit.textContent = "Raise budget and resume";
+    // Described by the card's error too, where a refusal of the new budget shows.
+    form.append(field(idBase, "lift-budget", "New budget (USD)", budget, hint), submit);
+  } else {
+    form.dataset.host = wanted.host;
+    submit.textContent = `Allow ${wanted.host} and resume`;
+    form.append(submit);
+  }
+  submit.setAttribute("aria-describedby", `${idBase}-objective`);
+  region.replaceChildren(form);
 }
 
 function updateCard(card, mission, ctx) {
@@ -107,6 +233,7 @@ function updateCard(card, mission, ctx) {
   progress.firstChild.style.width = `${percent}%`;
 
   setText(card.querySelector(".step"), stepLine(mission));
+  const pausing = mission.pause_requested && !TERMINAL.has(status) && status !== PAUSED;
 
   const elapsed = elapsedSeconds(mission, now);
   const eta = etaSeconds(mission, now);
@@ -117,13 +244,27 @@ function updateCard(card, mission, ctx) {
     eta != null && { cls: "eta", text: `ETA ${eta}s` },
     detail && { cls: "detail", text: detail },
     attempt && { cls: "attempt", text: attempt },
+    runText(mission) && { cls: "run", text: runText(mission) },
     isStalled(mission, now) && { cls: "stalled", text: "stalled" },
     mission.cancel_requested &&
       !TERMINAL.has(status) && { cls: "cancelling", text: "cancel requested" },
+    pausing &&
+      !mission.cancel_requested && {
+        cls: "pausing",
+        text: "pause requested — pauses at the next step boundary",
+      },
   ]);
 
   const failure = failureText(mission);
-  showParts(card.querySelector(".notes"), [failure && { tag: "p", cls: "failure", text: failure }]);
+  const paused = pauseText(mission);
+  const expiry = pauseExpiry(mission);
+  showParts(card.querySelector(".notes"), [
+    failure && { tag: "p", cls: "failure", text: failure },
+    paused && { tag: "p", cls: "pause-reason", text: paused },
+    expiry && { tag: "time", cls: "pause-expiry", text: expiry.text, datetime: expiry.datetime },
+  ]);
+  const lift = card.querySelector(".lift");
+  if (lift) renderLift(lift, mission, card.dataset.idBase);
 
   if (pipeline) {
     const finished = toMillis(mission.finished_at);
@@ -155,17 +296,23 @@ function updateCard(card, mission, ctx) {
 
   // While a request for this mission is in flight, none of its actions can be sent again.
   const pending = ctx.isPending(mission);
-  const allowed = {
-    approve: status === "proposed",
-    execute: status === "approved",
-    cancel: !TERMINAL.has(status) && !mission.cancel_requested,
-  };
+  const allowed = allowedActions(mission);
+  const shown = new Set([...(SHOWN[status] ?? []), "open"]);
   for (const button of card.querySelectorAll(".actions button")) {
     const action = button.dataset.action;
     const disabled = action === "open" ? false : pending || !allowed[action];
     if (button.disabled !== disabled) button.disabled = disabled;
+    const hidden = !shown.has(action);
+    if (button.hidden !== hidden) button.hidden = hidden;
   }
-  setText(card.querySelector(".error"), ctx.errorFor(mission.mission_id) ?? "");
+  for (const button of card.querySelectorAll(".lift button, .editor button[type=submit]")) {
+    if (button.disabled !== pending) button.disabled = pending;
+  }
+  // An editor opened for fields the mission no longer lets change closes by itself.
+  const editor = card.querySelector(".editor");
+  if (editor && editor.dataset.fields !== EDITABLE[status]) closeEditor(card);
+  // The card's own error, not the editor's inside it.
+  setText(card.querySelector(":scope > .error"), ctx.errorFor(mission.mission_id) ?? "");
 }
 
 // Brings `container` to show `missions` in order, reusing the cards already there.
@@ -185,4 +332,174 @@ export function renderMissionList(container, missions, ctx) {
     const at = container.children[index];
     if (at !== card) container.insertBefore(card, at ?? null);
   });
+}
+
+// ---- the inline editor -------------------------------------------------------------------
+
+// What a person typed that cannot be sent, and the field to go back to.
+export class InputError extends Error {
+  constructor(message, field) {
+    super(message);
+    this.field = field;
+  }
+}
+
+function onLimitChoice(idBase, current) {
+  const group = el("fieldset", "choice");
+  group.append(el("legend", null, "On a limit"));
+  for (const [value, text] of [
+    ["fail", "Fail"],
+    ["ask", "Ask me"],
+  ]) {
+    const option = el("label", "choice-option");
+    const radio = input("radio", value);
+    radio.name = `${idBase}-edit-on_limit`;
+    radio.dataset.field = "on_limit";
+    radio.checked = current === value;
+    option.append(radio, document.createTextNode(` ${text}`));
+    group.append(option);
+  }
+  return group;
+}
+
+const EDITOR_HINTS = {
+  approved: "Saving takes back the approval: approve it again to run what it now says.",
+  paused: "Only the budget and the allowed domains can change now; resume it to go on.",
+  failed: "Only the budget and the allowed domains can change now; retry it to run again.",
+};
+
+// Opens the editor under the card's facts with the fields its state lets change, filled in.
+export function openEditor(card, mission, toolNames) {
+  const fields = EDITABLE[mission.status];
+  if (!fields) return null;
+  closeEditor(card);
+  const idBase = card.dataset.idBase;
+  const form = el("form", "editor");
+  form.id = `${idBase}-editor`;
+  form.dataset.fields = fields;
+  form.setAttribute("aria-label", `Edit mission: ${shorten(mission.objective, 60)}`);
+  const parts = [];
+  if (fields === "all") {
+    const objective = el("textarea");
+    objective.rows = 2;
+    objective.maxLength = 2000;
+    objective.required = true;
+    objective.value = mission.objective;
+    parts.push(editorField(idBase, "objective", "Objective", objective));
+  }
+  const domains = input("text", (mission.scope?.allowed_domains ?? []).join(" "), {
+    autocomplete: "off",
+    spellcheck: "false",
+  });
+  const domainsHint = "Hostnames, separated by commas or spaces.";
+  parts.push(editorField(idBase, "domains", "Allowed domains", domains, domainsHint));
+  const budget = input("number", dollars(mission.budget_usd), {
+    min: "0.000001",
+    max: "100",
+    step: "any",
+    inputmode: "decimal",
+  });
+  budget.required = true;
+  parts.push(editorField(idBase, "budget", "Budget (USD)", budget));
+  if (fields === "all") {
+    const tool = el("select");
+    tool.append(new Option("Automatic", ""));
+    for (const name of new Set([...toolNames, ...(mission.tool ? [mission.tool] : [])])) {
+      tool.append(new Option(name, name));
+    }
+    tool.value = mission.tool ?? "";
+    parts.push(editorField(idBase, "tool", "Tool", tool));
+    const inputs = el("textarea", "json");
+    inputs.rows = 2;
+    inputs.spellcheck = false;
+    const given = mission.inputs ?? {};
+    inputs.value = Object.keys(given).length ? JSON.stringify(given) : "";
+    parts.push(editorField(idBase, "inputs", "Tool inputs (optional JSON object)", inputs));
+    parts.push(onLimitChoice(idBase, mission.on_limit ?? "fail"));
+  }
+  const hint = EDITOR_HINTS[mission.status];
+  if (hint) parts.push(el("p", "hint", hint));
+  const error = el("p", "error editor-error");
+  error.id = `${idBase}-edit-error`;
+  error.setAttribute("role", "alert");
+  const buttons = el("div", "form-actions");
+  const save = el("button", "primary", "Save changes");
+  save.type = "submit";
+  const cancel = el("button", "editor-cancel", "Discard");
+  cancel.type = "button";
+  buttons.append(cancel, save);
+  form.append(...parts, error, buttons);
+  form.addEventListener("input", (event) => event.target.removeAttribute("aria-invalid"));
+
+  card.insertBefore(form, card.querySelector(".actions"));
+  const edit = card.querySelector("button.edit");
+  edit.setAttribute("aria-expanded", "true");
+  edit.setAttribute("aria-controls", form.id);
+  form.querySelector("textarea, input").focus();
+  return form;
+}
+
+export function closeEditor(card) {
+  card.querySelector(".editor")?.remove();
+  const edit = card.querySelector("button.edit");
+  edit?.setAttribute("aria-expanded", "false");
+  edit?.removeAttribute("aria-controls");
+}
+
+export function showEditorError(form, message, fieldName) {
+  form.querySelector(".editor-error").textContent = message;
+  for (const control of form.querySelectorAll("[aria-invalid]")) {
+    control.removeAttribute("aria-invalid");
+  }
+  const control = fieldName && form.elements.namedItem(fieldName);
+  if (control && "focus" in control) {
+    control.setAttribute("aria-invalid", "true");
+    control.focus();
+  }
+}
+
+export function parseDomains(text) {
+  return text.split(/[\s,]+/).filter(Boolean);
+}
+
+export function parseInputs(text) {
+  const raw = text.trim();
+  if (!raw) return {};
+  let inputs;
+  try {
+    inputs = JSON.parse(raw);
+  } catch (error) {
+    throw new InputError(`Inputs are not valid JSON: ${error.message}`, "inputs");
+  }
+  if (inputs === null || typeof inputs !== "object" || Array.isArray(inputs)) {
+    const message = 'Inputs must be a JSON object, e.g. {"expression": "6*7"}.';
+    throw new InputError(message, "inputs");
+  }
+  return inputs;
+}
+
+const same = (a, b) => JSON.stringify(a) === JSON.stringify(b);
+
+// The fields the editor changed, as a PATCH body (nothing unchanged is sent).
+export function readEditor(form, mission) {
+  const value = (name) => form.elements.namedItem(name)?.value;
+  const changes = {};
+  const domains = parseDomains(value("domains") ?? "");
+  if (!same(domains, mission.scope?.allowed_domains ?? [])) {
+    changes.scope = { allowed_domains: domains };
+  }
+  const budget = form.elements.namedItem("budget").valueAsNumber;
+  if (!Number.isFinite(budget)) throw new InputError("Give the budget in dollars.", "budget");
+  if (budget !== mission.budget_usd) changes.budget_usd = budget;
+  if (form.dataset.fields === "all") {
+    const objective = value("objective");
+    if (objective !== mission.objective) changes.objective = objective;
+    const tool = value("tool") || null;
+    if (tool !== (mission.tool ?? null)) changes.tool = tool;
+    const inputs = parseInputs(value("inputs") ?? "");
+    if (!same(inputs, mission.inputs ?? {})) changes.inputs = inputs;
+    const onLimit = form.querySelector("input[data-field=on_limit]:checked")?.value;
+    if (onLimit && onLimit !== (mission.on_limit ?? "fail")) changes.on_limit = onLimit;
+  }
+  return changes;
 }
