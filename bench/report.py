@@ -47,6 +47,12 @@ EXECUTE_ROWS = (
     ("first_progress_ms", "Execute → first progress"),
     ("overhead_ms", "Pipeline overhead"),
 )
+STEERING_ROWS = (  # key in results["steering"], label, key in its "missed" counts
+    ("pause_between_steps_ms", "Pause → `paused` seen, between steps", "pause_between_steps"),
+    ("pause_in_crawl_ms", "Pause → `paused` seen, inside a crawl", "pause_in_crawl"),
+    ("resume_first_progress_ms", "Resume → first progress", "resume"),
+    ("retry_first_progress_ms", "Retry → first progress", "retry"),
+)
 P50_COLOR, P95_COLOR = "#4C72B0", "#DD8452"
 LAZY_COLOR, EAGER_COLOR = "#55A868", "#C44E52"
 WRITE_PARTS = (  # key in a writes row, label, colour
@@ -86,13 +92,47 @@ def _table(header: Sequence[str], rows: Iterable[Sequence[Any]], align: str = ""
     return lines
 
 
-def _stat_rows(section: Mapping[str, Any], spec: Sequence[tuple[str, str]]) -> list[list[str]]:
+def _stat_rows(
+    section: Mapping[str, Any],
+    spec: Sequence[tuple[str, str]],
+    notes: Mapping[str, str] | None = None,
+) -> list[list[str]]:
+    """label, p50, p95, n (and a note, when notes are given) for each statistic present."""
     rows = []
     for key, label in spec:
         stat = section.get(key)
         if isinstance(stat, Mapping):
-            rows.append([label, fmt(stat.get("p50")), fmt(stat.get("p95")), fmt(stat.get("n"))])
+            row = [label, fmt(stat.get("p50")), fmt(stat.get("p95")), fmt(stat.get("n"))]
+            rows.append(row if notes is None else [*row, notes.get(key, "")])
     return rows
+
+
+def _seconds(value: Any) -> str:
+    return f"{fmt(value, 2)} s" if value is not None else NONE
+
+
+def _steering_notes(steering: Mapping[str, Any], execute: Mapping[str, Any]) -> dict[str, str]:
+    """What each steering figure was measured under, and what it is held against."""
+    interval = _seconds(steering.get("interval_s"))
+    step, page = _seconds(steering.get("step_delay_s")), _seconds(steering.get("page_delay_s"))
+    pages = fmt((steering.get("pages_read_at_pause") or {}).get("p50"), 0)
+    first = fmt((execute.get("first_progress_ms") or {}).get("p95"))
+    notes = {
+        "pause_between_steps_ms": f"each step held {step} (a second worker); pause sent 0 to "
+        f"{interval} after the claim; bound: interval + step",
+        "pause_in_crawl_ms": f"{fmt(steering.get('crawl_pages'))} linked pages, page delay "
+        f"{page}; pause sent once page 1 was seen; {pages} pages read when paused (p50); "
+        "bound: interval + page",
+        "resume_first_progress_ms": "the missions paused between steps, resumed on the main "
+        f"worker; execute → first progress p95 here: {first} ms",
+        "retry_first_progress_ms": "failed on a 404 at tool_execution, retried once the page "
+        f"is served; execute → first progress p95 here: {first} ms",
+    }
+    missed = steering.get("missed") or {}
+    for key, _, missed_key in STEERING_ROWS:
+        if missed.get(missed_key):
+            notes[key] += f"; {fmt(missed[missed_key])} missed"
+    return notes
 
 
 def _met(value: Any) -> str:
@@ -133,6 +173,21 @@ def markdown(results: Mapping[str, Any]) -> str:
     rows = _stat_rows(results.get("execute") or {}, EXECUTE_ROWS)
     if rows:
         section("Execute", _table(["measure", "p50 ms", "p95 ms", "n"], rows))
+
+    steering = results.get("steering") or {}
+    notes = _steering_notes(steering, results.get("execute") or {})
+    spec = [(key, label) for key, label, _ in STEERING_ROWS]
+    rows = _stat_rows(steering, spec, notes)
+    if rows:
+        lines = _table(["measure", "p50 ms", "p95 ms", "n", "note"], rows, "lrrrl")
+        lines += [
+            "",
+            "From the request sent to the first snapshot showing its effect at a listener on "
+            "the mission document: status `paused`, or `running` (the new run's claim, its "
+            "first progress write) after a resume or a retry. Progress interval "
+            f"{_seconds(steering.get('interval_s'))}.",
+        ]
+        section("Steering", lines)
 
     scale = results.get("scale") or []
     if scale:

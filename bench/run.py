@@ -34,7 +34,7 @@ os.environ["BUDDY_DEAD_LETTER_TOPIC"] = "bench-executions-dead"
 
 from google.cloud import firestore
 
-from bench import coldstart, report
+from bench import coldstart, report, steering
 from buddy.config import LocalPorts
 from buddy.devstack import (
     CHROMIUM,
@@ -47,7 +47,12 @@ from buddy.devstack import (
 
 OUT = ROOT / "bench"
 POLL_EVERY_SECONDS = 5.0  # the original design's dashboard refresh
-SETTINGS = {"BUDDY_MAX_ACTIVE_MISSIONS": "100000", "THREADS": "64"}
+SETTINGS = {
+    "BUDDY_MAX_ACTIVE_MISSIONS": "100000",
+    "THREADS": "64",
+    # The steering scenario crawls pages served on 127.0.0.1 (no internet here).
+    "BUDDY_WEB_ALLOW_LOOPBACK": "1",
+}
 
 
 def summary(values: Iterable[float]) -> dict[str, float]:
@@ -453,6 +458,21 @@ def peak_rss_mb(function: Function) -> float:
     return round(peak / 1024, 1)
 
 
+def steering_figures(samples: steering.Samples) -> dict[str, Any]:
+    return {
+        "pause_between_steps_ms": summary(samples.pause_between_steps),
+        "pause_in_crawl_ms": summary(samples.pause_in_crawl),
+        "resume_first_progress_ms": summary(samples.resume),
+        "retry_first_progress_ms": summary(samples.retry),
+        "pages_read_at_pause": summary(samples.pages_read_at_pause),
+        "missed": dict(samples.missed),
+        "interval_s": samples.interval_s,
+        "step_delay_s": steering.STEP_DELAY_SECONDS,
+        "page_delay_s": steering.PAGE_DELAY_SECONDS,
+        "crawl_pages": steering.CRAWL_PAGES,
+    }
+
+
 def fmt_gap(row: dict[str, Any]) -> str:
     gap = "none between" if row["min_gap_s"] is None else f"{row['min_gap_s']} s"
     return f"{gap} (interval {row['interval_s']} s)"
@@ -462,6 +482,23 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     lat, exe = results["latency"], results["execute"]
     ratio = lat["ratio_listener_p95"]
     cold = results["cold_start"]
+    steer = results["steering"]
+    missed = steer["missed"]
+    # The worker hears of a pause at its next write (at most one per interval) and stops at
+    # the next step boundary, or the next page in a crawl.
+    pause_bounds = {
+        "between steps": ("pause_between_steps", steer["step_delay_s"]),
+        "in a crawl": ("pause_in_crawl", steer["page_delay_s"]),
+    }
+    pause_rows = [
+        (where, steer[f"{key}_ms"]["p95"], (steer["interval_s"] + delay) * 1000, missed.get(key, 0))
+        for where, (key, delay) in pause_bounds.items()
+    ]
+    execute_p95 = exe["first_progress_ms"]["p95"]
+    restart_rows = [
+        (name, steer[f"{name}_first_progress_ms"]["p95"], missed.get(name, 0))
+        for name in ("resume", "retry")
+    ]
     rows = [
         (
             "progress → Python listener p95 ≤ 2x the bare floor",
@@ -500,6 +537,24 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             ),
         ),
         (
+            "pause → `paused` seen p95 ≤ progress interval + the current step's time (between "
+            "steps) or page fetch (in a crawl)",
+            "; ".join(
+                f"{where} {p95} ms vs {bound:.0f} ms" + (f" ({lost} missed)" if lost else "")
+                for where, p95, bound, lost in pause_rows
+            ),
+            all(p95 <= bound and not lost for _, p95, bound, lost in pause_rows),
+        ),
+        (
+            "resume, retry → first progress p95 ≤ 1.5x execute → first progress p95 (this run)",
+            ", ".join(
+                f"{name} {p95} ms" + (f" ({lost} missed)" if lost else "")
+                for name, p95, lost in restart_rows
+            )
+            + f" vs {1.5 * execute_p95:.1f} ms (1.5x {execute_p95} ms)",
+            all(p95 <= 1.5 * execute_p95 and not lost for _, p95, lost in restart_rows),
+        ),
+        (
             "cold start ≤ half the eager-import baseline",
             f"api {cold['api']['ratio_p50']}, worker {cold['worker']['ratio_p50']}",
             cold["api"]["ratio_p50"] <= 0.5 and cold["worker"]["ratio_p50"] <= 0.5,
@@ -524,6 +579,11 @@ WHY_MISSED = [
     "see the scale table",
     "3 API writes (create, approve, queue) + the worker's claim and end + one per "
     "BUDDY_PROGRESS_MIN_INTERVAL_SECONDS of tool time",
+    "the worker reads the pause request only when it writes; the heartbeat, which writes what "
+    "is pending once the interval has passed, ticks every quarter interval; then the API's "
+    "transaction and the listener's delivery (a missed pause: the mission ended first)",
+    "a resumed or retried run reads back what its completed stages produced before its claim; "
+    "a missed one did not complete",
     "the API still imports pydantic models and the Firestore-free service layer on the first "
     "request",
 ]
@@ -555,6 +615,15 @@ def main(argv: list[str] | None = None) -> int:
         measured = latency_and_execute(User(api), db, 6 if quick else 30)
         floor = floor_latency(db, 30 if quick else 200)
         dom = measure_dom(api, db, 3 if quick else 20)
+        steered = steering.measure(
+            User(api),
+            db,
+            functions["worker"],
+            functions["dead_letter"],
+            Function("worker", free_port()),
+            SETTINGS,
+            3 if quick else 20,
+        )
         python_listener = summary(measured["listener"])
         floor_summary = summary(floor)
         results["latency"] = {
@@ -572,6 +641,7 @@ def main(argv: list[str] | None = None) -> int:
             "first_progress_ms": summary(measured["first_progress"]),
             "overhead_ms": summary(measured["overhead"]),
         }
+        results["steering"] = steering_figures(steered)
         results["scale"] = [scale(api, db, n) for n in ([1, 10] if quick else [1, 10, 50, 200])]
         results["rss_mb"] = {
             "api": peak_rss_mb(functions["api"]),

@@ -34,12 +34,21 @@ def test_quick_benchmark_produces_every_figure(stack: Stack, tmp_path: Path) -> 
     ):
         assert latency[name]["n"] > 0 and latency[name]["p95"] >= latency[name]["p50"] > 0, name
     assert results["execute"]["first_progress_ms"]["n"] > 0
+    steering = results["steering"]
+    for name in (
+        "pause_between_steps_ms",
+        "pause_in_crawl_ms",
+        "resume_first_progress_ms",
+        "retry_first_progress_ms",
+    ):
+        assert steering[name]["n"] > 0 and steering[name]["p95"] >= steering[name]["p50"] > 0, name
     assert [s["missions"] for s in results["scale"]] == [1, 10]
     assert all(s["throughput_per_s"] > 0 for s in results["scale"])
     assert [w["substeps"] for w in results["writes"]] == [0, 10, 1000]
     assert all(w["total_writes"] > w["mission_doc_writes"] > 0 for w in results["writes"])
     assert results["cold_start"]["api"]["lazy_p50_ms"] > 0
     assert results["rss_mb"]["api"] > 0
-    assert len(results["targets"]) == 7
-    assert "## Targets" in (tmp_path / "results.md").read_text()
+    assert len(results["targets"]) == 9
+    markdown = (tmp_path / "results.md").read_text()
+    assert "## Steering" in markdown and "## Targets" in markdown
     assert (tmp_path / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
