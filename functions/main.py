@@ -31,6 +31,13 @@ def sweeper(request: flask.Request) -> flask.Response:
     return handle(request)
 
 
+@functions_framework.http
+def scheduler(request: flask.Request) -> flask.Response:
+    from buddy.entrypoints.scheduler import handle
+
+    return handle(request)
+
+
 @functions_framework.errorhandler(404)
 def route_not_found(_error: Exception) -> flask.Response:
     """Paths the framework's own router can't match (an id with a newline) still get JSON."""

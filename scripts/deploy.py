@@ -90,6 +90,17 @@ FUNCTIONS = (
         1,
         ["--trigger-http", "--no-allow-unauthenticated"],
     ),
+    # Fires every schedule that is due; only its own Cloud Scheduler job may call it.
+    Function(
+        "buddy-schedules",
+        "scheduler",
+        "buddy-schedules",
+        "512Mi",
+        "300s",
+        0,
+        1,
+        ["--trigger-http", "--no-allow-unauthenticated"],
+    ),
 )
 # Least privilege, per service account.
 ROLES = {
@@ -97,6 +108,9 @@ ROLES = {
     "buddy-worker": ["roles/datastore.user"],
     "buddy-sweeper": ["roles/datastore.user"],  # + publisher on the execution topic only
     "buddy-scheduler": [],  # + run.invoker on the sweeper only
+    # Creates and queues the missions schedules fire; + publisher on the execution topic only.
+    "buddy-schedules": ["roles/datastore.user"],
+    "buddy-schedules-tick": [],  # Cloud Scheduler's identity: run.invoker on buddy-schedules
     # The identity Pub/Sub pushes with (Eventarc triggers): run.invoker on the worker and the
     # dead-letter function only, instead of the default compute account's Editor role.
     "buddy-trigger": [],
@@ -176,7 +190,7 @@ def commands(project: str, region: str, check_revoked: bool = False) -> list[lis
         out.append(_project_role(project, accounts["buddy-api"], REVOCATION_ROLE))
     for topic in (TOPIC, DEAD_TOPIC):
         out.append(["gcloud", "pubsub", "topics", "create", topic, f"--project={project}"])
-    for name in ("buddy-api", "buddy-sweeper"):
+    for name in ("buddy-api", "buddy-sweeper", "buddy-schedules"):
         out.append(
             [
                 "gcloud",
@@ -238,23 +252,28 @@ def commands(project: str, region: str, check_revoked: bool = False) -> list[lis
             str(MAX_DELIVERY_ATTEMPTS),
         ]
     )
-    out.append(_invoker("buddy-sweeper", project, region, accounts["buddy-scheduler"]))
-    out.append(
-        [
-            "gcloud",
-            "scheduler",
-            "jobs",
-            "create",
-            "http",
-            "buddy-sweeper",
-            f"--project={project}",
-            f"--location={region}",
-            "--schedule=* * * * *",
-            f"--uri=https://{region}-{project}.cloudfunctions.net/buddy-sweeper",
-            "--http-method=POST",
-            f"--oidc-service-account-email={accounts['buddy-scheduler']}",
-        ]
-    )
+    # Cloud Scheduler, every minute: the sweeper, and one job for all schedules.
+    for called, caller in (
+        ("buddy-sweeper", "buddy-scheduler"),
+        ("buddy-schedules", "buddy-schedules-tick"),
+    ):
+        out.append(_invoker(called, project, region, accounts[caller]))
+        out.append(
+            [
+                "gcloud",
+                "scheduler",
+                "jobs",
+                "create",
+                "http",
+                called,
+                f"--project={project}",
+                f"--location={region}",
+                "--schedule=* * * * *",
+                f"--uri=https://{region}-{project}.cloudfunctions.net/{called}",
+                "--http-method=POST",
+                f"--oidc-service-account-email={accounts[caller]}",
+            ]
+        )
     out.append(
         [
             "firebase",

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -22,19 +23,24 @@ from typing import TYPE_CHECKING
 from buddy.config import Settings
 from buddy.domain.progress import Clock, utc_now
 
+log = logging.getLogger(__name__)
+
 if TYPE_CHECKING:
     from google.cloud import firestore
 
     from buddy.domain.intent import IntentClassifier
+    from buddy.domain.mission import Mission
     from buddy.service.execution import Heartbeat, MissionRunner
     from buddy.service.missions import MissionService
     from buddy.service.ports import (
         DurationStatsStore,
         ExecutionPublisher,
         MissionStore,
+        ScheduleStore,
         TokenVerifier,
     )
     from buddy.service.recovery import Recovery
+    from buddy.service.schedules import ScheduleService
     from buddy.tools import ToolRegistry
 
 
@@ -50,6 +56,7 @@ class App:
     given_tools: ToolRegistry | None = None
     given_stats: DurationStatsStore | None = None
     given_classifier: IntentClassifier | None = None
+    given_schedule_store: ScheduleStore | None = None
     heartbeat: Heartbeat | None = None
     sleep: Callable[[float], None] = time.sleep  # the runner's waits (backoff, fault delays)
 
@@ -62,11 +69,55 @@ class App:
     @functools.cached_property
     def store(self) -> MissionStore:
         if self.given_store is not None:
-            return self.given_store
+            store = self.given_store
+        else:
+            from buddy.adapters.firestore_store import FirestoreMissionStore
+
+            keep = timedelta(days=self.settings.event_ttl_days)
+            store = FirestoreMissionStore(self._firestore, self.clock, keep)
+        store.ended.append(self._mission_ended)
+        return store
+
+    def _mission_ended(self, mission: Mission) -> None:
+        """Whoever ended it (its run, its owner, the sweeper), a scheduled mission's end is
+        counted by its schedule."""
+        if mission.schedule_id is None:
+            return
+        try:
+            self.schedules.mission_ended(mission)
+        except Exception:
+            # The end is written; its schedule's count is a follow-up (the next tick of the
+            # schedule counts it again), never a reason to fail the write that ended it.
+            log.exception(
+                "could not count a scheduled mission's end",
+                extra={"mission_id": mission.mission_id},
+            )
+
+    @functools.cached_property
+    def schedule_store(self) -> ScheduleStore:
+        if self.given_schedule_store is not None:
+            return self.given_schedule_store
+        from buddy.adapters.firestore_schedules import FirestoreScheduleStore
         from buddy.adapters.firestore_store import FirestoreMissionStore
 
-        keep = timedelta(days=self.settings.event_ttl_days)
-        return FirestoreMissionStore(self._firestore, self.clock, keep)
+        missions = self.store
+        assert isinstance(missions, FirestoreMissionStore)
+        return FirestoreScheduleStore(self._firestore, missions)
+
+    @functools.cached_property
+    def schedules(self) -> ScheduleService:
+        from buddy.service.schedules import ScheduleService
+
+        config = self.settings
+        return ScheduleService(
+            self.schedule_store,
+            self.store,
+            self.publisher,
+            self.missions,
+            self.clock,
+            max_schedules=config.max_schedules,
+            max_active=config.max_active_missions,
+        )
 
     @functools.cached_property
     def publisher(self) -> ExecutionPublisher:
@@ -160,6 +211,7 @@ def build(
     tools: ToolRegistry | None = None,
     stats: DurationStatsStore | None = None,
     classifier: IntentClassifier | None = None,
+    schedule_store: ScheduleStore | None = None,
     heartbeat: Heartbeat | None = None,
     sleep: Callable[[float], None] = time.sleep,
 ) -> App:
@@ -173,6 +225,7 @@ def build(
         tools,
         stats,
         classifier,
+        schedule_store,
         heartbeat,
         sleep,
     )

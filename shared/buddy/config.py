@@ -35,6 +35,7 @@ class LocalPorts:
     worker: int = 5002
     sweeper: int = 5003
     dead_letter: int = 5004
+    scheduler: int = 5005
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> LocalPorts:
@@ -111,6 +112,9 @@ class Settings:
     publish_timeout_seconds: float = _setting("BUDDY_PUBLISH_TIMEOUT_SECONDS", float, default=10.0)
     # How long a mission that asks its owner to lift a limit waits before it fails.
     pause_timeout_hours: float = _setting("BUDDY_PAUSE_TIMEOUT_HOURS", float, default=72.0)
+    max_schedules: int = _setting("BUDDY_MAX_SCHEDULES", int, default=50)
+    # The local stack's stand-in for Cloud Scheduler calls the scheduler this often.
+    scheduler_tick_seconds: float = _setting("BUDDY_SCHEDULER_TICK_SECONDS", float, default=15.0)
     # Test hook (fault injection): the worker pauses this long at the start of every step.
     fault_step_delay_seconds: float = _setting("BUDDY_FAULT_STEP_DELAY_SECONDS", float, default=0.0)
     # Refuse ID tokens revoked (or users disabled) since they were issued: one Auth call more

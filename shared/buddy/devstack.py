@@ -18,6 +18,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 import zipfile
@@ -176,14 +177,31 @@ class Function:
                 self.process.wait()
 
 
-def sweep(sweeper_url: str) -> None:
-    """One sweep; a failed call is reported and the next one tries again."""
-    request = urllib.request.Request(sweeper_url, method="POST", data=b"")
+def poke(url: str, what: str) -> None:
+    """One call of a function Cloud Scheduler calls in production (a sweep, a tick); a
+    failed call is reported and the next one tries again."""
+    request = urllib.request.Request(url, method="POST", data=b"")
     try:
         with urllib.request.urlopen(request, timeout=30) as response:
             response.read()
     except OSError as e:
-        print(f"sweep failed: {e}", file=sys.stderr, flush=True)
+        print(f"{what} failed: {e}", file=sys.stderr, flush=True)
+
+
+class Ticker(threading.Thread):
+    """Calls a function every `period` seconds, standing in for Cloud Scheduler."""
+
+    def __init__(self, url: str, what: str, period: float) -> None:
+        super().__init__(name=f"ticker-{what}", daemon=True)
+        self.url, self.what, self.period = url, what, period
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.wait(self.period):
+            poke(self.url, self.what)
+
+    def stop(self) -> None:
+        self.stopped.set()
 
 
 def set_up_pubsub(worker_url: str, dead_letter_url: str) -> None:
@@ -203,7 +221,8 @@ def set_up_pubsub(worker_url: str, dead_letter_url: str) -> None:
 def up() -> int:
     from buddy.config import Settings
 
-    project = Settings.from_env().project_id
+    settings = Settings.from_env()
+    project = settings.project_id
     ports = LocalPorts.from_env()
     configure(ports)
     emulators = subprocess.Popen(
@@ -226,6 +245,7 @@ def up() -> int:
         Function("worker", ports.worker),
         Function("sweeper", ports.sweeper),
         Function("dead_letter", ports.dead_letter),
+        Function("scheduler", ports.scheduler),
     ]
     stopping = False
 
@@ -252,15 +272,19 @@ def up() -> int:
         print(f"  {'HTTP API':<20} {functions[0].url}")
         print(f"  {'Stage worker':<20} {functions[1].url}")
         print(f"  {'Dead letters':<20} {functions[3].url}")
-        print(
-            f"  {'Sweeper':<20} {functions[2].url} (every {SWEEP_EVERY_SECONDS:.0f}s)", flush=True
-        )
-        next_sweep = time.monotonic() + SWEEP_EVERY_SECONDS
+        tick = settings.scheduler_tick_seconds
+        print(f"  {'Sweeper':<20} {functions[2].url} (every {SWEEP_EVERY_SECONDS:g}s)")
+        print(f"  {'Scheduler':<20} {functions[4].url} (every {tick:g}s)", flush=True)
+        tickers = [
+            Ticker(functions[2].url, "sweep", SWEEP_EVERY_SECONDS),
+            Ticker(functions[4].url, "tick", tick),
+        ]
+        for ticker in tickers:
+            ticker.start()
         while not stopping and emulators.poll() is None:
             time.sleep(0.5)
-            if time.monotonic() >= next_sweep:
-                next_sweep = time.monotonic() + SWEEP_EVERY_SECONDS
-                sweep(functions[2].url)
+        for ticker in tickers:
+            ticker.stop()
         return 0 if stopping else 1
     finally:
         print("\nStopping…", flush=True)

@@ -41,6 +41,13 @@ class MissionNotFound(NotFound):
         super().__init__(f"Mission {mission_id} not found")
 
 
+class ScheduleNotFound(NotFound):
+    """No such schedule for this caller."""
+
+    def __init__(self, schedule_id: str) -> None:
+        super().__init__(f"Schedule {schedule_id} not found")
+
+
 class MethodNotAllowed(ServiceError):
     status, code = 405, "method_not_allowed"
 
@@ -84,6 +91,13 @@ class TooManyActiveMissions(ServiceError):
             f"You already have {limit} missions queued or running; "
             "wait for one to finish or cancel one"
         )
+
+
+class TooManySchedules(ServiceError):
+    status, code = 429, "too_many_schedules"
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"You already have {limit} schedules; delete one to add another")
 
 
 class DependencyUnavailable(ServiceError):

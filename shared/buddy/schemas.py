@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
@@ -142,6 +143,78 @@ class AmendMission(_Edit):
 
     budget_usd: Budget | None = None
     scope: Scope | None = None
+
+
+# ---- schedules ------------------------------------------------------------------------------
+
+ScheduleName = Annotated[
+    str,
+    Field(min_length=1, max_length=200, json_schema_extra={"pattern": r"\S"}),
+    AfterValidator(_not_blank),
+]
+CronField = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=200,
+        description="Five fields — minute hour day-of-month month day-of-week — read in "
+        "`timezone` (e.g. '0 9 * * 1-5': weekdays at 09:00)",
+    ),
+]
+TimeZone = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=64,
+        description="An IANA time zone, e.g. Europe/Berlin (an unknown one is a 422)",
+    ),
+]
+OverlapField = Annotated[
+    Literal["skip", "buffer_one", "allow"],
+    Field(
+        description="A fire while the last mission has not finished: skip it, keep the "
+        "newest one until it finishes, or run it anyway"
+    ),
+]
+
+
+def _integral(value: Any) -> Any:
+    """3.0 is the integer 3 in JSON (and JSON Schema); 3.5 is not."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+CatchupWindow = Annotated[int, BeforeValidator(_integral), Field(ge=0, le=7 * 86400)]
+PauseAfter = Annotated[
+    int, BeforeValidator(_integral), Field(ge=0, le=100, description="0: never pause")
+]
+
+
+class CreateSchedule(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    name: ScheduleName
+    cron: CronField
+    timezone: TimeZone = "UTC"
+    mission: CreateMission
+    overlap: OverlapField = "skip"
+    catchup_window_seconds: CatchupWindow = 0
+    pause_after_failures: PauseAfter = 3
+
+    def fields(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+class ModifySchedule(_Edit):
+    name: ScheduleName | None = None
+    cron: CronField | None = None
+    timezone: TimeZone | None = None
+    mission: CreateMission | None = None
+    overlap: OverlapField | None = None
+    catchup_window_seconds: CatchupWindow | None = None
+    pause_after_failures: PauseAfter | None = None
+
+    def fields(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude_unset=True)
 
 
 def validation_message(error: ValidationError, prefix: str = "") -> str:
@@ -277,6 +350,9 @@ class MissionOut(Out):
     pause_requested: bool = False
     pause_reason: PauseReasonOut | None = None
     cloned_from: str | None = None
+    recipe: dict[str, Any] | None = None
+    schedule_id: str | None = None
+    scheduled_for: datetime | None = None
     execution_record: ExecutionRecordOut | None = None
 
 
@@ -329,3 +405,53 @@ class ArtifactOut(Out):
     created_at: str
     # The content was cut to fit (the page's size cap, or the artifact's 1 MiB).
     truncated: bool = False
+
+
+class FireOut(Out):
+    fire_at: datetime
+    status: Literal["fired", "skipped", "buffered"]
+    mission_id: str | None = None
+    reason: str | None = None
+    outcome: Status | None = None
+
+
+class UpcomingFire(Out):
+    utc: datetime
+    local: str  # ISO 8601 with the zone's offset at that instant
+
+
+class ScheduleOut(Out):
+    schedule_id: str
+    owner_uid: str
+    name: str
+    cron: str
+    description: str  # the cron in words
+    timezone: str
+    mission: dict[str, Any]
+    overlap: Literal["skip", "buffer_one", "allow"]
+    catchup_window_seconds: int
+    pause_after_failures: int
+    paused: bool
+    pause_reason: str | None = None
+    consecutive_failures: int
+    next_fire_at: datetime | None = None
+    last_fire_at: datetime | None = None
+    last_mission_id: str | None = None
+    buffered_fire_at: datetime | None = None
+    created_at: datetime
+    updated_at: datetime
+    history: list[FireOut]
+    upcoming: list[UpcomingFire]
+
+
+class ScheduleList(Out):
+    schedules: list[ScheduleOut]
+
+
+class RunAccepted(Out):
+    mission_id: str
+    status: Literal["queued"]
+
+
+class Empty(Out):
+    """No body (204)."""

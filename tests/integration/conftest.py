@@ -21,7 +21,7 @@ import pytest
 import requests
 from google.cloud import firestore
 
-from buddy.devstack import Function, set_up_pubsub, wait_for_http
+from buddy.devstack import Function, Ticker, set_up_pubsub, wait_for_http
 
 from ..localserver import LocalServer
 
@@ -62,6 +62,7 @@ TEST_SETTINGS = {
     "BUDDY_PUBLISH_TIMEOUT_SECONDS": "2",
     "BUDDY_WEB_ALLOW_LOOPBACK": "1",
     "BUDDY_WEB_FETCH_TIMEOUT_SECONDS": "5",
+    "BUDDY_SCHEDULER_TICK_SECONDS": "2",
 }
 
 
@@ -72,6 +73,7 @@ class Stack:
     worker_log: Path
     sweeper_url: str
     dead_letter_url: str
+    scheduler_url: str
 
     def worker_logged(self, message: str) -> list[dict]:
         """The worker's structured log records with exactly this message."""
@@ -101,15 +103,20 @@ def stack(site: LocalServer) -> Iterator[Stack]:
     for old in ARTIFACTS.glob("*.log"):
         old.unlink()
     env = {**TEST_SETTINGS, "BUDDY_SEARCH_URL": site.base_url}
-    functions = [Function(t, _free_port()) for t in ("api", "worker", "sweeper", "dead_letter")]
-    api, worker, sweeper, dead_letter = functions
+    targets = ("api", "worker", "sweeper", "dead_letter", "scheduler")
+    functions = [Function(t, _free_port()) for t in targets]
+    api, worker, sweeper, dead_letter, scheduler = functions
     worker_log = ARTIFACTS / "worker.log"
     for function in functions:
         function.start(env, ARTIFACTS / f"{function.target}.log")
-    stack = Stack(api.url, worker, worker_log, sweeper.url, dead_letter.url)
+    stack = Stack(api.url, worker, worker_log, sweeper.url, dead_letter.url, scheduler.url)
     stack.feed_worker()
     wait_for_http(api.url + "/healthz")
+    # As the local stack does: the scheduler ticks on its own (the sweeper the tests call).
+    ticker = Ticker(scheduler.url, "tick", float(TEST_SETTINGS["BUDDY_SCHEDULER_TICK_SECONDS"]))
+    ticker.start()
     yield stack
+    ticker.stop()
     for function in functions:
         function.stop()
 

@@ -51,6 +51,7 @@ def test_dry_run_prints_every_cloud_command() -> None:
         "buddy-worker",
         "buddy-dead-letters",
         "buddy-sweeper",
+        "buddy-schedules",
     ]
     for command in deploys:
         for flag in (
@@ -70,6 +71,8 @@ def test_dry_run_prints_every_cloud_command() -> None:
     assert "--trigger-topic=mission-executions --retry" in worker
     assert "--trigger-http --allow-unauthenticated" in deploys[0]
     assert "--trigger-http --no-allow-unauthenticated" in deploys[3]
+    assert "--trigger-http --no-allow-unauthenticated" in deploys[4]
+    assert "--entry-point=scheduler" in deploys[4]
     assert "gcloud pubsub topics create mission-executions --project=acme-prod" in commands
     assert "gcloud pubsub topics create mission-executions-dead --project=acme-prod" in commands
     assert any(
@@ -79,7 +82,9 @@ def test_dry_run_prints_every_cloud_command() -> None:
         )
         for c in commands
     )
-    assert any(c.startswith("gcloud scheduler jobs create http buddy-sweeper") for c in commands)
+    jobs = [c for c in commands if c.startswith("gcloud scheduler jobs create http")]
+    assert [c.split()[5] for c in jobs] == ["buddy-sweeper", "buddy-schedules"]
+    assert all("'--schedule=* * * * *'" in c for c in jobs)  # every minute, one job each
     assert commands[-1] == (
         "firebase deploy --only firestore:rules,firestore:indexes,hosting "
         "--project acme-prod --non-interactive"
@@ -104,6 +109,26 @@ def test_pubsub_triggers_push_as_an_account_that_may_only_invoke_them() -> None:
     assert not any(trigger in c and "projects add-iam-policy-binding" in c for c in commands)
     limits = {name: c.split("--max-instances=")[1].split()[0] for name, c in deploys.items()}
     assert all(int(n) >= 1 for n in limits.values()) and limits["buddy-sweeper"] == "1"
+
+
+def test_one_scheduler_job_fires_schedules_as_an_account_that_may_only_invoke_it() -> None:
+    """The schedules' job calls with its own identity, which may invoke buddy-schedules and
+    nothing else; the function runs as its own account, allowed to publish executions."""
+    out = deploy("--project", "acme-prod", "--region", "europe-west1", "--dry-run")
+    commands = [line[2:] for line in out.splitlines() if line.startswith("$ ")]
+    tick = "buddy-schedules-tick@acme-prod.iam.gserviceaccount.com"
+    job = next(c for c in commands if c.startswith("gcloud scheduler jobs create http buddy-sch"))
+    assert f"--oidc-service-account-email={tick}" in job
+    assert "cloudfunctions.net/buddy-schedules " in job + " "
+    invoked = [c.split()[3] for c in commands if tick in c and "add-invoker" in c]
+    assert invoked == ["buddy-schedules"]
+    assert not any(tick in c and "add-iam-policy-binding" in c for c in commands)
+    runs_as = "buddy-schedules@acme-prod.iam.gserviceaccount.com"
+    publishers = [c for c in commands if "roles/pubsub.publisher" in c and runs_as in c]
+    assert (
+        len(publishers) == 1
+        and "topics add-iam-policy-binding mission-executions " in (publishers[0])
+    )
 
 
 def test_check_revoked_turns_on_the_setting_and_lets_the_api_read_users() -> None:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 import requests
 import schemathesis
 from hypothesis import HealthCheck, settings
+from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from .conftest import Stack, User
 
@@ -40,10 +43,45 @@ def test_openapi_describes_every_route(stack: Stack) -> None:
     create = doc["components"]["schemas"]["CreateMission"]
     assert create["additionalProperties"] is False
     assert create["properties"]["objective"]["maxLength"] == 2000
+    for path, method in [
+        ("/schedules", "post"),
+        ("/schedules", "get"),
+        ("/schedules/{schedule_id}", "get"),
+        ("/schedules/{schedule_id}", "patch"),
+        ("/schedules/{schedule_id}", "delete"),
+        ("/schedules/{schedule_id}/pause", "post"),
+        ("/schedules/{schedule_id}/resume", "post"),
+        ("/schedules/{schedule_id}/run", "post"),
+    ]:
+        assert (path, method) in operations, (path, method)
+    assert "204" in doc["paths"]["/schedules/{schedule_id}"]["delete"]["responses"]
+    schedule = doc["components"]["schemas"]["CreateSchedule"]
+    assert schedule["properties"]["mission"] == {"$ref": "#/components/schemas/CreateMission"}
+    listed = doc["paths"]["/missions"]["get"]["parameters"]
+    assert "schedule_id" in {p["name"] for p in listed}
+
+
+@pytest.fixture
+def fuzzer(alice: User) -> Iterator[User]:
+    """The fuzzing user; the schedules it made are deleted after, so they stop firing."""
+    yield alice
+    for schedule in alice.call("GET", "/schedules").json()["schedules"]:
+        alice.call("DELETE", f"/schedules/{schedule['schedule_id']}")
 
 
 @schema.parametrize()
 @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
-def test_fuzzed_requests_get_no_5xx_and_match_the_description(case, alice: User) -> None:  # type: ignore[no-untyped-def]
-    """Generated requests never get a 5xx, and every answer matches the description."""
-    case.call_and_validate(headers={"Authorization": f"Bearer {alice.token}"})
+def test_fuzzed_requests_get_no_5xx_and_match_the_description(case, fuzzer: User) -> None:  # type: ignore[no-untyped-def]
+    """Generated requests never get a 5xx, and every answer matches the description.
+
+    A schedule's body is checked for more than its schema says: a cron's fields and an IANA
+    zone have rules JSON Schema cannot state (`5-1 * * * *`, `0 0 30 2 *`, `Mars/Base` fit
+    the pattern of one and the type of the other), so for those bodies a 422 for data the
+    schema allows is expected; every other check still holds."""
+    excluded = []
+    with_cron = {("POST", "/schedules"), ("PATCH", "/schedules/{schedule_id}")}
+    if (case.operation.method.upper(), case.operation.path) in with_cron:
+        excluded.append(positive_data_acceptance)
+    case.call_and_validate(
+        headers={"Authorization": f"Bearer {fuzzer.token}"}, excluded_checks=excluded
+    )

@@ -16,7 +16,14 @@ from buddy.service.missions import MissionService
 from buddy.service.progress_writer import ProgressWriter
 from buddy.tools import ToolRegistry, default_registry
 
-from .fakes import FakeClock, FakeDurationStats, FakeMissionStore, FakePublisher, FakeVerifier
+from .fakes import (
+    FakeClock,
+    FakeDurationStats,
+    FakeMissionStore,
+    FakePublisher,
+    FakeScheduleStore,
+    FakeVerifier,
+)
 
 
 @pytest.fixture
@@ -27,6 +34,11 @@ def clock() -> FakeClock:
 @pytest.fixture
 def store(clock: FakeClock) -> FakeMissionStore:
     return FakeMissionStore(clock)
+
+
+@pytest.fixture
+def schedule_store(store: FakeMissionStore) -> FakeScheduleStore:
+    return FakeScheduleStore(store)
 
 
 @pytest.fixture
@@ -48,6 +60,7 @@ def make_app(
     clock: FakeClock,
     stats: FakeDurationStats,
     heartbeat: ManualHeartbeat,
+    schedule_store: FakeScheduleStore,
 ) -> Callable[..., bootstrap.App]:
     """The composition root over the fakes: `make_app(tools=..., max_active_missions=2)`."""
 
@@ -62,6 +75,7 @@ def make_app(
             tools=tools or default_registry(),
             stats=stats,
             classifier=RuleBasedClassifier(),
+            schedule_store=schedule_store,
             heartbeat=heartbeat,
             sleep=clock.advance,  # waiting (backoff, fault delays) moves the fake clock
         )

@@ -19,14 +19,17 @@ from buddy.domain.mission import (
     Status,
     iso,
 )
+from buddy.domain.schedule import Schedule, Tick
 from buddy.errors import (
     DependencyUnavailable,
     MissionNotFound,
+    ScheduleNotFound,
     StorageRejected,
     TooManyActiveMissions,
+    TooManySchedules,
     Unauthenticated,
 )
-from buddy.service.ports import Decide
+from buddy.service.ports import Decide, Fired, MissionFor
 from buddy.tools import ToolContext, ToolInputs, ToolResult
 
 START = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
@@ -61,6 +64,7 @@ class FakeMissionStore:
         self.before_apply: Callable[[], None] = lambda: None  # a concurrent writer's turn
         # Firestore refusing a write as invalid (InvalidArgument), whatever its size.
         self.refuse_when: Callable[[Change], bool] = lambda change: False
+        self.ended: list[Callable[[Mission], None]] = []  # told when a write ends a mission
 
     def _event(self, mission: Mission, seq: int, event: NewEvent) -> Event:
         return Event(
@@ -120,6 +124,9 @@ class FakeMissionStore:
         written = replace(change.mission, event_seq=seq)
         self.missions[mission_id] = written
         self.written.append(written)
+        if written.terminal and not before.terminal:
+            for listener in self.ended:
+                listener(written)
         return written
 
     def active_count(self, owner_uid: str) -> int:
@@ -128,11 +135,15 @@ class FakeMissionStore:
             1 for m in self.missions.values() if m.owner_uid == owner_uid and m.status in ACTIVE
         )
 
-    def missions_of(self, owner_uid: str, status: Status | None, limit: int) -> list[Mission]:
+    def missions_of(
+        self, owner_uid: str, status: Status | None, limit: int, schedule_id: str | None = None
+    ) -> list[Mission]:
         mine = [
             m
             for m in self.missions.values()
-            if m.owner_uid == owner_uid and (status is None or m.status == status)
+            if m.owner_uid == owner_uid
+            and (status is None or m.status == status)
+            and (schedule_id is None or m.schedule_id == schedule_id)
         ]
         return sorted(mine, key=lambda m: m.created_at, reverse=True)[:limit]
 
@@ -183,6 +194,65 @@ class FakeMissionStore:
         """Sets a mission's state outright, as another process might have left it."""
         self.missions[mission.mission_id] = mission
         return mission
+
+
+class FakeScheduleStore:
+    """ScheduleStore in memory, creating its fires' missions in a FakeMissionStore."""
+
+    def __init__(self, missions: FakeMissionStore) -> None:
+        self.missions = missions
+        self.schedules: dict[str, Schedule] = {}
+
+    def create(self, schedule: Schedule, limit: int) -> Schedule:
+        if len(self.schedules_of(schedule.owner_uid)) >= limit:
+            raise TooManySchedules(limit)
+        self.schedules[schedule.schedule_id] = schedule
+        return schedule
+
+    def get(self, schedule_id: str) -> Schedule | None:
+        return self.schedules.get(schedule_id)
+
+    def schedules_of(self, owner_uid: str) -> list[Schedule]:
+        owned = [s for s in self.schedules.values() if s.owner_uid == owner_uid]
+        return sorted(owned, key=lambda s: s.created_at, reverse=True)
+
+    def update(self, schedule_id: str, change: Callable[[Schedule], Schedule]) -> Schedule:
+        schedule = self.schedules.get(schedule_id)
+        if schedule is None:
+            raise ScheduleNotFound(schedule_id)
+        self.schedules[schedule_id] = written = change(schedule)
+        return written
+
+    def delete(self, schedule_id: str) -> None:
+        self.schedules.pop(schedule_id, None)
+
+    def due(self, now: datetime, limit: int) -> list[Schedule]:
+        due = [
+            s
+            for s in self.schedules.values()
+            if not s.paused
+            and (
+                (s.next_fire_at is not None and s.next_fire_at <= now)
+                or s.buffered_fire_at is not None
+            )
+        ]
+        return sorted(due, key=lambda s: s.next_fire_at or now)[:limit]
+
+    def fire(
+        self, schedule_id: str, decide: Callable[[Schedule], Tick], mission_for: MissionFor
+    ) -> Fired:
+        schedule = self.schedules.get(schedule_id)
+        if schedule is None:
+            raise ScheduleNotFound(schedule_id)
+        tick = decide(schedule)
+        self.schedules[schedule_id] = tick.schedule
+        if tick.fire_at is None:
+            return Fired(tick.schedule)
+        mission, events = mission_for(tick.schedule, tick.fire_at)
+        if mission.mission_id in self.missions.missions:
+            return Fired(tick.schedule)  # created by an earlier fire of the same time
+        created = self.missions.create(mission, *events)
+        return Fired(tick.schedule, created, self.missions.active_count(mission.owner_uid))
 
 
 def _nested_array(value: Any, in_array: bool = False) -> bool:

@@ -96,6 +96,7 @@ class FirestoreMissionStore:
         self._known: OrderedDict[str, tuple[Mission, Document, Any]] = OrderedDict()
         self._known_lock = threading.Lock()
         self.apply_reads = 0  # reads `apply` could not avoid (for tests and benchmarks)
+        self.ended: list[Callable[[Mission], None]] = []
 
     def _remember(self, mission: Mission, document: Document, version: Any) -> None:
         with self._known_lock:
@@ -108,7 +109,7 @@ class FirestoreMissionStore:
         with self._known_lock:
             return self._known.pop(mission_id, None)
 
-    def _event_document(self, owner_uid: str, seq: int, event: NewEvent) -> Document:
+    def event_document(self, owner_uid: str, seq: int, event: NewEvent) -> Document:
         """An event as stored; a TTL policy on `expire_at` deletes it after the event TTL."""
         now = self._clock()
         return {
@@ -133,7 +134,7 @@ class FirestoreMissionStore:
         for seq, event in enumerate(events, 1):
             batch.create(
                 ref.collection("events").document(str(seq)),
-                self._event_document(mission.owner_uid, seq, event),
+                self.event_document(mission.owner_uid, seq, event),
             )
         results = batch.commit(timeout=TIMEOUT_SECONDS)
         self._remember(stored, document, results[0].update_time)
@@ -232,6 +233,9 @@ class FirestoreMissionStore:
             if count > limit:
                 self._undo(ref, before, written, after, results[-1].update_time)
                 raise TooManyActiveMissions(limit)
+        if written.terminal and not before.terminal:
+            for listener in self.ended:
+                listener(written)
         return written
 
     def _commit_batch(self, batch: Any) -> list[Any] | None:
@@ -287,15 +291,19 @@ class FirestoreMissionStore:
         for event in change.events:
             seq += 1
             batch.create(
-                events.document(str(seq)), self._event_document(before.owner_uid, seq, event)
+                events.document(str(seq)), self.event_document(before.owner_uid, seq, event)
             )
         return seq
 
     @_unavailable_is_ours
-    def missions_of(self, owner_uid: str, status: Status | None, limit: int) -> list[Mission]:
+    def missions_of(
+        self, owner_uid: str, status: Status | None, limit: int, schedule_id: str | None = None
+    ) -> list[Mission]:
         query = self._missions.where(filter=firestore.FieldFilter("owner_uid", "==", owner_uid))
         if status is not None:
             query = query.where(filter=firestore.FieldFilter("status", "==", status.value))
+        if schedule_id is not None:
+            query = query.where(filter=firestore.FieldFilter("schedule_id", "==", schedule_id))
         query = query.order_by("created_at", direction=firestore.Query.DESCENDING).limit(limit)
         return [mission_from(s.to_dict() or {}) for s in query.stream(timeout=TIMEOUT_SECONDS)]
 

@@ -176,6 +176,7 @@ class Mission:
     cloned_from: str | None = None
     recipe: Mapping[str, Any] | None = None
     schedule_id: str | None = None
+    scheduled_for: datetime | None = None  # the schedule's fire that created it
     execution_record: ExecutionRecord | None = None
     # The run that holds the mission, and until when (it renews the lease as it goes).
     run_id: str | None = None

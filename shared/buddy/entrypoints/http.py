@@ -25,6 +25,7 @@ from buddy.errors import (
     MissionNotFound,
     NotFound,
     PayloadTooLarge,
+    ScheduleNotFound,
     ServiceError,
     Unauthenticated,
     UnsupportedMediaType,
@@ -34,18 +35,22 @@ from buddy.logs import configure_logging
 from buddy.schemas import (
     AmendMission,
     CreateMission,
+    CreateSchedule,
     ModifyMission,
+    ModifySchedule,
     valid_mission_id,
     validation_message,
 )
 from buddy.service.missions import DEFAULT_LIST_LIMIT, MAX_SEQ, MissionService
+from buddy.service.schedules import ScheduleService
 
 log = logging.getLogger(__name__)
 
-CORS_METHODS = "GET, POST, PATCH, OPTIONS"
+CORS_METHODS = "GET, POST, PATCH, DELETE, OPTIONS"
 CORS_HEADERS = "Authorization, Content-Type"
 
-Handler = Callable[[MissionService, str, flask.Request, str], Any]
+# The app, the caller's uid, the request, and the id in its path ("" if none).
+Handler = Callable[[bootstrap.App, str, flask.Request, str], Any]
 
 
 @dataclass(frozen=True)
@@ -62,7 +67,7 @@ class Endpoint:
     paths: tuple[str, ...]
     summary: str
     status: int
-    response: type[schemas.Out]
+    response: type[schemas.Out]  # schemas.Empty: no body
     handler: Handler | None = None  # None: answered without authentication
     errors: tuple[int, ...] = ()
     body: type[pydantic.BaseModel] | None = None
@@ -83,35 +88,64 @@ def _parsed(model: type[Model], request: flask.Request, optional: bool = False) 
         raise ValidationFailed(validation_message(e)) from e
 
 
-def _create(service: MissionService, uid: str, request: flask.Request, _: str) -> Any:
-    return service.create(uid, _parsed(CreateMission, request))
+def _create(app: bootstrap.App, uid: str, request: flask.Request, _: str) -> Any:
+    return app.missions.create(uid, _parsed(CreateMission, request))
 
 
-def _modify(service: MissionService, uid: str, request: flask.Request, mission_id: str) -> Any:
-    return service.modify(uid, mission_id, _parsed(ModifyMission, request).fields())
+def _modify(app: bootstrap.App, uid: str, request: flask.Request, mission_id: str) -> Any:
+    return app.missions.modify(uid, mission_id, _parsed(ModifyMission, request).fields())
 
 
-def _retry(service: MissionService, uid: str, request: flask.Request, mission_id: str) -> Any:
+def _retry(app: bootstrap.App, uid: str, request: flask.Request, mission_id: str) -> Any:
     amendments = _parsed(AmendMission, request, optional=True).fields()
-    return service.retry(uid, mission_id, amendments)
+    return app.missions.retry(uid, mission_id, amendments)
 
 
-def _clone(service: MissionService, uid: str, request: flask.Request, mission_id: str) -> Any:
+def _clone(app: bootstrap.App, uid: str, request: flask.Request, mission_id: str) -> Any:
     overrides = _parsed(ModifyMission, request, optional=True).fields()
-    return service.clone(uid, mission_id, overrides)
+    return app.missions.clone(uid, mission_id, overrides)
 
 
-def _list(service: MissionService, uid: str, request: flask.Request, _: str) -> Any:
+def _list(app: bootstrap.App, uid: str, request: flask.Request, _: str) -> Any:
     limit = _int_arg(request, "limit", DEFAULT_LIST_LIMIT)
-    return {"missions": service.missions_of(uid, request.args.get("status"), limit)}
+    status, schedule_id = request.args.get("status"), request.args.get("schedule_id")
+    return {"missions": app.missions.missions_of(uid, status, limit, schedule_id)}
 
 
-def _events(service: MissionService, uid: str, request: flask.Request, mission_id: str) -> Any:
-    return {"events": service.events(uid, mission_id, _int_arg(request, "after_seq", 0))}
+def _events(app: bootstrap.App, uid: str, request: flask.Request, mission_id: str) -> Any:
+    return {"events": app.missions.events(uid, mission_id, _int_arg(request, "after_seq", 0))}
 
 
 def _on_mission(action: Callable[[MissionService, str, str], Any]) -> Handler:
-    return lambda service, uid, _request, mission_id: action(service, uid, mission_id)
+    return lambda app, uid, _request, mission_id: action(app.missions, uid, mission_id)
+
+
+def _create_schedule(app: bootstrap.App, uid: str, request: flask.Request, _: str) -> Any:
+    request_body = _parsed(CreateSchedule, request)
+    return app.schedules.view(app.schedules.create(uid, request_body))
+
+
+def _list_schedules(app: bootstrap.App, uid: str, _request: flask.Request, _: str) -> Any:
+    return {"schedules": [app.schedules.view(s) for s in app.schedules.schedules_of(uid)]}
+
+
+def _modify_schedule(app: bootstrap.App, uid: str, request: flask.Request, sid: str) -> Any:
+    fields = _parsed(ModifySchedule, request).fields()
+    return app.schedules.view(app.schedules.modify(uid, sid, fields))
+
+
+def _on_schedule(action: Callable[[ScheduleService, str, str], Any]) -> Handler:
+    """A schedule action answered with the schedule as its owner sees it."""
+    return lambda app, uid, _request, sid: app.schedules.view(action(app.schedules, uid, sid))
+
+
+def _delete_schedule(app: bootstrap.App, uid: str, _request: flask.Request, sid: str) -> Any:
+    app.schedules.delete(uid, sid)
+    return {}
+
+
+def _run_schedule(app: bootstrap.App, uid: str, _request: flask.Request, sid: str) -> Any:
+    return app.schedules.run_now(uid, sid)
 
 
 _STATE = (401, 404, 409, 503)
@@ -150,6 +184,11 @@ ENDPOINTS: tuple[Endpoint, ...] = (
                 "limit",
                 {"type": "integer", "minimum": 1, "maximum": 100, "default": DEFAULT_LIST_LIMIT},
                 "At most this many",
+            ),
+            QueryParam(
+                "schedule_id",
+                {"type": "string", "pattern": schemas.MISSION_ID_PATTERN},
+                "Only the missions this schedule's fires created",
             ),
         ),
     ),
@@ -286,11 +325,97 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         _on_mission(MissionService.artifact),
         _READ,
     ),
+    Endpoint(
+        "create_schedule",
+        "POST",
+        ("/schedules",),
+        "A recurring mission: its cron in a time zone, with the next five fires",
+        201,
+        schemas.ScheduleOut,
+        _create_schedule,
+        (400, 401, 413, 415, 422, 429, 503),
+        CreateSchedule,
+    ),
+    Endpoint(
+        "list_schedules",
+        "GET",
+        ("/schedules",),
+        "The caller's schedules, newest first",
+        200,
+        schemas.ScheduleList,
+        _list_schedules,
+        (401, 503),
+    ),
+    Endpoint(
+        "get_schedule",
+        "GET",
+        ("/schedules/{schedule_id}",),
+        "One schedule, with its history and next five fires",
+        200,
+        schemas.ScheduleOut,
+        _on_schedule(ScheduleService.get),
+        _READ,
+    ),
+    Endpoint(
+        "modify_schedule",
+        "PATCH",
+        ("/schedules/{schedule_id}",),
+        "Edit a schedule (its next fire is recomputed)",
+        200,
+        schemas.ScheduleOut,
+        _modify_schedule,
+        (*_READ, *_BODY),
+        ModifySchedule,
+    ),
+    Endpoint(
+        "pause_schedule",
+        "POST",
+        ("/schedules/{schedule_id}/pause",),
+        "Stop firing until resumed",
+        200,
+        schemas.ScheduleOut,
+        _on_schedule(ScheduleService.pause),
+        _READ,
+    ),
+    Endpoint(
+        "resume_schedule",
+        "POST",
+        ("/schedules/{schedule_id}/resume",),
+        "Fire again from the next cron time (what was missed is not caught up)",
+        200,
+        schemas.ScheduleOut,
+        _on_schedule(ScheduleService.resume),
+        _READ,
+    ),
+    Endpoint(
+        "run_schedule",
+        "POST",
+        ("/schedules/{schedule_id}/run",),
+        "Fire now, outside the cron: a new mission, queued",
+        202,
+        schemas.RunAccepted,
+        _run_schedule,
+        (*_READ, 429),
+    ),
+    Endpoint(
+        "delete_schedule",
+        "DELETE",
+        ("/schedules/{schedule_id}",),
+        "Delete a schedule (its missions stay)",
+        204,
+        schemas.Empty,
+        _delete_schedule,
+        _READ,
+    ),
 )
 BY_NAME = {endpoint.name: endpoint for endpoint in ENDPOINTS}
 URLS = Map(
     [
-        Rule(path.replace("{mission_id}", "<mission_id>"), endpoint=e.name, methods=[e.method])
+        Rule(
+            path.replace("{mission_id}", "<mission_id>").replace("{schedule_id}", "<schedule_id>"),
+            endpoint=e.name,
+            methods=[e.method],
+        )
         for e in ENDPOINTS
         for path in e.paths
     ],
@@ -336,10 +461,17 @@ def _answer(request: flask.Request, app: bootstrap.App) -> flask.Response:
     unknown = set(request.args) - {q.name for q in endpoint.query}
     if unknown:
         raise ValidationFailed(f"Unknown query parameters: {', '.join(sorted(unknown))}")
-    mission_id = args.get("mission_id", "")
-    if "mission_id" in args and not valid_mission_id(mission_id):
-        raise MissionNotFound(mission_id[:64])
-    result = endpoint.handler(app.missions, uid, request, mission_id)
+    if "schedule_id" in args:
+        target = args["schedule_id"]
+        if not valid_mission_id(target):
+            raise ScheduleNotFound(target[:64])
+    else:
+        target = args.get("mission_id", "")
+        if "mission_id" in args and not valid_mission_id(target):
+            raise MissionNotFound(target[:64])
+    result = endpoint.handler(app, uid, request, target)
+    if endpoint.response is schemas.Empty:
+        return flask.Response(status=endpoint.status)
     body = endpoint.response.model_validate(result).model_dump(mode="json")
     return _json(body, endpoint.status)
 

@@ -20,24 +20,36 @@ REF = "#/components/schemas/{model}"
 ERROR_MEANING = {
     400: "The body is not valid JSON",
     401: "No Firebase ID token, or an invalid, expired or revoked one",
-    404: "No such mission for this user (another user's mission is not found either)",
+    404: "No such mission or schedule for this user (another user's is not found either)",
     409: "The mission's state does not allow this",
     413: f"The body is over {MAX_BODY_BYTES // 1024} KiB",
     415: "The body is not application/json",
     422: "The request is well-formed but its content is not acceptable",
-    429: "Too many of this user's missions are queued or running",
+    429: "Too many of this user's missions are queued or running (or, creating a schedule, "
+    "too many schedules)",
     503: "Firestore or Pub/Sub is unreachable; nothing was changed",
 }
-MISSION_ID = {
-    "name": "mission_id",
-    "in": "path",
-    "required": True,
-    "schema": {"type": "string", "pattern": schemas.MISSION_ID_PATTERN},
+PATH_IDS = {
+    name: {
+        "name": name,
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string", "pattern": schemas.MISSION_ID_PATTERN},
+    }
+    for name in ("mission_id", "schedule_id")
 }
 
 
 # Request bodies are described as they are validated; everything else as it is serialised.
-REQUESTS = frozenset({schemas.CreateMission, schemas.ModifyMission, schemas.AmendMission})
+REQUESTS = frozenset(
+    {
+        schemas.CreateMission,
+        schemas.ModifyMission,
+        schemas.AmendMission,
+        schemas.CreateSchedule,
+        schemas.ModifySchedule,
+    }
+)
 
 
 @functools.cache
@@ -54,12 +66,10 @@ def _ref(model: type[Any]) -> dict[str, str]:
 
 
 def _operation(endpoint: Endpoint, path: str) -> dict[str, Any]:
-    responses: dict[str, Any] = {
-        str(endpoint.status): {
-            "description": endpoint.summary,
-            "content": {"application/json": {"schema": _ref(endpoint.response)}},
-        }
-    }
+    success: dict[str, Any] = {"description": endpoint.summary}
+    if endpoint.response is not schemas.Empty:
+        success["content"] = {"application/json": {"schema": _ref(endpoint.response)}}
+    responses: dict[str, Any] = {str(endpoint.status): success}
     for status in endpoint.errors:
         responses[str(status)] = {
             "description": ERROR_MEANING[status],
@@ -70,7 +80,7 @@ def _operation(endpoint: Endpoint, path: str) -> dict[str, Any]:
         "summary": endpoint.summary,
         "responses": responses,
     }
-    parameters = [MISSION_ID] if "{mission_id}" in path else []
+    parameters = [param for name, param in PATH_IDS.items() if f"{{{name}}}" in path]
     parameters += [
         {
             "name": q.name,
@@ -113,7 +123,9 @@ def _with_tools(create: dict[str, Any], tools: ToolRegistry) -> dict[str, Any]:
 
 def document(endpoints: Iterable[Endpoint], tools: ToolRegistry) -> dict[str, Any]:
     endpoints = tuple(endpoints)
-    models: set[type[BaseModel]] = {e.response for e in endpoints if e.response is not schemas.Out}
+    models: set[type[BaseModel]] = {
+        e.response for e in endpoints if e.response not in (schemas.Out, schemas.Empty)
+    }
     models |= {e.body for e in endpoints if e.body is not None} | {schemas.ErrorBody}
     paths: dict[str, dict[str, Any]] = {}
     for endpoint in endpoints:

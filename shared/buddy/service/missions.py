@@ -23,7 +23,7 @@ from buddy.domain.mission import (
 )
 from buddy.domain.progress import Clock, rate_based_eta
 from buddy.errors import DependencyUnavailable, MissionNotFound, ValidationFailed
-from buddy.schemas import CreateMission, validation_message
+from buddy.schemas import CreateMission, valid_mission_id, validation_message
 from buddy.service.ports import ExecutionPublisher, MissionStore
 
 if TYPE_CHECKING:
@@ -66,7 +66,7 @@ class MissionService:
     max_active: int = 10
 
     def create(self, owner_uid: str, request: CreateMission) -> Mission:
-        self._check_tool_and_inputs(request.tool, request.inputs)
+        self.check_tool_and_inputs(request.tool, request.inputs)
         mission = lifecycle.proposed(
             new_mission_id(),
             owner_uid,
@@ -89,12 +89,18 @@ class MissionService:
             raise MissionNotFound(mission_id)
         return mission
 
-    def missions_of(self, owner_uid: str, status: str | None, limit: int) -> list[Mission]:
+    def missions_of(
+        self, owner_uid: str, status: str | None, limit: int, schedule_id: str | None = None
+    ) -> list[Mission]:
+        """The owner's missions, newest first (in a status, of a schedule, if given)."""
         if status is not None and status not in {s.value for s in Status}:
             raise ValidationFailed(f"Unknown status {status!r}")
         if not 1 <= limit <= MAX_LIST_LIMIT:
             raise ValidationFailed(f"limit must be between 1 and {MAX_LIST_LIMIT}")
-        return self.store.missions_of(owner_uid, Status(status) if status else None, limit)
+        if schedule_id is not None and not valid_mission_id(schedule_id):
+            raise ValidationFailed(f"schedule_id {schedule_id[:64]!r} is not a schedule id")
+        chosen = Status(status) if status else None
+        return self.store.missions_of(owner_uid, chosen, limit, schedule_id)
 
     def approve(self, owner_uid: str, mission_id: str) -> Mission:
         return self._transition(owner_uid, mission_id, lifecycle.approve)
@@ -135,7 +141,7 @@ class MissionService:
         def edited(mission: Mission, now: datetime) -> Change:
             change = lifecycle.modify(mission, now, fields)
             if change.mission is not None and {"tool", "inputs"} & set(fields):
-                self._check_tool_and_inputs(change.mission.tool, dict(change.mission.inputs))
+                self.check_tool_and_inputs(change.mission.tool, dict(change.mission.inputs))
             return change
 
         return self._transition(owner_uid, mission_id, edited)
@@ -146,7 +152,7 @@ class MissionService:
         mission, events = lifecycle.clone(
             source, new_mission_id(), owner_uid, self.clock(), overrides
         )
-        self._check_tool_and_inputs(mission.tool, dict(mission.inputs))
+        self.check_tool_and_inputs(mission.tool, dict(mission.inputs))
         created = self.store.create(mission, *events)
         log.info("mission cloned", extra={"mission_id": mission.mission_id, "from": mission_id})
         return created
@@ -208,7 +214,7 @@ class MissionService:
             raise MissionNotFound(mission_id) from None
         return artifact
 
-    def _check_tool_and_inputs(self, tool_name: str | None, inputs: dict[str, object]) -> None:
+    def check_tool_and_inputs(self, tool_name: str | None, inputs: dict[str, object]) -> None:
         """The named tool exists and accepts the inputs; without a tool, some tool must."""
         if tool_name is not None:
             tool = self.tools.get(tool_name)

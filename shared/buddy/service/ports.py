@@ -3,13 +3,27 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
 from buddy.domain.eta import DurationStat
 from buddy.domain.mission import Artifact, Change, Event, Mission, NewEvent, Status
+from buddy.domain.schedule import Schedule, Tick
 
 Decide = Callable[[Mission], Change]
+# A fire's mission (already approved and queued) and its first events.
+MissionFor = Callable[[Schedule, datetime], tuple[Mission, tuple[NewEvent, ...]]]
+
+
+@dataclass(frozen=True)
+class Fired:
+    """What `ScheduleStore.fire` wrote: the schedule, and the mission it created (with its
+    owner's count of active missions once it was added), if the tick fired."""
+
+    schedule: Schedule
+    mission: Mission | None = None
+    active_missions: int = 0
 
 
 class MissionStore(Protocol):
@@ -18,6 +32,9 @@ class MissionStore(Protocol):
     Errors: MissionNotFound, DependencyUnavailable (not reachable; nothing written),
     StorageRejected (a write refused as invalid), TooManyActiveMissions (see `apply`).
     """
+
+    # Told of each write that ends a mission (after it committed), whoever wrote it.
+    ended: list[Callable[[Mission], None]]
 
     def create(self, mission: Mission, *events: NewEvent) -> Mission:
         """Stores a new mission with its first events (seq 1, 2, …)."""
@@ -33,8 +50,10 @@ class MissionStore(Protocol):
         (or as read, when the change was empty).
         """
 
-    def missions_of(self, owner_uid: str, status: Status | None, limit: int) -> list[Mission]:
-        """The owner's missions, newest first."""
+    def missions_of(
+        self, owner_uid: str, status: Status | None, limit: int, schedule_id: str | None = None
+    ) -> list[Mission]:
+        """The owner's missions, newest first (of one schedule, if given)."""
 
     def stalled(self, now: datetime) -> list[Mission]:
         """Running missions whose lease ran out before `now` (a page of them)."""
@@ -73,3 +92,34 @@ class DurationStatsStore(Protocol):
 class TokenVerifier(Protocol):
     def verify(self, token: str) -> str:
         """The uid of a valid ID token; raises Unauthenticated or DependencyUnavailable."""
+
+
+class ScheduleStore(Protocol):
+    """Schedules, and the missions their fires create.
+
+    Errors: ScheduleNotFound, DependencyUnavailable, TooManySchedules (see `create`).
+    """
+
+    def create(self, schedule: Schedule, limit: int) -> Schedule:
+        """Stores a new schedule while its owner has fewer than `limit` of them."""
+
+    def get(self, schedule_id: str) -> Schedule | None: ...
+
+    def schedules_of(self, owner_uid: str) -> list[Schedule]:
+        """The owner's schedules, newest first."""
+
+    def update(self, schedule_id: str, change: Callable[[Schedule], Schedule]) -> Schedule:
+        """Atomically: read the schedule, change it, write it (nothing if it is unchanged)."""
+
+    def delete(self, schedule_id: str) -> None: ...
+
+    def due(self, now: datetime, limit: int) -> list[Schedule]:
+        """Unpaused schedules whose next fire is at or before `now`, and those holding a
+        buffered fire; at most `limit`, the most overdue first. Reads only those."""
+
+    def fire(
+        self, schedule_id: str, decide: Callable[[Schedule], Tick], mission_for: MissionFor
+    ) -> Fired:
+        """Atomically: read the schedule, `decide` the tick, and write the schedule as the
+        tick leaves it together with the fire's mission (created once: a racing tick finds
+        the schedule moved on and decides nothing). The owner's active count includes it."""
