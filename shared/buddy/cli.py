@@ -782,10 +782,13 @@ def watch(mission_id: str, as_json: Json = False) -> int:
 def list_missions(
     status: Annotated[str | None, typer.Option("--status", help="Only this status.")] = None,
     limit: Annotated[int, typer.Option("--limit", min=1, max=100)] = 20,
+    schedule: Annotated[
+        str | None, typer.Option("--schedule", help="Only the missions this schedule made.")
+    ] = None,
     as_json: Json = False,
 ) -> int:
     """Your missions, newest first."""
-    missions = _client().list(status, limit)
+    missions = _client().list(status, limit, schedule)
     if as_json or OPTIONS.json:
         _json({"missions": missions})
         return 0
@@ -882,6 +885,177 @@ def events(
         _say("Detached; the mission keeps running.", to=errors)
         return EXIT_INTERRUPTED
     return exit_code(client.get(mission_id)["status"])
+
+
+# ---- schedules ---------------------------------------------------------------------------------
+
+schedule_app = typer.Typer(
+    no_args_is_help=True, help="Recurring missions: a cron in a time zone, fired for you."
+)
+app.add_typer(schedule_app, name="schedule")
+
+
+class OverlapChoice(StrEnum):
+    SKIP = "skip"
+    BUFFER_ONE = "buffer_one"
+    ALLOW = "allow"
+
+
+def schedule_lines(schedule: dict[str, Any]) -> list[str]:
+    """A schedule for a person: what it runs, when, and what its fires did."""
+    state = f"paused — {schedule['pause_reason']}" if schedule["paused"] else "active"
+    lines = [
+        f"Schedule {schedule['schedule_id']}: {schedule['name']} ({state})",
+        f"  cron       {schedule['cron']} in {schedule['timezone']} ({schedule['description']})",
+        f"  runs       {schedule['mission']['objective']}",
+        f"  overlap    {schedule['overlap']}; catch-up {schedule['catchup_window_seconds']} s; "
+        f"pauses after {schedule['pause_after_failures']} failures in a row "
+        f"({schedule['consecutive_failures']} now)",
+    ]
+    if schedule["upcoming"]:
+        lines.append("  next fires")
+        lines += [f"    {u['local']}  ({u['utc']})" for u in schedule["upcoming"]]
+    if schedule["history"]:
+        lines.append("  last fires")
+        for fire in schedule["history"]:
+            what = fire["mission_id"] or fire["reason"]
+            outcome = f" → {fire['outcome']}" if fire.get("outcome") else ""
+            lines.append(f"    {fire['fire_at']}  {fire['status']:<8} {what}{outcome}")
+    return lines
+
+
+def _print_schedule(schedule: dict[str, Any], as_json: bool) -> None:
+    if as_json or OPTIONS.json:
+        _json(schedule)
+        return
+    for line in schedule_lines(schedule):
+        _say(line)
+
+
+@schedule_app.command("create")
+@_handled
+def schedule_create(
+    name: str,
+    cron: Annotated[str, typer.Argument(help="Five fields, e.g. '0 9 * * 1-5'.")],
+    objective: str,
+    timezone: Annotated[
+        str, typer.Option("--tz", help="An IANA time zone, e.g. Europe/Berlin.")
+    ] = "UTC",
+    domain: Domains = None,
+    budget: Budget = 1.0,
+    tool: Tool = None,
+    inputs: Inputs = None,
+    ask: Ask = False,
+    overlap: Annotated[
+        OverlapChoice, typer.Option("--overlap", help="A fire while the last one runs.")
+    ] = OverlapChoice.SKIP,
+    catchup: Annotated[
+        int, typer.Option("--catchup", min=0, help="Seconds within which a missed fire runs.")
+    ] = 0,
+    pause_after: Annotated[
+        int,
+        typer.Option("--pause-after", min=0, help="Failures in a row that pause it (0: never)."),
+    ] = 3,
+    as_json: Json = False,
+) -> int:
+    """Create a schedule that runs OBJECTIVE at every fire of CRON."""
+    mission: dict[str, Any] = {"objective": objective, "budget_usd": budget}
+    mission["scope"] = {"allowed_domains": list(domain or ())}
+    if tool:
+        mission["tool"] = tool
+    if inputs:
+        mission["inputs"] = parse_inputs(inputs)
+    if ask:
+        mission["on_limit"] = "ask"
+    schedule = _client().create_schedule(
+        name,
+        cron,
+        mission,
+        timezone=timezone,
+        overlap=overlap.value,
+        catchup_window_seconds=catchup,
+        pause_after_failures=pause_after,
+    )
+    _print_schedule(schedule, as_json)
+    return 0
+
+
+@schedule_app.command("list")
+@_handled
+def schedule_list(as_json: Json = False) -> int:
+    """Your schedules, newest first."""
+    schedules = _client().schedules()
+    if as_json or OPTIONS.json:
+        _json({"schedules": schedules})
+        return 0
+    if not schedules:
+        _say("No schedules.")
+        return 0
+    table = Table("schedule", "name", "cron", "zone", "next fire (UTC)", "state", box=None)
+    for s in schedules:
+        state = "paused" if s["paused"] else "active"
+        table.add_row(
+            s["schedule_id"],
+            Text(s["name"]),
+            s["cron"],
+            s["timezone"],
+            s["next_fire_at"] or "-",
+            state,
+        )
+    console.print(table)
+    return 0
+
+
+@schedule_app.command("show")
+@_handled
+def schedule_show(schedule_id: str, as_json: Json = False) -> int:
+    """A schedule: its next five fires (local and UTC) and its last fires."""
+    _print_schedule(_client().schedule(schedule_id), as_json)
+    return 0
+
+
+@schedule_app.command("pause")
+@_handled
+def schedule_pause(schedule_id: str, as_json: Json = False) -> int:
+    """Stop firing until resumed."""
+    _print_schedule(_client().pause_schedule(schedule_id), as_json)
+    return 0
+
+
+@schedule_app.command("resume")
+@_handled
+def schedule_resume(schedule_id: str, as_json: Json = False) -> int:
+    """Fire again from the next cron time (missed fires are not made up)."""
+    _print_schedule(_client().resume_schedule(schedule_id), as_json)
+    return 0
+
+
+@schedule_app.command("run")
+@_handled
+def schedule_run(schedule_id: str, watch: Watch = False, as_json: Json = False) -> int:
+    """Fire now, outside the cron."""
+    client = _client()
+    answer = client.run_schedule(schedule_id)
+    mission_id = answer["mission_id"]
+    if not watch:
+        if as_json or OPTIONS.json:
+            _json(answer)
+        else:
+            _say(f"Mission {mission_id}: queued (buddy watch {mission_id})", "bold")
+        return 0
+    return _follow(client, client.watch(mission_id), as_json or OPTIONS.json)
+
+
+@schedule_app.command("delete")
+@_handled
+def schedule_delete(schedule_id: str, as_json: Json = False) -> int:
+    """Delete a schedule; the missions it made stay."""
+    _client().delete_schedule(schedule_id)
+    if as_json or OPTIONS.json:
+        _json({"schedule_id": schedule_id, "deleted": True})
+    else:
+        _say(f"Schedule {schedule_id} deleted (its missions stay)")
+    return 0
 
 
 def main() -> None:

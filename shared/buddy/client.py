@@ -57,6 +57,8 @@ Mission = dict[str, Any]
 Snapshot = dict[str, Any]
 Missions = list[Mission]
 Events = list[dict[str, Any]]
+Schedule = dict[str, Any]
+Schedules = list[Schedule]
 OnLimit = Literal["fail", "ask"]
 
 
@@ -118,7 +120,7 @@ def error_for(status: int, code: str, message: str, mission_id: str | None = Non
     if status in (400, 413, 415, 422):
         return InvalidRequest(f"invalid request: {message}", status, code)
     if status == 429:
-        return RateLimited(f"too many missions at once: {message}", status, code)
+        return RateLimited(f"over a limit: {message}", status, code)
     if status == 503:
         return ServiceUnavailable(
             f"the service is unavailable, nothing was changed; try again shortly: {message}",
@@ -451,11 +453,68 @@ class BuddyClient:
     def get(self, mission_id: str) -> Mission:
         return dict(self._call("GET", f"/missions/{mission_id}", mission_id))
 
-    def list(self, status: str | None = None, limit: int = 20) -> Missions:
+    def list(
+        self, status: str | None = None, limit: int = 20, schedule_id: str | None = None
+    ) -> Missions:
+        """Your missions, newest first: in a status, or made by a schedule, if given."""
         params: dict[str, Any] = {"limit": limit}
         if status:
             params["status"] = status
+        if schedule_id:
+            params["schedule_id"] = schedule_id
         return list(self._call("GET", "/missions", params=params)["missions"])
+
+    # ---- schedules ---------------------------------------------------------------------------
+
+    def create_schedule(
+        self,
+        name: str,
+        cron: str,
+        mission: Mapping[str, Any],
+        *,
+        timezone: str = "UTC",
+        overlap: str | None = None,
+        catchup_window_seconds: int | None = None,
+        pause_after_failures: int | None = None,
+    ) -> Schedule:
+        """A recurring mission: `mission` is a create body (objective, scope, budget_usd,
+        tool, inputs, on_limit), run approved at every fire of `cron` (five fields, read in
+        `timezone`). The answer lists its next five fires (`upcoming`)."""
+        body: dict[str, Any] = {"name": name, "cron": cron, "timezone": timezone}
+        body["mission"] = dict(mission)
+        optional = {
+            "overlap": overlap,
+            "catchup_window_seconds": catchup_window_seconds,
+            "pause_after_failures": pause_after_failures,
+        }
+        body.update({k: v for k, v in optional.items() if v is not None})
+        return dict(self._call("POST", "/schedules", json=body))
+
+    def schedules(self) -> Schedules:
+        return list(self._call("GET", "/schedules")["schedules"])
+
+    def schedule(self, schedule_id: str) -> Schedule:
+        return dict(self._call("GET", f"/schedules/{schedule_id}"))
+
+    def modify_schedule(self, schedule_id: str, **fields: Any) -> Schedule:
+        """Changes the fields given (name, cron, timezone, mission, overlap,
+        catchup_window_seconds, pause_after_failures); the next fire is recomputed."""
+        return dict(self._call("PATCH", f"/schedules/{schedule_id}", json=fields))
+
+    def pause_schedule(self, schedule_id: str) -> Schedule:
+        return dict(self._call("POST", f"/schedules/{schedule_id}/pause"))
+
+    def resume_schedule(self, schedule_id: str) -> Schedule:
+        """Fires again from the next cron time; fires missed while paused are not made up."""
+        return dict(self._call("POST", f"/schedules/{schedule_id}/resume"))
+
+    def run_schedule(self, schedule_id: str) -> dict[str, Any]:
+        """Fires now, outside the cron: answers {mission_id, status: "queued"}."""
+        return dict(self._call("POST", f"/schedules/{schedule_id}/run"))
+
+    def delete_schedule(self, schedule_id: str) -> None:
+        """Deletes the schedule; the missions it made stay."""
+        self._call("DELETE", f"/schedules/{schedule_id}")
 
     def progress(self, mission_id: str) -> dict[str, Any]:
         return dict(self._call("GET", f"/missions/{mission_id}/progress", mission_id))
@@ -546,7 +605,7 @@ class BuddyClient:
             response = self._send(method, path, **kwargs)
         if not response.is_success:
             raise _error_of(response, mission_id)
-        return response.json()
+        return response.json() if response.content else None
 
     def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         headers = {"Authorization": f"Bearer {self._current_token()}"}

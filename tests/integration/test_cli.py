@@ -229,3 +229,41 @@ def test_pause_then_resume_of_a_slow_mission(
     resumed = buddy("resume", mission_id, "--watch")
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert "= 6" in resumed.stdout
+
+
+def test_a_weekday_schedule_from_the_command_line(buddy: Buddy) -> None:
+    """`buddy schedule create` shows the next five fires in the schedule's zone (09:00
+    Berlin, on weekdays); `run --watch` fires it now to completion; its mission is listed
+    under it; pause, show and delete say what they did; a bad zone is one clear error."""
+    done = buddy(
+        "schedule",
+        "create",
+        "weekday sums",
+        "0 9 * * 1-5",
+        "calculate 6*7",
+        "--tz",
+        "Europe/Berlin",
+    )
+    assert done.returncode == 0, done.stderr
+    assert "At 09:00 on Monday through Friday" in done.stdout
+    fires = re.findall(r"^    (\S+)  \((\S+)\)$", done.stdout, re.MULTILINE)
+    assert len(fires) == 5
+    assert all("T09:00:00+0" in local for local, _ in fires)  # +01:00 or +02:00
+    schedule_id = re.search(r"Schedule (sch_\S+):", done.stdout).group(1)  # type: ignore[union-attr]
+    ran = buddy("schedule", "run", schedule_id, "--watch")
+    assert ran.returncode == 0, ran.stderr
+    assert "6*7 = 42" in ran.stdout
+    listed = json.loads(buddy("list", "--schedule", schedule_id, "--json").stdout)["missions"]
+    assert [m["status"] for m in listed] == ["completed"]
+    paused = buddy("schedule", "pause", schedule_id)
+    assert paused.returncode == 0 and "(paused — Paused by its owner)" in paused.stdout
+    shown = buddy("schedule", "show", schedule_id)
+    assert "fired" in shown.stdout and "→ completed" in shown.stdout
+    assert "next fires" not in shown.stdout  # paused: none coming
+    deleted = buddy("schedule", "delete", schedule_id)
+    assert deleted.returncode == 0 and "its missions stay" in deleted.stdout
+    assert json.loads(buddy("schedule", "list", "--json").stdout) == {"schedules": []}
+    bad = buddy("schedule", "create", "x", "0 9 * * *", "calculate 1", "--tz", "Mars/Base")
+    assert bad.returncode == 1
+    assert "timezone: 'Mars/Base' is not an IANA time zone" in bad.stderr
+    assert "Traceback" not in bad.stderr

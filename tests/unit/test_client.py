@@ -91,7 +91,7 @@ def test_input_without_key_and_value_is_a_usage_error(pair: str) -> None:
         (413, InvalidRequest, "invalid request: Body over 64 KiB"),
         (415, InvalidRequest, "invalid request: Send application/json"),
         (422, InvalidRequest, "invalid request: budget_usd: must be > 0"),
-        (429, RateLimited, "too many missions at once: You already have 10 missions queued"),
+        (429, RateLimited, "over a limit: You already have 10 missions queued"),
         (
             503,
             ServiceUnavailable,
@@ -616,7 +616,7 @@ STEERING_CALLS: dict[str, Callable[[BuddyClient], Any]] = {
     [
         (409, Conflict, "Mission m_1 can't do that now: Cannot resume a mission that is running"),
         (422, InvalidRequest, "invalid request: budget_usd: must be at least what it spent"),
-        (429, RateLimited, "too many missions at once: You already have 10 missions queued"),
+        (429, RateLimited, "over a limit: You already have 10 missions queued"),
     ],
     ids=["409", "422", "429"],
 )
