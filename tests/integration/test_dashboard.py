@@ -44,8 +44,9 @@ def open_dashboard(browser: Browser, stack: Stack) -> Iterator[Callable[[], Page
     """Opens the dashboard in a fresh browser profile: a new anonymous user each time."""
     contexts = []
 
-    def open_page() -> Page:
-        context = browser.new_context(viewport={"width": 1280, "height": 900})
+    def open_page(timezone_id: str | None = None) -> Page:
+        zone = {"timezone_id": timezone_id} if timezone_id else {}
+        context = browser.new_context(viewport={"width": 1280, "height": 900}, **zone)
         contexts.append(context)
         page = context.new_page()
         page.add_init_script(RECORD_PROGRESS)
@@ -323,3 +324,54 @@ def test_a_failed_mission_is_retried_after_an_edit_and_a_clone_copies_it(
     assert copy.get_attribute("data-mission-id") != mission_id
     expect(page.locator("#detail-meta")).to_contain_text("budget $0.0001")
     expect(page.locator("#event-log")).to_contain_text("mission_cloned", timeout=10_000)
+
+
+def test_schedule_a_mission_from_its_card_and_steer_the_schedule(
+    open_dashboard: Callable[..., Page],
+) -> None:
+    """Schedule… on a mission card opens the form with it; the new schedule shows its next five
+    fires in the viewer's local time (the browser's zone, here New York); Run now adds a
+    fire whose link opens its mission; Pause and Resume swap; a bad zone is explained; Delete
+    removes it."""
+    page = open_dashboard(timezone_id="America/New_York")
+    mission_id = propose(page, "calculate 6*7")
+    card(page, "live", mission_id).get_by_role("button", name="Schedule…").click()
+    form = page.locator("#schedule-form")
+    expect(form).to_be_visible()
+    expect(form.locator("#schedule-objective")).to_have_text("calculate 6*7")
+    expect(form.get_by_label("Time zone")).to_have_value("America/New_York")
+    form.get_by_label("Time zone").fill("Berlin")
+    form.get_by_role("button", name="Create schedule").click()
+    expect(form.locator("#schedule-error")).to_contain_text("not an IANA time zone")
+    form.get_by_label("Time zone").fill("Europe/Berlin")
+    form.get_by_label("Cron").fill("0 9 * * 1-5")
+    form.get_by_role("button", name="Create schedule").click()
+    expect(form).to_be_hidden()
+
+    schedule = page.locator("#schedules article.schedule").first
+    expect(schedule.locator(".when")).to_contain_text("At 09:00 on Monday through Friday")
+    fires = schedule.locator(".next-fires time")
+    expect(fires).to_have_count(5)
+    # 09:00 in Berlin is 03:00 in New York (02:00 or 04:00 in the weeks the changes differ).
+    for text in fires.all_inner_texts():
+        assert any(f"0{h}:00" in text for h in (2, 3, 4)) and ("EST" in text or "EDT" in text)
+
+    schedule.get_by_role("button", name="Run now").click()
+    link = schedule.locator(".history a.mission-link").first
+    expect(link).to_be_visible(timeout=10_000)
+    fired = str(link.inner_text())
+    link.click()
+    expect(page.locator("#event-log")).to_contain_text(
+        "Mission created by schedule", timeout=10_000
+    )
+    expect(schedule.locator(".history .outcome")).to_have_text("completed", timeout=30_000)
+    assert fired != mission_id
+
+    schedule.get_by_role("button", name="Pause").click()
+    expect(schedule.locator(".badge")).to_have_text("paused", timeout=10_000)
+    expect(schedule.locator(".next-fires")).to_have_count(0)
+    schedule.get_by_role("button", name="Resume").click()
+    expect(schedule.locator(".badge")).to_have_text("active", timeout=10_000)
+    schedule.get_by_role("button", name="Delete").click()
+    expect(page.locator("#schedules article.schedule")).to_have_count(0, timeout=10_000)
+    expect(page.locator("#schedules-empty")).to_contain_text("No schedules")

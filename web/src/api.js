@@ -46,6 +46,7 @@ export function createApi(baseUrl, currentUser) {
   }
 
   const mission = (id) => `/missions/${encodeURIComponent(id)}`;
+  const schedule = (id) => `/schedules/${encodeURIComponent(id)}`;
   return {
     create: (body) => request("POST", "/missions", body),
     approve: (id) => request("POST", `${mission(id)}/approve`),
@@ -58,5 +59,11 @@ export function createApi(baseUrl, currentUser) {
     retry: (id, amendments) => request("POST", `${mission(id)}/retry`, amendments),
     clone: (id, overrides) => request("POST", `${mission(id)}/clone`, overrides),
     artifact: (id) => request("GET", `${mission(id)}/artifact`),
+    schedules: () => request("GET", "/schedules"),
+    createSchedule: (body) => request("POST", "/schedules", body),
+    pauseSchedule: (id) => request("POST", `${schedule(id)}/pause`),
+    resumeSchedule: (id) => request("POST", `${schedule(id)}/resume`),
+    runSchedule: (id) => request("POST", `${schedule(id)}/run`),
+    deleteSchedule: (id) => request("DELETE", schedule(id)),
   };
 }

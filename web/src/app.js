@@ -22,6 +22,7 @@ import {
 
 import { createApi } from "./api.js";
 import { renderArtifact, renderEventLog } from "./detail-view.js";
+import { createSchedulesPanel } from "./schedules-view.js";
 import { LIVE, PAUSED, percentOf, runText, stepLine, toMillis } from "./format.js";
 import {
   InputError,
@@ -66,12 +67,14 @@ const $ = (selector) => document.querySelector(selector);
 let auth;
 let db;
 let api;
+let schedules;
 
 const state = {
   uid: null,
   loaded: false,
   missions: [],
   stopMissions: null,
+  stopSchedules: null,
   pending: new Map(), // mission id → the action in flight or waiting to show up
   errors: new Map(), // mission id → the last action's error message
   selectedId: null,
@@ -130,6 +133,7 @@ async function main() {
     connectFirestoreEmulator(db, firestore.host, firestore.port);
   }
   api = createApi(config.apiUrl, () => auth.currentUser);
+  schedules = createSchedulesPanel({ root: $("#schedules"), api });
   loadTools(config.apiUrl);
 
   wireCreateForm();
@@ -156,8 +160,11 @@ function startSession(user) {
   status.title = `uid ${user.uid}`;
   if (state.uid === user.uid) return;
   state.stopMissions?.();
+  state.stopSchedules?.();
   state.uid = user.uid;
   state.stopMissions = listenToMissions();
+  schedules.clear();
+  state.stopSchedules = listenToSchedules();
   state.selectedId = null; // re-subscribes the detail listeners for this user
   select(idFromHash());
 }
@@ -226,6 +233,28 @@ function listenToMissions() {
     (error, delay) => {
       setConnection(`Listener error: ${error.message} — retrying in ${delay / 1000}s`, "error");
     },
+  );
+}
+
+// A schedule changed (a fire, an outcome, an edit): the panel asks the API for the schedules
+// as their owner sees them, next fires included.
+function listenToSchedules() {
+  const mine = query(
+    collection(db, "schedules"),
+    where("owner_uid", "==", state.uid),
+    orderBy("created_at", "desc"),
+  );
+  return keepListening(
+    (ok, failed) =>
+      onSnapshot(
+        mine,
+        () => {
+          ok();
+          schedules.refresh();
+        },
+        failed,
+      ),
+    () => true,
   );
 }
 
@@ -538,6 +567,10 @@ function wireMissionActions() {
     if (action === "open") showMission(id, { focus: true });
     else if (action === "edit") toggleEditor(card, id);
     else if (action === "clone") cloneMission(id, card);
+    else if (action === "schedule") {
+      const mission = missionById(id);
+      if (mission) schedules.openFor(mission);
+    }
     else runAction(id, action, card, () => api[action](id));
   });
 

@@ -30,6 +30,7 @@ const ACTIONS = [
   ["retry", "Retry"],
   ["edit", "Edit"],
   ["clone", "Clone"],
+  ["schedule", "Schedule…"],
   ["cancel", "Cancel"],
   ["open", "Open"],
 ];
@@ -37,14 +38,14 @@ const ACTIONS = [
 // The buttons a card shows in each state: the actions it allows now, and those it is about to
 // (Execute once approved, Resume once paused), disabled. Others stay in the page, hidden.
 const SHOWN = {
-  proposed: ["approve", "execute", "edit", "clone", "cancel"],
-  approved: ["approve", "execute", "edit", "clone", "cancel"],
-  queued: ["pause", "resume", "clone", "cancel"],
-  running: ["pause", "resume", "clone", "cancel"],
-  paused: ["pause", "resume", "edit", "clone", "cancel"],
-  failed: ["retry", "edit", "clone"],
-  completed: ["clone"],
-  cancelled: ["clone"],
+  proposed: ["approve", "execute", "edit", "clone", "schedule", "cancel"],
+  approved: ["approve", "execute", "edit", "clone", "schedule", "cancel"],
+  queued: ["pause", "resume", "clone", "schedule", "cancel"],
+  running: ["pause", "resume", "clone", "schedule", "cancel"],
+  paused: ["pause", "resume", "edit", "clone", "schedule", "cancel"],
+  failed: ["retry", "edit", "clone", "schedule"],
+  completed: ["clone", "schedule"],
+  cancelled: ["clone", "schedule"],
 };
 
 // What the owner may change, by state (the API's rule): before it runs, anything the create
@@ -67,6 +68,7 @@ export function allowedActions(mission) {
     retry: status === "failed",
     edit: status in EDITABLE,
     clone: true,
+    schedule: true,
     cancel: !TERMINAL.has(status) && !mission.cancel_requested,
   };
 }
