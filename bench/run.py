@@ -34,7 +34,7 @@ os.environ["BUDDY_DEAD_LETTER_TOPIC"] = "bench-executions-dead"
 
 from google.cloud import firestore
 
-from bench import coldstart, report, steering
+from bench import coldstart, report, schedules, steering
 from buddy.config import LocalPorts
 from buddy.devstack import (
     CHROMIUM,
@@ -484,6 +484,7 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     cold = results["cold_start"]
     steer = results["steering"]
     missed = steer["missed"]
+    tick, burst = results["schedules"]["tick"], results["schedules"]["burst"]
     # The worker hears of a pause at its next write (at most one per interval) and stops at
     # the next step boundary, or the next page in a crawl.
     pause_bounds = {
@@ -555,6 +556,18 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             all(p95 <= 1.5 * execute_p95 and not lost for _, p95, lost in restart_rows),
         ),
         (
+            "a tick's reads proportional to the due schedules, not the total (≤ 3 per due one)",
+            f"{tick['reads']} reads for {tick['due']} due of {tick['schedules']} "
+            f"({tick['reads_per_due']} per due one; a scan of all: {tick['scan_all_reads']})",
+            tick["reads"] <= 3 * tick["due"],
+        ),
+        (
+            "schedules due in the same minute fire exactly once under racing ticks",
+            f"{burst['schedules']} due, {burst['tickers']} tickers: {burst['missions']} missions, "
+            f"{burst['duplicated']} duplicated, {burst['missing']} missing",
+            burst["missions"] == burst["schedules"] and not burst["duplicated"],
+        ),
+        (
             "cold start ≤ half the eager-import baseline",
             f"api {cold['api']['ratio_p50']}, worker {cold['worker']['ratio_p50']}",
             cold["api"]["ratio_p50"] <= 0.5 and cold["worker"]["ratio_p50"] <= 0.5,
@@ -584,6 +597,10 @@ WHY_MISSED = [
     "transaction and the listener's delivery (a missed pause: the mission ended first)",
     "a resumed or retried run reads back what its completed stages produced before its claim; "
     "a missed one did not complete",
+    "the due query's documents, then one read of each due schedule as its fire commits "
+    "(and of its last mission, when it has one)",
+    "each fire's mission id derives from (schedule, fire time) and commits with the schedule "
+    "on a precondition: a racing tick finds the schedule moved on",
     "the API still imports pydantic models and the Firestore-free service layer on the first "
     "request",
 ]
@@ -642,6 +659,14 @@ def main(argv: list[str] | None = None) -> int:
             "overhead_ms": summary(measured["overhead"]),
         }
         results["steering"] = steering_figures(steered)
+        scheduled = schedules.measure(db, quick)
+        fire = scheduled.pop("fire_to_queued_ms")
+        scheduled["fire_to_queued_ms"] = {
+            **summary(fire["latencies_ms"]),
+            "tick_s": fire["tick_s"],
+            "missed": fire["missed"],
+        }
+        results["schedules"] = scheduled
         results["scale"] = [scale(api, db, n) for n in ([1, 10] if quick else [1, 10, 50, 200])]
         results["rss_mb"] = {
             "api": peak_rss_mb(functions["api"]),

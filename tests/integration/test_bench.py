@@ -48,7 +48,12 @@ def test_quick_benchmark_produces_every_figure(stack: Stack, tmp_path: Path) -> 
     assert all(w["total_writes"] > w["mission_doc_writes"] > 0 for w in results["writes"])
     assert results["cold_start"]["api"]["lazy_p50_ms"] > 0
     assert results["rss_mb"]["api"] > 0
-    assert len(results["targets"]) == 9
+    scheduled = results["schedules"]
+    assert scheduled["tick"]["fired"] == scheduled["tick"]["due"] > 0
+    assert 0 < scheduled["tick"]["reads"] < scheduled["tick"]["scan_all_reads"]
+    assert scheduled["fire_to_queued_ms"]["n"] > 0
+    assert scheduled["burst"]["missions"] == scheduled["burst"]["schedules"]
+    assert len(results["targets"]) == 11
     markdown = (tmp_path / "results.md").read_text()
-    assert "## Steering" in markdown and "## Targets" in markdown
+    assert "## Steering" in markdown and "## Schedules" in markdown and "## Targets" in markdown
     assert (tmp_path / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
