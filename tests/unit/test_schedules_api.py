@@ -164,3 +164,21 @@ def test_a_whole_number_is_an_integer_however_it_is_written(
     assert response.status_code == status, response.get_json()
     if status == 201:
         assert response.get_json()["catchup_window_seconds"] == 3600
+
+
+def test_run_now_over_the_active_limit_is_a_429_and_the_history_says_why(
+    make_app: Any,
+) -> None:
+    with bootstrap.installed(make_app(max_active_missions=1, interval=0)):
+        api = client("api")
+        busy = api.post("/missions", json={"objective": "calculate 1"}, headers=ALICE)
+        busy_id = busy.get_json()["mission_id"]
+        api.post(f"/missions/{busy_id}/approve", headers=ALICE)
+        assert api.post(f"/missions/{busy_id}/execute", headers=ALICE).status_code == 202
+        schedule_id = created(api)["schedule_id"]
+        response = api.post(f"/schedules/{schedule_id}/run", headers=ALICE)
+        assert error_of(response) == (429, "too_many_active_missions")
+        (fire,) = api.get(f"/schedules/{schedule_id}", headers=ALICE).get_json()["history"]
+        mission = api.get(f"/missions/{fire['mission_id']}", headers=ALICE).get_json()
+        assert mission["status"] == "cancelled"
+        assert fire["outcome"] == "cancelled"

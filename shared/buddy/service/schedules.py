@@ -22,6 +22,7 @@ from buddy.errors import (
     MissionNotFound,
     ScheduleNotFound,
     ServiceError,
+    TooManyActiveMissions,
     ValidationFailed,
 )
 from buddy.schemas import CreateMission, CreateSchedule
@@ -110,6 +111,9 @@ class ScheduleService:
         self.get(owner_uid, schedule_id)
         fired = self._fire(schedule_id, lambda s: schedules.run_now(s, self.clock()))
         assert fired.mission is not None
+        if fired.mission.status != Status.QUEUED:
+            # Over the active limit: its mission ended at once, saying so (in the history).
+            raise TooManyActiveMissions(self.max_active)
         return fired.mission
 
     # ---- the ticks ---------------------------------------------------------------------------
