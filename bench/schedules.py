@@ -37,11 +37,15 @@ class CountingPublisher:
             self.published.append(mission_id)
 
 
+OWNER_SCHEDULES = 50  # BUDDY_MAX_SCHEDULES: as many owners as that makes
+
+
 @dataclass
 class Seeded:
-    """Schedules written for one scenario, and their owner, to delete afterwards."""
+    """Schedules written for one scenario, and their owners' common prefix, to delete
+    afterwards."""
 
-    owner: str
+    owners: str
     ids: list[str] = field(default_factory=list)
 
 
@@ -54,12 +58,14 @@ def app_on(db: firestore.Client) -> tuple[bootstrap.App, FirestoreScheduleStore]
 
 
 def seed(db: firestore.Client, total: int, due: int, now: datetime) -> Seeded:
-    """`total` schedules of one owner, `due` of them due (30 s ago), the rest next due
-    tomorrow (a yearly cron: none fires again while the benchmark runs)."""
-    seeded = Seeded(f"bench-sched-{uuid.uuid4().hex[:8]}")
+    """`total` schedules, 50 to an owner, `due` of them due (30 s ago, one per owner as far
+    as there are owners), the rest next due tomorrow (a yearly cron: none fires again while
+    the benchmark runs)."""
+    seeded = Seeded(f"bench-sched-{uuid.uuid4().hex[:8]}-")
+    owners = max(1, total // OWNER_SCHEDULES)
     template = schedules.new(
         "x",
-        seeded.owner,
+        seeded.owners,
         now,
         name="bench",
         cron="0 0 1 1 *",
@@ -70,7 +76,8 @@ def seed(db: firestore.Client, total: int, due: int, now: datetime) -> Seeded:
     for n in range(total):
         schedule_id = f"sch_bench_{uuid.uuid4().hex[:12]}"
         next_fire = now - timedelta(seconds=30) if n < due else now + timedelta(days=1)
-        one = replace(template, schedule_id=schedule_id, next_fire_at=next_fire)
+        owner = f"{seeded.owners}{n % owners}"
+        one = replace(template, schedule_id=schedule_id, owner_uid=owner, next_fire_at=next_fire)
         batch.set(db.collection("schedules").document(schedule_id), schedule_document(one))
         seeded.ids.append(schedule_id)
         pending += 1
@@ -85,10 +92,7 @@ def seed(db: firestore.Client, total: int, due: int, now: datetime) -> Seeded:
 def clean(db: firestore.Client, seeded: Seeded) -> None:
     """Deletes the seeded schedules and the missions (with their events) they fired."""
     refs = [db.collection("schedules").document(i) for i in seeded.ids]
-    missions = db.collection("missions").where(
-        filter=firestore.FieldFilter("owner_uid", "==", seeded.owner)
-    )
-    for mission in missions.stream():
+    for mission in _missions_of(db, seeded.owners):
         refs += [e.reference for e in mission.reference.collection("events").stream()]
         refs.append(mission.reference)
     for start in range(0, len(refs), BATCH):
@@ -98,9 +102,18 @@ def clean(db: firestore.Client, seeded: Seeded) -> None:
         batch.commit()
 
 
-def fired_missions(db: firestore.Client, owner: str) -> list[dict[str, Any]]:
-    query = db.collection("missions").where(filter=firestore.FieldFilter("owner_uid", "==", owner))
-    return [m.to_dict() or {} for m in query.stream()]
+def _missions_of(db: firestore.Client, owners: str) -> Any:
+    """The missions of every owner whose uid starts with `owners`."""
+    query = (
+        db.collection("missions")
+        .where(filter=firestore.FieldFilter("owner_uid", ">=", owners))
+        .where(filter=firestore.FieldFilter("owner_uid", "<", owners + "\uffff"))
+    )
+    return query.stream()
+
+
+def fired_missions(db: firestore.Client, owners: str) -> list[dict[str, Any]]:
+    return [m.to_dict() or {} for m in _missions_of(db, owners)]
 
 
 def one_tick(db: firestore.Client, total: int, due: int) -> dict[str, Any]:
@@ -144,12 +157,12 @@ def fire_to_queued(db: firestore.Client, count: int, tick_s: float) -> dict[str,
         deadline = time.monotonic() + 2 + count * 0.1 + 10 * tick_s + 10
         while time.monotonic() < deadline:
             app.schedules.tick()
-            if len(fired_missions(db, seeded.owner)) >= count:
+            if len(fired_missions(db, seeded.owners)) >= count:
                 break
             time.sleep(tick_s)
         latencies = [
             (m["queued_at"] - m["scheduled_for"]).total_seconds() * 1000
-            for m in fired_missions(db, seeded.owner)
+            for m in fired_missions(db, seeded.owners)
         ]
         return {"latencies_ms": latencies, "tick_s": tick_s, "missed": count - len(latencies)}
     finally:
@@ -176,7 +189,7 @@ def burst(db: firestore.Client, count: int, tickers: int) -> dict[str, Any]:
         for racer in racers:
             racer.join()
         wall_s = time.perf_counter() - began
-        missions = fired_missions(db, seeded.owner)
+        missions = fired_missions(db, seeded.owners)
         per_schedule = [m["schedule_id"] for m in missions]
         return {
             "schedules": count,

@@ -11,6 +11,7 @@ worker the same way inside `firebase emulators:exec`.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shlex
@@ -22,7 +23,7 @@ import threading
 import time
 import urllib.request
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -195,13 +196,24 @@ class Ticker(threading.Thread):
         super().__init__(name=f"ticker-{what}", daemon=True)
         self.url, self.what, self.period = url, what, period
         self.stopped = threading.Event()
+        self.holding = threading.Event()
 
     def run(self) -> None:
         while not self.stopped.wait(self.period):
-            poke(self.url, self.what)
+            if not self.holding.is_set():
+                poke(self.url, self.what)
 
     def stop(self) -> None:
         self.stopped.set()
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        """No calls for a while (one already under way finishes)."""
+        self.holding.set()
+        try:
+            yield
+        finally:
+            self.holding.clear()
 
 
 def set_up_pubsub(worker_url: str, dead_letter_url: str) -> None:

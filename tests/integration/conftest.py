@@ -74,6 +74,7 @@ class Stack:
     sweeper_url: str
     dead_letter_url: str
     scheduler_url: str
+    ticker: Ticker  # calls the scheduler, as the local stack does
 
     def worker_logged(self, message: str) -> list[dict]:
         """The worker's structured log records with exactly this message."""
@@ -109,11 +110,11 @@ def stack(site: LocalServer) -> Iterator[Stack]:
     worker_log = ARTIFACTS / "worker.log"
     for function in functions:
         function.start(env, ARTIFACTS / f"{function.target}.log")
-    stack = Stack(api.url, worker, worker_log, sweeper.url, dead_letter.url, scheduler.url)
-    stack.feed_worker()
-    wait_for_http(api.url + "/healthz")
     # As the local stack does: the scheduler ticks on its own (the sweeper the tests call).
     ticker = Ticker(scheduler.url, "tick", float(TEST_SETTINGS["BUDDY_SCHEDULER_TICK_SECONDS"]))
+    stack = Stack(api.url, worker, worker_log, sweeper.url, dead_letter.url, scheduler.url, ticker)
+    stack.feed_worker()
+    wait_for_http(api.url + "/healthz")
     ticker.start()
     yield stack
     ticker.stop()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+from collections import defaultdict
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, fields, replace
@@ -120,15 +121,24 @@ class ScheduleService:
 
     def tick(self) -> dict[str, int]:
         """Fires what is due now; reads only the due schedules (and their last missions).
-        Schedules are independent, so their fires go out side by side."""
+        Owners' fires go out side by side; one owner's one after another, since each adds
+        to that owner's count of active missions (one document: concurrent commits to it
+        would only race and retry)."""
         now = self.clock()
         due = self.store.due(now, DUE_PAGE)
         done = {"due": len(due), "fired": 0, "skipped": 0, "failed": 0}
-        if not due:
-            return done
-        with ThreadPoolExecutor(min(TICK_CONCURRENCY, len(due))) as pool:
-            for outcome in pool.map(lambda s: self._tick_safely(s, now), due):
-                done[outcome] += 1
+        by_owner: dict[str, list[Schedule]] = defaultdict(list)
+        for schedule in due:
+            by_owner[schedule.owner_uid].append(schedule)
+
+        def fire_all(group: list[Schedule]) -> list[str]:
+            return [self._tick_safely(schedule, now) for schedule in group]
+
+        if by_owner:
+            with ThreadPoolExecutor(min(TICK_CONCURRENCY, len(by_owner))) as pool:
+                for outcomes in pool.map(fire_all, by_owner.values()):
+                    for outcome in outcomes:
+                        done[outcome] += 1
         return done
 
     def _tick_safely(self, schedule: Schedule, now: datetime) -> str:
