@@ -24,6 +24,7 @@ first progress measured on it in the same run.
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 import threading
 import time
@@ -32,7 +33,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from google.cloud import firestore
 from tests.localserver import LocalServer, Reply
@@ -48,6 +49,7 @@ SCOPE = {"allowed_domains": ["127.0.0.1"]}
 TERMINAL = frozenset({"completed", "failed", "cancelled"})
 
 Doc = dict[str, Any]
+T = TypeVar("T")
 
 
 class Caller(Protocol):
@@ -156,34 +158,52 @@ def measure(
         # The first pause warms the new worker up and is not counted. The others are sent at
         # moments spread over one progress interval after the claim.
         offsets = [0.0] + [interval * n / count for n in range(count)]
-        warm_up, *timed = [pause_between_steps(user, db, offset) for offset in offsets]
+        warm_up, *timed = [
+            guarded(samples, "pause_between_steps", pause_between_steps, user, db, offset)
+            for offset in offsets
+        ]
     finally:
         set_up_pubsub(worker.url, dead_letter.url)
         slow_worker.stop()
-    warm_id, warm_listener, _ = warm_up
-    if warm_id is not None:
-        user.call("POST", f"/missions/{warm_id}/cancel")
-    warm_listener.close()
+    if warm_up is not None:
+        warm_id, warm_listener, _ = warm_up
+        if warm_id is not None:
+            user.call("POST", f"/missions/{warm_id}/cancel")
+        warm_listener.close()
     # On the emulator, the first push after a subscription changes endpoint comes most of a
     # second late (production never moves it): one untimed mission takes that.
     run_untimed(user, db)
-    for mission_id, listener, took_ms in timed:
+    for paused in timed:
+        if paused is None:
+            continue  # counted as missed by `guarded`
+        mission_id, listener, took_ms = paused
         if mission_id is None or took_ms is None:
             samples.missed["pause_between_steps"] += 1
         else:
             samples.pause_between_steps.append(took_ms)
-            resume(user, mission_id, listener, samples)
+            guarded(samples, "resume", resume, user, mission_id, listener, samples)
         listener.close()
     site = LocalServer()
     site.start()
     try:
         for _ in range(count):
-            pause_in_crawl(user, db, site, samples)
+            guarded(samples, "pause_in_crawl", pause_in_crawl, user, db, site, samples)
         for _ in range(count):
-            retry(user, db, site, samples)
+            guarded(samples, "retry", retry, user, db, site, samples)
     finally:
         site.stop()
     return samples
+
+
+def guarded(samples: Samples, key: str, measure: Callable[..., T], *args: Any) -> T | None:
+    """One sample; a listener that saw nothing in time counts as missed (and is said on
+    stderr) instead of ending the whole run."""
+    try:
+        return measure(*args)
+    except TimeoutError as e:
+        print(f"{key}: missed: {e}", file=sys.stderr, flush=True)
+        samples.missed[key] += 1
+        return None
 
 
 def pause_between_steps(
