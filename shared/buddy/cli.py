@@ -600,10 +600,17 @@ def create(
 
 
 def _print_mission(mission: dict[str, Any], as_json: bool) -> None:
+    _print(mission, _mission_lines, as_json)
+
+
+def _print(
+    document: dict[str, Any], lines: Callable[[dict[str, Any]], list[str]], as_json: bool
+) -> None:
+    """The API's answer as JSON with --json, else as lines for a person."""
     if as_json or OPTIONS.json:
-        _json(mission)
+        _json(document)
         return
-    for line in _mission_lines(mission):
+    for line in lines(document):
         _say(line)
 
 
@@ -925,11 +932,7 @@ def schedule_lines(schedule: dict[str, Any]) -> list[str]:
 
 
 def _print_schedule(schedule: dict[str, Any], as_json: bool) -> None:
-    if as_json or OPTIONS.json:
-        _json(schedule)
-        return
-    for line in schedule_lines(schedule):
-        _say(line)
+    _print(schedule, schedule_lines, as_json)
 
 
 @schedule_app.command("create")

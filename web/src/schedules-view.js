@@ -4,6 +4,8 @@
 // each one as its owner sees it (with its next fires). "Schedule…" on a mission card opens
 // the form with that mission's fields.
 
+import { el } from "./missions-view.js";
+
 const FIRE_FORMAT = {
   weekday: "short",
   year: "numeric",
@@ -13,13 +15,6 @@ const FIRE_FORMAT = {
   minute: "2-digit",
   timeZoneName: "short",
 };
-
-function el(tag, className, text) {
-  const node = document.createElement(tag);
-  if (className) node.className = className;
-  if (text !== undefined) node.textContent = text;
-  return node;
-}
 
 // A UTC instant as the viewer's clock reads it.
 export function localTime(iso) {

@@ -10,7 +10,7 @@ import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import flask
 import pydantic
@@ -42,7 +42,9 @@ from buddy.schemas import (
     validation_message,
 )
 from buddy.service.missions import DEFAULT_LIST_LIMIT, MAX_SEQ, MissionService
-from buddy.service.schedules import ScheduleService
+
+if TYPE_CHECKING:  # imported with the first schedule request (cold start)
+    from buddy.service.schedules import ScheduleService
 
 log = logging.getLogger(__name__)
 
@@ -353,7 +355,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "One schedule, with its history and next five fires",
         200,
         schemas.ScheduleOut,
-        _on_schedule(ScheduleService.get),
+        _on_schedule(lambda schedules, uid, sid: schedules.get(uid, sid)),
         _READ,
     ),
     Endpoint(
@@ -374,7 +376,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "Stop firing until resumed",
         200,
         schemas.ScheduleOut,
-        _on_schedule(ScheduleService.pause),
+        _on_schedule(lambda schedules, uid, sid: schedules.pause(uid, sid)),
         _READ,
     ),
     Endpoint(
@@ -384,7 +386,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "Fire again from the next cron time (what was missed is not caught up)",
         200,
         schemas.ScheduleOut,
-        _on_schedule(ScheduleService.resume),
+        _on_schedule(lambda schedules, uid, sid: schedules.resume(uid, sid)),
         _READ,
     ),
     Endpoint(

@@ -5,15 +5,17 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 
 from buddy.domain.eta import DurationStat
 from buddy.domain.mission import Artifact, Change, Event, Mission, NewEvent, Status
-from buddy.domain.schedule import Schedule, Tick
+
+if TYPE_CHECKING:  # the cron parser stays out of processes that never fire a schedule
+    from buddy.domain.schedule import Schedule, Tick
 
 Decide = Callable[[Mission], Change]
 # A fire's mission (already approved and queued) and its first events.
-MissionFor = Callable[[Schedule, datetime], tuple[Mission, tuple[NewEvent, ...]]]
+MissionFor: TypeAlias = "Callable[[Schedule, datetime], tuple[Mission, tuple[NewEvent, ...]]]"
 
 
 @dataclass(frozen=True)
