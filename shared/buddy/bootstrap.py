@@ -36,11 +36,15 @@ if TYPE_CHECKING:
         DurationStatsStore,
         ExecutionPublisher,
         MissionStore,
+        RecipeStore,
         ScheduleStore,
         TokenVerifier,
+        ToolStatsStore,
     )
+    from buddy.service.recipes import RecipeService
     from buddy.service.recovery import Recovery
     from buddy.service.schedules import ScheduleService
+    from buddy.service.tool_stats import ToolStatsService
     from buddy.tools import ToolRegistry
 
 
@@ -57,6 +61,8 @@ class App:
     given_stats: DurationStatsStore | None = None
     given_classifier: IntentClassifier | None = None
     given_schedule_store: ScheduleStore | None = None
+    given_recipe_store: RecipeStore | None = None
+    given_tool_stats: ToolStatsStore | None = None
     heartbeat: Heartbeat | None = None
     sleep: Callable[[float], None] = time.sleep  # the runner's waits (backoff, fault delays)
 
@@ -115,9 +121,38 @@ class App:
             self.publisher,
             self.missions,
             self.clock,
+            recipes=self.recipes,
             max_schedules=config.max_schedules,
             max_active=config.max_active_missions,
         )
+
+    @functools.cached_property
+    def recipe_store(self) -> RecipeStore:
+        if self.given_recipe_store is not None:
+            return self.given_recipe_store
+        from buddy.adapters.firestore_recipes import FirestoreRecipeStore
+
+        return FirestoreRecipeStore(self._firestore)
+
+    @functools.cached_property
+    def recipes(self) -> RecipeService:
+        from buddy.service.recipes import RecipeService
+
+        return RecipeService(self.recipe_store, self.store, self.missions, self.clock)
+
+    @functools.cached_property
+    def tool_stats_store(self) -> ToolStatsStore:
+        if self.given_tool_stats is not None:
+            return self.given_tool_stats
+        from buddy.adapters.firestore_stats import FirestoreToolStats
+
+        return FirestoreToolStats(self._firestore)
+
+    @functools.cached_property
+    def tool_stats(self) -> ToolStatsService:
+        from buddy.service.tool_stats import ToolStatsService
+
+        return ToolStatsService(self.tool_stats_store, self.tools, self.clock)
 
     @functools.cached_property
     def publisher(self) -> ExecutionPublisher:
@@ -196,6 +231,7 @@ class App:
                 step_delay_seconds=config.fault_step_delay_seconds,
                 pause_timeout_seconds=config.pause_timeout_hours * 3600,
             ),
+            ratings=self.tool_stats_store,
             sleep=self.sleep,
             heartbeat=self.heartbeat,
         )
@@ -212,6 +248,8 @@ def build(
     stats: DurationStatsStore | None = None,
     classifier: IntentClassifier | None = None,
     schedule_store: ScheduleStore | None = None,
+    recipe_store: RecipeStore | None = None,
+    tool_stats: ToolStatsStore | None = None,
     heartbeat: Heartbeat | None = None,
     sleep: Callable[[float], None] = time.sleep,
 ) -> App:
@@ -219,15 +257,17 @@ def build(
     return App(
         settings or Settings.from_env(),
         clock,
-        store,
-        publisher,
-        verifier,
-        tools,
-        stats,
-        classifier,
-        schedule_store,
-        heartbeat,
-        sleep,
+        given_store=store,
+        given_publisher=publisher,
+        given_verifier=verifier,
+        given_tools=tools,
+        given_stats=stats,
+        given_classifier=classifier,
+        given_schedule_store=schedule_store,
+        given_recipe_store=recipe_store,
+        given_tool_stats=tool_stats,
+        heartbeat=heartbeat,
+        sleep=sleep,
     )
 
 

@@ -48,6 +48,14 @@ class ScheduleNotFound(NotFound):
         super().__init__(f"Schedule {schedule_id} not found")
 
 
+class RecipeNotFound(NotFound):
+    """No such recipe (or version of it) for this caller."""
+
+    def __init__(self, recipe_id: str, version: int | None = None) -> None:
+        which = f" version {version}" if version is not None else ""
+        super().__init__(f"Recipe {recipe_id}{which} not found")
+
+
 class MethodNotAllowed(ServiceError):
     status, code = 405, "method_not_allowed"
 

@@ -6,13 +6,16 @@ from __future__ import annotations
 import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
+    Discriminator,
     Field,
+    Tag,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -145,6 +148,158 @@ class AmendMission(_Edit):
     scope: Scope | None = None
 
 
+def _integral(value: Any) -> Any:
+    """3.0 is the integer 3 in JSON (and JSON Schema); 3.5 is not."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+# ---- recipes --------------------------------------------------------------------------------
+
+RecipeId = Annotated[str, Field(pattern=MISSION_ID_PATTERN)]
+ParamName = Annotated[
+    str,
+    Field(
+        pattern=r"^[a-z_][a-z0-9_]{0,39}$",
+        description="What {name} stands for in the templates",
+    ),
+]
+ParamValue = str | int | float
+Integral = Annotated[int, Field(ge=-(2**53), le=2**53), BeforeValidator(_integral)]
+
+
+def _http_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        raise ValueError("give an http(s) URL with a host, e.g. https://example.com/page")
+    return value
+
+
+# What a value of each param type must be: the same rules wherever a param is given.
+PARAM_TYPES: dict[str, Any] = {
+    "string": Annotated[str, Field(min_length=1, max_length=2000)],
+    "integer": Integral,
+    "number": Annotated[float, Field(allow_inf_nan=False)],
+    "url": Annotated[str, Field(max_length=2048), AfterValidator(_http_url)],
+}
+
+
+class ParamSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    name: ParamName
+    type: Literal["string", "integer", "number", "url"]
+    required: bool | None = Field(
+        default=None, description="Default: required unless it has a default"
+    )
+    default: ParamValue | None = None
+    description: Annotated[str, Field(max_length=500)] = ""
+
+
+class RecipeScopeIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    allowed_domains: Annotated[
+        list[Annotated[str, Field(min_length=1, max_length=253)]], Field(max_length=20)
+    ] = []
+
+
+RecipeName = Annotated[
+    str,
+    Field(min_length=1, max_length=200, json_schema_extra={"pattern": r"\S"}),
+    AfterValidator(_not_blank),
+]
+Template = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=2000,
+        json_schema_extra={"pattern": r"\S"},
+        description="Text with {param} placeholders ({url.host}: a url param's host)",
+    ),
+    AfterValidator(_not_blank),
+]
+
+
+class CreateRecipe(BaseModel):
+    """A recipe, or its next version: every field of it."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    name: RecipeName
+    description: Annotated[str, Field(max_length=2000)] = ""
+    objective: Template
+    params: Annotated[list[ParamSpec], Field(max_length=20)] = []
+    scope: RecipeScopeIn = RecipeScopeIn()
+    budget_usd: Budget | Annotated[str, Field(min_length=1, max_length=64)] = Field(
+        default=1.0, description="A number, or one placeholder of a number param: '{budget}'"
+    )
+    tool: ToolName = None
+    inputs: dict[str, Any] = {}
+    on_limit: OnLimitField = "fail"
+
+    def fields(self) -> dict[str, Any]:
+        """The recipe's fields; a param is required unless it has a default."""
+        given = self.model_dump()
+        for param in given["params"]:
+            if param["required"] is None:
+                param["required"] = param["default"] is None
+        return given
+
+
+class RecipeRun(BaseModel):
+    """A mission made from a recipe: its params (and a version other than the latest)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    params: dict[str, Any] = {}
+    version: Annotated[int, Field(ge=1, le=1_000_000), BeforeValidator(_integral)] | None = None
+
+
+class ScheduledRecipe(RecipeRun):
+    """A schedule's mission named by a recipe."""
+
+    recipe_id: RecipeId
+
+
+class SaveAsRecipe(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    name: RecipeName | None = None
+    description: Annotated[str, Field(max_length=2000)] | None = None
+    params: (
+        Annotated[
+            list[Annotated[str, Field(min_length=1, max_length=200)]],
+            Field(
+                max_length=20,
+                description="Fields that become params: objective, budget_usd, inputs.<key> "
+                "(default: every input, or the objective when there are none)",
+            ),
+        ]
+        | None
+    ) = None
+
+
+class RateMission(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    rating: Annotated[int, Field(ge=1, le=5), BeforeValidator(_integral)]
+    comment: Annotated[str, Field(max_length=2000)] | None = None
+
+
+_MISSION_KINDS = ("body", "recipe")
+
+
+def _mission_kind(value: Any) -> str:
+    return "recipe" if isinstance(value, dict) and "recipe_id" in value else "body"
+
+
+ScheduleMission = Annotated[
+    Annotated[CreateMission, Tag("body")] | Annotated[ScheduledRecipe, Tag("recipe")],
+    Discriminator(_mission_kind),
+    Field(description="A create body, or a recipe with its params: {recipe_id, version, params}"),
+]
+
+
 # ---- schedules ------------------------------------------------------------------------------
 
 ScheduleName = Annotated[
@@ -178,11 +333,6 @@ OverlapField = Annotated[
 ]
 
 
-def _integral(value: Any) -> Any:
-    """3.0 is the integer 3 in JSON (and JSON Schema); 3.5 is not."""
-    return int(value) if isinstance(value, float) and value.is_integer() else value
-
-
 CatchupWindow = Annotated[int, BeforeValidator(_integral), Field(ge=0, le=7 * 86400)]
 PauseAfter = Annotated[
     int, BeforeValidator(_integral), Field(ge=0, le=100, description="0: never pause")
@@ -195,33 +345,47 @@ class CreateSchedule(BaseModel):
     name: ScheduleName
     cron: CronField
     timezone: TimeZone = "UTC"
-    mission: CreateMission
+    mission: ScheduleMission
     overlap: OverlapField = "skip"
     catchup_window_seconds: CatchupWindow = 0
     pause_after_failures: PauseAfter = 3
 
     def fields(self) -> dict[str, Any]:
-        return self.model_dump(mode="json")
+        return {**self.model_dump(mode="json", exclude={"mission"}), "mission": _dumped(self)}
 
 
 class ModifySchedule(_Edit):
     name: ScheduleName | None = None
     cron: CronField | None = None
     timezone: TimeZone | None = None
-    mission: CreateMission | None = None
+    mission: ScheduleMission | None = None
     overlap: OverlapField | None = None
     catchup_window_seconds: CatchupWindow | None = None
     pause_after_failures: PauseAfter | None = None
 
     def fields(self) -> dict[str, Any]:
-        return self.model_dump(mode="json", exclude_unset=True)
+        given = self.model_dump(mode="json", exclude_unset=True, exclude={"mission"})
+        return given | ({"mission": _dumped(self)} if "mission" in self.model_fields_set else {})
+
+
+def _dumped(schedule: CreateSchedule | ModifySchedule) -> dict[str, Any]:
+    """A schedule's mission as given: a create body, or a recipe with its params."""
+    assert schedule.mission is not None
+    return schedule.mission.model_dump(mode="json")
 
 
 def validation_message(error: ValidationError, prefix: str = "") -> str:
     """Pydantic's errors as one line a person can act on: `field: problem; ...`."""
     parts = []
     for item in error.errors(include_url=False, include_input=False):
-        where = ".".join([prefix, *map(str, item["loc"])] if prefix else map(str, item["loc"]))
+        # A schedule's mission is one of two kinds: the kind's tag is no field of the body.
+        raw = [str(part) for part in item["loc"]]
+        loc = [
+            part
+            for i, part in enumerate(raw)
+            if not (part in _MISSION_KINDS and i and raw[i - 1] == "mission")
+        ]
+        where = ".".join([prefix, *loc] if prefix else loc)
         message = item["msg"].removeprefix("Value error, ")  # our own ValueErrors' words
         parts.append(f"{where or 'body'}: {message}")
     return "; ".join(parts)
@@ -328,6 +492,12 @@ class ScopeOut(Out):
     allowed_domains: list[str]
 
 
+class FeedbackOut(Out):
+    rating: int
+    comment: str | None = None
+    at: datetime
+
+
 class MissionOut(Out):
     mission_id: str
     owner_uid: str
@@ -353,6 +523,7 @@ class MissionOut(Out):
     recipe: dict[str, Any] | None = None
     schedule_id: str | None = None
     scheduled_for: datetime | None = None
+    feedback: FeedbackOut | None = None
     execution_record: ExecutionRecordOut | None = None
 
 
@@ -455,3 +626,81 @@ class RunAccepted(Out):
 
 class Empty(Out):
     """No body (204)."""
+
+
+class ParamOut(Out):
+    name: str
+    type: Literal["string", "integer", "number", "url"]
+    required: bool
+    default: ParamValue | None = None
+    description: str = ""
+
+
+class RecipeScopeOut(Out):
+    allowed_domains: list[str]
+
+
+class RecipeOut(Out):
+    recipe_id: str
+    owner_uid: str  # "builtin" for the recipes that ship with the product
+    builtin: bool
+    name: str
+    description: str
+    version: int  # the version shown
+    latest_version: int
+    objective: str
+    params: list[ParamOut]
+    scope: RecipeScopeOut
+    budget_usd: float | str
+    tool: str | None
+    inputs: dict[str, Any]
+    on_limit: Literal["fail", "ask"]
+    uses: int  # missions made from it
+    completed: int
+    failed: int
+    created_at: datetime
+    updated_at: datetime
+    version_created_at: datetime
+
+
+class RecipeList(Out):
+    recipes: list[RecipeOut]
+
+
+class DayOut(Out):
+    date: str
+    completed: int
+    failed: int
+    ratings: int
+    mean_rating: float | None
+
+
+class ToolSummaryOut(Out):
+    missions: int
+    completed: int
+    failed: int
+    cancelled: int
+    success_rate: float | None  # completed / (completed + failed)
+    median_duration_seconds: float | None
+    mean_cost_usd: float | None
+    ratings: int
+    mean_rating: float | None
+    daily: list[DayOut]
+
+
+class AdjustmentOut(Out):
+    intent: str
+    adjustment: float  # what tool selection adds to the confidence now
+    ratings: int
+    mean_rating: float | None
+
+
+class ToolStatsOut(Out):
+    tool: str
+    mine: ToolSummaryOut
+    everyone: ToolSummaryOut
+    adjustments: list[AdjustmentOut]
+
+
+class ToolStatsList(Out):
+    tools: list[ToolStatsOut]

@@ -21,7 +21,9 @@ from .fakes import (
     FakeDurationStats,
     FakeMissionStore,
     FakePublisher,
+    FakeRecipeStore,
     FakeScheduleStore,
+    FakeToolStats,
     FakeVerifier,
 )
 
@@ -39,6 +41,16 @@ def store(clock: FakeClock) -> FakeMissionStore:
 @pytest.fixture
 def schedule_store(store: FakeMissionStore) -> FakeScheduleStore:
     return FakeScheduleStore(store)
+
+
+@pytest.fixture
+def recipe_store(store: FakeMissionStore) -> FakeRecipeStore:
+    return FakeRecipeStore(store)
+
+
+@pytest.fixture
+def tool_stats(store: FakeMissionStore) -> FakeToolStats:
+    return FakeToolStats(store)
 
 
 @pytest.fixture
@@ -61,6 +73,8 @@ def make_app(
     stats: FakeDurationStats,
     heartbeat: ManualHeartbeat,
     schedule_store: FakeScheduleStore,
+    recipe_store: FakeRecipeStore,
+    tool_stats: FakeToolStats,
 ) -> Callable[..., bootstrap.App]:
     """The composition root over the fakes: `make_app(tools=..., max_active_missions=2)`."""
 
@@ -76,6 +90,8 @@ def make_app(
             stats=stats,
             classifier=RuleBasedClassifier(),
             schedule_store=schedule_store,
+            recipe_store=recipe_store,
+            tool_stats=tool_stats,
             heartbeat=heartbeat,
             sleep=clock.advance,  # waiting (backoff, fault delays) moves the fake clock
         )

@@ -19,10 +19,13 @@ from buddy.domain.mission import (
     Status,
     iso,
 )
+from buddy.domain import stats
+from buddy.domain.recipe import BUILTIN_IDS, Recipe, Usage
 from buddy.domain.schedule import Schedule, Tick
 from buddy.errors import (
     DependencyUnavailable,
     MissionNotFound,
+    RecipeNotFound,
     ScheduleNotFound,
     StorageRejected,
     TooManyActiveMissions,
@@ -65,6 +68,14 @@ class FakeMissionStore:
         # Firestore refusing a write as invalid (InvalidArgument), whatever its size.
         self.refuse_when: Callable[[Change], bool] = lambda change: False
         self.ended: list[Callable[[Mission], None]] = []  # told when a write ends a mission
+        # The aggregates every write keeps (domain.stats), by key, as the adapter sums them.
+        self.aggregates: dict[stats.Key, dict[str, float]] = {}
+
+    def _add(self, before: Mission | None, after: Mission | None) -> None:
+        for key, counters in stats.delta(before, after).items():
+            kept = self.aggregates.setdefault(key, {})
+            for name, amount in counters.items():
+                kept[name] = kept.get(name, 0) + amount
 
     def _event(self, mission: Mission, seq: int, event: NewEvent) -> Event:
         return Event(
@@ -83,6 +94,7 @@ class FakeMissionStore:
         self.missions[mission.mission_id] = stored
         log = [self._event(stored, seq, event) for seq, event in enumerate(events, 1)]
         self.event_log[mission.mission_id] = log
+        self._add(None, stored)
         return stored
 
     def get(self, mission_id: str) -> Mission | None:
@@ -124,6 +136,7 @@ class FakeMissionStore:
         written = replace(change.mission, event_seq=seq)
         self.missions[mission_id] = written
         self.written.append(written)
+        self._add(before, written)
         if written.terminal and not before.terminal:
             for listener in self.ended:
                 listener(written)
@@ -192,8 +205,85 @@ class FakeMissionStore:
 
     def put(self, mission: Mission) -> Mission:
         """Sets a mission's state outright, as another process might have left it."""
+        self._add(self.missions.get(mission.mission_id), mission)
         self.missions[mission.mission_id] = mission
         return mission
+
+
+class FakeToolStats:
+    """ToolStatsStore over the aggregates a FakeMissionStore keeps."""
+
+    def __init__(self, missions: FakeMissionStore) -> None:
+        self.missions = missions
+        self.down = False  # the statistics unreachable, as Firestore can be
+
+    def ratings(self, tool: str, intent: str) -> tuple[int, float]:
+        if self.down:
+            raise DependencyUnavailable("Firestore is unavailable")
+        counters = self.missions.aggregates.get(("tool", tool, intent), {})
+        return round(counters.get("ratings", 0)), counters.get("rating_sum", 0.0)
+
+    def counters(self, owner_uid: str | None) -> dict[tuple[str, str], dict[str, float]]:
+        found = {}
+        for key, counters in self.missions.aggregates.items():
+            if owner_uid is None and key[0] == "tool":
+                found[(key[1], key[2])] = dict(counters)
+            elif key[0] == "owner_tool" and key[1] == owner_uid:
+                found[(key[2], key[3])] = dict(counters)
+        return found
+
+
+class FakeRecipeStore:
+    """RecipeStore in memory: every version of every recipe; usage from the aggregates."""
+
+    def __init__(self, missions: FakeMissionStore) -> None:
+        self.missions = missions
+        self.versions: dict[str, dict[int, Recipe]] = {}
+
+    def create(self, recipe: Recipe) -> Recipe:
+        self.versions[recipe.recipe_id] = {recipe.version: recipe}
+        return recipe
+
+    def get(self, recipe_id: str, version: int | None = None) -> Recipe | None:
+        if recipe_id in BUILTIN_IDS:
+            builtin = BUILTIN_IDS[recipe_id]
+            return builtin if version in {None, builtin.version} else None
+        versions = self.versions.get(recipe_id)
+        if not versions:
+            return None
+        latest = versions[max(versions)]
+        found = versions.get(version or latest.version)
+        if found is None:
+            return None
+        return replace(found, latest_version=latest.version, updated_at=latest.updated_at)
+
+    def recipes_of(self, owner_uid: str) -> list[Recipe]:
+        latest = [self.get(recipe_id) for recipe_id in self.versions]
+        owned = [r for r in latest if r is not None and r.owner_uid == owner_uid]
+        return sorted(owned, key=lambda r: r.updated_at, reverse=True)
+
+    def add_version(self, recipe_id: str, make: Callable[[Recipe], Recipe]) -> Recipe:
+        latest = self.get(recipe_id)
+        if latest is None:
+            raise RecipeNotFound(recipe_id)
+        after = make(latest)
+        self.versions[recipe_id][after.version] = after
+        return after
+
+    def delete(self, recipe_id: str) -> None:
+        self.versions.pop(recipe_id, None)
+
+    def usage(self, recipe_ids: list[str]) -> dict[str, Usage]:
+        found = {}
+        for recipe_id in recipe_ids:
+            counters = self.missions.aggregates.get(("recipe", recipe_id))
+            if counters:
+                found[recipe_id] = Usage(
+                    round(counters.get("uses", 0)),
+                    round(counters.get("completed", 0)),
+                    round(counters.get("failed", 0)),
+                )
+        return found
 
 
 class FakeScheduleStore:

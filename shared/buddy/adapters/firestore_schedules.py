@@ -21,13 +21,10 @@ from google.api_core import exceptions as gexc
 from google.cloud import firestore
 from pydantic import TypeAdapter
 
-from buddy.adapters.firestore_store import (
-    APPLY_ATTEMPTS,
-    TIMEOUT_SECONDS,
-    FirestoreMissionStore,
-    _unavailable_is_ours,
-    mission_document,
-)
+from buddy.adapters.firestore_base import APPLY_ATTEMPTS, TIMEOUT_SECONDS, unavailable_is_ours
+from buddy.adapters.firestore_stats import add_tally
+from buddy.adapters.firestore_store import FirestoreMissionStore, mission_document
+from buddy.domain import stats
 from buddy.domain.schedule import Schedule, Tick
 from buddy.errors import DependencyUnavailable, ScheduleNotFound, TooManySchedules
 from buddy.service.ports import Fired, MissionFor
@@ -52,7 +49,7 @@ class FirestoreScheduleStore:
         self._missions = missions  # encodes the missions fires create
         self.reads = 0  # schedule documents read (for the benchmark)
 
-    @_unavailable_is_ours
+    @unavailable_is_ours
     def create(self, schedule: Schedule, limit: int) -> Schedule:
         """Counts first and looks after, as the active-mission limit does: the create adds
         one to the owner's count, and one that took it past the limit takes itself back."""
@@ -67,12 +64,12 @@ class FirestoreScheduleStore:
             raise TooManySchedules(limit)
         return schedule
 
-    @_unavailable_is_ours
+    @unavailable_is_ours
     def get(self, schedule_id: str) -> Schedule | None:
         snapshot = self._schedules.document(schedule_id).get(timeout=TIMEOUT_SECONDS)
         return schedule_from(snapshot.to_dict() or {}) if snapshot.exists else None
 
-    @_unavailable_is_ours
+    @unavailable_is_ours
     def schedules_of(self, owner_uid: str) -> list[Schedule]:
         query = (
             self._schedules.where(filter=firestore.FieldFilter("owner_uid", "==", owner_uid))
@@ -81,11 +78,11 @@ class FirestoreScheduleStore:
         )
         return [schedule_from(s.to_dict() or {}) for s in query.stream(timeout=TIMEOUT_SECONDS)]
 
-    @_unavailable_is_ours
+    @unavailable_is_ours
     def update(self, schedule_id: str, change: Callable[[Schedule], Schedule]) -> Schedule:
         return self.fire(schedule_id, lambda s: Tick(change(s)), _no_mission).schedule
 
-    @_unavailable_is_ours
+    @unavailable_is_ours
     def delete(self, schedule_id: str) -> None:
         ref = self._schedules.document(schedule_id)
         snapshot = ref.get(timeout=TIMEOUT_SECONDS)
@@ -103,7 +100,7 @@ class FirestoreScheduleStore:
         with contextlib.suppress(gexc.FailedPrecondition, gexc.NotFound):
             batch.commit(timeout=TIMEOUT_SECONDS)
 
-    @_unavailable_is_ours
+    @unavailable_is_ours
     def due(self, now: datetime, limit: int) -> list[Schedule]:
         on_time = (
             self._schedules.where(filter=firestore.FieldFilter("paused", "==", False))
@@ -121,7 +118,7 @@ class FirestoreScheduleStore:
                 found.setdefault(snapshot.id, schedule_from(snapshot.to_dict() or {}))
         return list(found.values())[:limit]
 
-    @_unavailable_is_ours
+    @unavailable_is_ours
     def fire(
         self, schedule_id: str, decide: Callable[[Schedule], Tick], mission_for: MissionFor
     ) -> Fired:
@@ -150,6 +147,7 @@ class FirestoreScheduleStore:
                         mission_ref.collection("events").document(str(seq)),
                         missions.event_document(mission.owner_uid, seq, event),
                     )
+                add_tally(self._db, batch, stats.delta(None, mission))
                 counter = self._users.document(mission.owner_uid)
                 batch.set(counter, {"active_missions": firestore.Increment(1)}, merge=True)
             changed = {k: v for k, v in after.items() if document.get(k) != v}

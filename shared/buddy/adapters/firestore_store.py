@@ -7,12 +7,13 @@ encoding — document paths, field names, update masks, preconditions.
     missions/{mission_id}/private/checkpoint  where a paused tool got to
     artifacts/{artifact_id}                its result
     users/{uid}                            active_missions: the owner's queued + running count
+    tool_stats/…, users/{uid}/tool_stats/…, recipe_counts/…   the aggregates (firestore_stats):
+                                           every write adds its delta in the same batch
     stats/step_durations_{n}               ETA statistics, sharded
 """
 
 from __future__ import annotations
 
-import functools
 import random
 import threading
 import time
@@ -20,12 +21,15 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from datetime import datetime, timedelta
-from typing import Any, ParamSpec, TypeVar
+from typing import Any
 
 from google.api_core import exceptions as gexc
 from google.cloud import firestore
 from pydantic import TypeAdapter
 
+from buddy.adapters.firestore_base import APPLY_ATTEMPTS, TIMEOUT_SECONDS, unavailable_is_ours
+from buddy.adapters.firestore_stats import add_tally
+from buddy.domain import stats
 from buddy.domain.eta import DurationStat, merged, updated
 from buddy.domain.lifecycle import active_delta
 from buddy.domain.mission import Artifact, Change, Event, Mission, NewEvent, Status, iso
@@ -38,10 +42,6 @@ from buddy.errors import (
 )
 from buddy.service.ports import Decide
 
-P = ParamSpec("P")
-R = TypeVar("R")
-TIMEOUT_SECONDS = 10.0
-APPLY_ATTEMPTS = 12
 SWEEP_PAGE = 200
 KNOWN_MISSIONS = 512  # versions remembered per process (a mission document is a few KiB)
 
@@ -59,19 +59,6 @@ def mission_document(mission: Mission) -> Document:
 
 def mission_from(document: Mapping[str, Any]) -> Mission:
     return _MISSION.validate_python(document)
-
-
-def _unavailable_is_ours(method: Callable[P, R]) -> Callable[P, R]:
-    """Firestore being down or slow becomes DependencyUnavailable (HTTP 503)."""
-
-    @functools.wraps(method)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return method(*args, **kwargs)
-        except (gexc.ServiceUnavailable, gexc.DeadlineExceeded, gexc.RetryError) as e:
-            raise DependencyUnavailable("Firestore is unavailable") from e
-
-    return wrapper
 
 
 class FirestoreMissionStore:
@@ -124,7 +111,7 @@ class FirestoreMissionStore:
             "expire_at": now + self._event_ttl,
         }
 
-    @_unavailable_is_ours
+    @unavailable_is_ours
     def create(self, mission: Mission, *events: NewEvent) -> Mission:
         ref = self._missions.document(mission.mission_id)
         stored = replace(mission, event_seq=len(events))
@@ -136,11 +123,12 @@ class FirestoreMissionStore:
                 ref.collection("events").document(str(seq)),
                 self.event_document(mission.owner_uid, seq, event),
             )
+        add_tally(self._db, batch, stats.delta(None, stored))
         results = batch.commit(timeout=TIMEOUT_SECONDS)
         self._remember(stored, document, results[0].update_time)
         return stored
 
-    @_unavailable_is_ours
+    @unavailable_is_ours
     def get(self, mission_id: str) -> Mission | None:
         snapshot = self._missions.document(mission_id).get(timeout=TIMEOUT_SECONDS)
         if not snapshot.exists:
@@ -150,7 +138,7 @@ class FirestoreMissionStore:
         self._remember(mission, document, snapshot.update_time)
         return mission
 
-    @_unavailable_is_ours
+    @unavailable_is_ours
     def apply(self, mission_id: str, decide: Decide) -> Mission:
         """Optimistic concurrency: the batch commits only if the mission (and, for a change
         into the active states, the owner's count) is unchanged since it was read; otherwise
@@ -214,6 +202,7 @@ class FirestoreMissionStore:
             )
         if change.checkpoint is not None:
             batch.set(ref.collection("private").document("checkpoint"), dict(change.checkpoint))
+        add_tally(self._db, batch, stats.delta(before, written))
         delta = active_delta(before, change)
         if delta:
             # Second to last: its result says what the count became.
@@ -267,6 +256,7 @@ class FirestoreMissionStore:
             batch = self._db.batch()
             for seq in range(before.event_seq + 1, written.event_seq + 1):
                 batch.delete(events.document(str(seq)))
+            add_tally(self._db, batch, stats.delta(written, before))
             counter = self._users.document(before.owner_uid)
             batch.set(counter, {"active_missions": firestore.Increment(-1)}, merge=True)
             restore = {k: v for k, v in document.items() if after.get(k, _MISSING) != v}
@@ -295,7 +285,7 @@ class FirestoreMissionStore:
             )
         return seq
 
-    @_unavailable_is_ours
+    @unavailable_is_ours
     def missions_of(
         self, owner_uid: str, status: Status | None, limit: int, schedule_id: str | None = None
     ) -> list[Mission]:
@@ -307,15 +297,15 @@ class FirestoreMissionStore:
         query = query.order_by("created_at", direction=firestore.Query.DESCENDING).limit(limit)
         return [mission_from(s.to_dict() or {}) for s in query.stream(timeout=TIMEOUT_SECONDS)]
 
-    @_unavailable_is_ours
+    @unavailable_is_ours
     def stalled(self, now: datetime) -> list[Mission]:
         return self._in_status_before(Status.RUNNING, "lease_expires_at", now)
 
-    @_unavailable_is_ours
+    @unavailable_is_ours
     def queued_before(self, before: datetime) -> list[Mission]:
         return self._in_status_before(Status.QUEUED, "queued_at", before)
 
-    @_unavailable_is_ours
+    @unavailable_is_ours
     def expired_pauses(self, now: datetime) -> list[Mission]:
         return self._in_status_before(Status.PAUSED, "pause_reason.expires_at", now)
 
@@ -328,7 +318,7 @@ class FirestoreMissionStore:
         )
         return [mission_from(s.to_dict() or {}) for s in query.stream(timeout=TIMEOUT_SECONDS)]
 
-    @_unavailable_is_ours
+    @unavailable_is_ours
     def events(self, mission_id: str, after_seq: int) -> list[Event]:
         query = (
             self._missions.document(mission_id)
@@ -339,16 +329,16 @@ class FirestoreMissionStore:
         )
         return [_EVENT.validate_python(s.to_dict()) for s in query.stream(timeout=TIMEOUT_SECONDS)]
 
-    @_unavailable_is_ours
+    @unavailable_is_ours
     def artifact(self, artifact_id: str) -> Artifact | None:
         snapshot = self._artifacts.document(artifact_id).get(timeout=TIMEOUT_SECONDS)
         return _ARTIFACT.validate_python(snapshot.to_dict()) if snapshot.exists else None
 
-    @_unavailable_is_ours
+    @unavailable_is_ours
     def private_outputs(self, mission_id: str) -> Mapping[str, Any]:
         return self._private(mission_id, "outputs") or {}
 
-    @_unavailable_is_ours
+    @unavailable_is_ours
     def checkpoint(self, mission_id: str) -> Mapping[str, Any] | None:
         return self._private(mission_id, "checkpoint")
 
@@ -395,7 +385,7 @@ class FirestoreDurationStats:
         self._cache_seconds = cache_seconds
         self._cached: tuple[float, dict[str, DurationStat]] | None = None
 
-    @_unavailable_is_ours
+    @unavailable_is_ours
     def load(self) -> dict[str, DurationStat]:
         if self._cached and time.monotonic() - self._cached[0] < self._cache_seconds:
             return self._cached[1]
@@ -409,7 +399,7 @@ class FirestoreDurationStats:
         self._cached = (time.monotonic(), result)
         return result
 
-    @_unavailable_is_ours
+    @unavailable_is_ours
     def record(self, samples: Mapping[str, float]) -> None:
         ref = self._collection.document(f"step_durations_{random.randrange(self.SHARDS)}")
 

@@ -17,6 +17,7 @@ from buddy.domain.mission import (
     ACTIVE,
     TERMINAL,
     Change,
+    Feedback,
     Mission,
     NewEvent,
     OnLimit,
@@ -259,6 +260,7 @@ def retry(mission: Mission, now: datetime, max_active: int) -> Change:
         finished_at=None,
         cancel_requested=False,
         execution_record=again,
+        feedback=None,  # it rated the run that failed; the next one is rated afresh
     )
     event = NewEvent(
         "mission_retried",
@@ -267,6 +269,17 @@ def retry(mission: Mission, now: datetime, max_active: int) -> Change:
         progress_percent=mission.percent,
     )
     return Change(queued, (event,), active_limit=max_active)
+
+
+def rate(mission: Mission, now: datetime, rating: int, comment: str | None) -> Change:
+    """The owner's rating of a finished mission (replacing an earlier one)."""
+    _require(mission, "rate", set(TERMINAL))
+    before = mission.feedback
+    rated = replace(mission, feedback=Feedback(rating, now, comment), updated_at=now)
+    said = f"Rated {rating} of 5" + (f" (was {before.rating})" if before else "")
+    if comment:
+        said += f": {comment[:200]}"
+    return Change(rated, (NewEvent("mission_rated", said),))
 
 
 def expire_pause(mission: Mission, now: datetime) -> Change:

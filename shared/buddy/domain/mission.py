@@ -127,6 +127,15 @@ class PauseReason:
 
 
 @dataclass(frozen=True)
+class Feedback:
+    """The owner's rating (1-5) of a finished mission; rating again replaces it."""
+
+    rating: int
+    at: datetime
+    comment: str | None = None
+
+
+@dataclass(frozen=True)
 class ExecutionRecord:
     """What running the mission did and produced; `None` fields are not known yet."""
 
@@ -177,6 +186,7 @@ class Mission:
     recipe: Mapping[str, Any] | None = None
     schedule_id: str | None = None
     scheduled_for: datetime | None = None  # the schedule's fire that created it
+    feedback: Feedback | None = None
     execution_record: ExecutionRecord | None = None
     # The run that holds the mission, and until when (it renews the lease as it goes).
     run_id: str | None = None

@@ -152,6 +152,8 @@ class Schedule:
     last_mission_id: str | None = None
     buffered_fire_at: datetime | None = None  # buffer_one: the fire waiting for the last one
     history: tuple[Fire, ...] = ()  # newest first
+    # The recipe (its version, pinned, and params) the mission body was made from, if any.
+    recipe: Mapping[str, Any] | None = None
 
     @property
     def parsed(self) -> Cron:
@@ -182,6 +184,7 @@ def new(
     overlap: Overlap = "skip",
     catchup_window_seconds: int = 0,
     pause_after_failures: int = 3,
+    recipe: Mapping[str, Any] | None = None,
 ) -> Schedule:
     """A schedule whose first fire is the cron's next after now (CronError if it has none)."""
     parsed = Cron(cron, timezone)
@@ -198,6 +201,7 @@ def new(
         catchup_window_seconds=catchup_window_seconds,
         pause_after_failures=pause_after_failures,
         next_fire_at=_first_fire(parsed, now),
+        recipe=recipe,
     )
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -25,6 +26,7 @@ from buddy.errors import (
     MissionNotFound,
     NotFound,
     PayloadTooLarge,
+    RecipeNotFound,
     ScheduleNotFound,
     ServiceError,
     Unauthenticated,
@@ -35,9 +37,13 @@ from buddy.logs import configure_logging
 from buddy.schemas import (
     AmendMission,
     CreateMission,
+    CreateRecipe,
     CreateSchedule,
     ModifyMission,
     ModifySchedule,
+    RateMission,
+    RecipeRun,
+    SaveAsRecipe,
     valid_mission_id,
     validation_message,
 )
@@ -48,7 +54,13 @@ if TYPE_CHECKING:  # imported with the first schedule request (cold start)
 
 log = logging.getLogger(__name__)
 
-CORS_METHODS = "GET, POST, PATCH, DELETE, OPTIONS"
+CORS_METHODS = "GET, POST, PUT, PATCH, DELETE, OPTIONS"
+# An id in a path, and what is not found when it cannot be one.
+_PATH_IDS: dict[str, Callable[[str], Exception]] = {
+    "mission_id": MissionNotFound,
+    "schedule_id": ScheduleNotFound,
+    "recipe_id": RecipeNotFound,
+}
 CORS_HEADERS = "Authorization, Content-Type"
 
 # The app, the caller's uid, the request, and the id in its path ("" if none).
@@ -148,6 +160,53 @@ def _delete_schedule(app: bootstrap.App, uid: str, _request: flask.Request, sid:
 
 def _run_schedule(app: bootstrap.App, uid: str, _request: flask.Request, sid: str) -> Any:
     return app.schedules.run_now(uid, sid)
+
+
+def _list_recipes(app: bootstrap.App, uid: str, _request: flask.Request, _: str) -> Any:
+    return {"recipes": app.recipes.views(app.recipes.recipes_of(uid))}
+
+
+def _create_recipe(app: bootstrap.App, uid: str, request: flask.Request, _: str) -> Any:
+    recipes = app.recipes
+    return recipes.view(recipes.create(uid, _parsed(CreateRecipe, request).fields()))
+
+
+def _get_recipe(app: bootstrap.App, uid: str, request: flask.Request, recipe_id: str) -> Any:
+    version = _int_arg(request, "version", 0) or None
+    if version is not None and not 1 <= version <= MAX_SEQ:
+        raise ValidationFailed(f"version must be between 1 and {MAX_SEQ}")
+    return app.recipes.view(app.recipes.get(uid, recipe_id, version))
+
+
+def _put_recipe(app: bootstrap.App, uid: str, request: flask.Request, recipe_id: str) -> Any:
+    body = _parsed(CreateRecipe, request).fields()
+    return app.recipes.view(app.recipes.new_version(uid, recipe_id, body))
+
+
+def _delete_recipe(app: bootstrap.App, uid: str, _request: flask.Request, recipe_id: str) -> Any:
+    app.recipes.delete(uid, recipe_id)
+    return {}
+
+
+def _recipe_mission(app: bootstrap.App, uid: str, request: flask.Request, recipe_id: str) -> Any:
+    run = _parsed(RecipeRun, request, optional=True)
+    return app.recipes.make_mission(uid, recipe_id, run.params, run.version)
+
+
+def _save_as_recipe(app: bootstrap.App, uid: str, request: flask.Request, mission_id: str) -> Any:
+    asked = _parsed(SaveAsRecipe, request, optional=True)
+    mission = app.missions.get(uid, mission_id)
+    saved = app.recipes.save_mission(uid, mission, asked.name, asked.description, asked.params)
+    return app.recipes.view(saved)
+
+
+def _rate(app: bootstrap.App, uid: str, request: flask.Request, mission_id: str) -> Any:
+    rating = _parsed(RateMission, request)
+    return app.missions.rate(uid, mission_id, rating.rating, rating.comment)
+
+
+def _tool_stats(app: bootstrap.App, uid: str, _request: flask.Request, _: str) -> Any:
+    return app.tool_stats.view(uid)
 
 
 _STATE = (401, 404, 409, 503)
@@ -409,12 +468,117 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         _delete_schedule,
         _READ,
     ),
+    Endpoint(
+        "list_recipes",
+        "GET",
+        ("/recipes",),
+        "The built-in recipes and the caller's, with their usage",
+        200,
+        schemas.RecipeList,
+        _list_recipes,
+        (401, 503),
+    ),
+    Endpoint(
+        "create_recipe",
+        "POST",
+        ("/recipes",),
+        "A mission template with typed params (its version 1)",
+        201,
+        schemas.RecipeOut,
+        _create_recipe,
+        (401, 503, *_BODY),
+        CreateRecipe,
+    ),
+    Endpoint(
+        "get_recipe",
+        "GET",
+        ("/recipes/{recipe_id}",),
+        "One recipe, as its latest version has it (or ?version=n)",
+        200,
+        schemas.RecipeOut,
+        _get_recipe,
+        (401, 404, 422, 503),
+        query=(
+            QueryParam(
+                "version",
+                {"type": "integer", "minimum": 1, "maximum": MAX_SEQ},
+                "An earlier version",
+            ),
+        ),
+    ),
+    Endpoint(
+        "update_recipe",
+        "PUT",
+        ("/recipes/{recipe_id}",),
+        "A new version of the recipe (earlier versions stay usable)",
+        200,
+        schemas.RecipeOut,
+        _put_recipe,
+        (*_READ, *_BODY),
+        CreateRecipe,
+    ),
+    Endpoint(
+        "delete_recipe",
+        "DELETE",
+        ("/recipes/{recipe_id}",),
+        "Delete a recipe (missions and schedules made from it stay)",
+        204,
+        schemas.Empty,
+        _delete_recipe,
+        _READ,
+    ),
+    Endpoint(
+        "recipe_mission",
+        "POST",
+        ("/recipes/{recipe_id}/missions",),
+        "A proposed mission from the recipe and params (each checked against its type)",
+        201,
+        schemas.MissionOut,
+        _recipe_mission,
+        (*_READ, *_BODY),
+        RecipeRun,
+        body_required=False,
+    ),
+    Endpoint(
+        "save_as_recipe",
+        "POST",
+        ("/missions/{mission_id}/save-as-recipe",),
+        "A new recipe from the mission's fields, the named ones made params",
+        201,
+        schemas.RecipeOut,
+        _save_as_recipe,
+        (*_READ, *_BODY),
+        SaveAsRecipe,
+        body_required=False,
+    ),
+    Endpoint(
+        "feedback",
+        "POST",
+        ("/missions/{mission_id}/feedback",),
+        "Rate a finished mission 1-5 (again: replaces); ratings teach tool selection",
+        200,
+        schemas.MissionOut,
+        _rate,
+        (*_STATE, *_BODY),
+        RateMission,
+    ),
+    Endpoint(
+        "tool_stats",
+        "GET",
+        ("/stats/tools",),
+        "Per tool, for the caller's missions and everyone's: outcomes, durations, costs, "
+        "ratings, and the confidence adjustment ratings give it",
+        200,
+        schemas.ToolStatsList,
+        _tool_stats,
+        (401, 503),
+    ),
 )
 BY_NAME = {endpoint.name: endpoint for endpoint in ENDPOINTS}
 URLS = Map(
     [
         Rule(
-            path.replace("{mission_id}", "<mission_id>").replace("{schedule_id}", "<schedule_id>"),
+            re.sub(r"\{(\w+)\}", r"<\1>", path),
             endpoint=e.name,
             methods=[e.method],
         )
@@ -463,14 +627,12 @@ def _answer(request: flask.Request, app: bootstrap.App) -> flask.Response:
     unknown = set(request.args) - {q.name for q in endpoint.query}
     if unknown:
         raise ValidationFailed(f"Unknown query parameters: {', '.join(sorted(unknown))}")
-    if "schedule_id" in args:
-        target = args["schedule_id"]
-        if not valid_mission_id(target):
-            raise ScheduleNotFound(target[:64])
-    else:
-        target = args.get("mission_id", "")
-        if "mission_id" in args and not valid_mission_id(target):
-            raise MissionNotFound(target[:64])
+    target = ""
+    for name, missing in _PATH_IDS.items():
+        if name in args:
+            target = args[name]
+            if not valid_mission_id(target):
+                raise missing(target[:64])
     result = endpoint.handler(app, uid, request, target)
     if endpoint.response is schemas.Empty:
         return flask.Response(status=endpoint.status)

@@ -20,7 +20,7 @@ REF = "#/components/schemas/{model}"
 ERROR_MEANING = {
     400: "The body is not valid JSON",
     401: "No Firebase ID token, or an invalid, expired or revoked one",
-    404: "No such mission or schedule for this user (another user's is not found either)",
+    404: "No such mission, schedule or recipe for this user (another user's is not found either)",
     409: "The mission's state does not allow this",
     413: f"The body is over {MAX_BODY_BYTES // 1024} KiB",
     415: "The body is not application/json",
@@ -36,7 +36,7 @@ PATH_IDS = {
         "required": True,
         "schema": {"type": "string", "pattern": schemas.MISSION_ID_PATTERN},
     }
-    for name in ("mission_id", "schedule_id")
+    for name in ("mission_id", "schedule_id", "recipe_id")
 }
 
 
@@ -48,6 +48,10 @@ REQUESTS = frozenset(
         schemas.AmendMission,
         schemas.CreateSchedule,
         schemas.ModifySchedule,
+        schemas.CreateRecipe,
+        schemas.RecipeRun,
+        schemas.SaveAsRecipe,
+        schemas.RateMission,
     }
 )
 
@@ -138,8 +142,9 @@ def document(endpoints: Iterable[Endpoint], tools: ToolRegistry) -> dict[str, An
             "title": "Buddy Missions API",
             "version": "0.1.0",
             "description": "Propose, approve and execute missions; pause, resume, edit, "
-            "retry and clone them; read their progress, events and artifacts. Live progress: "
-            "listen to missions/{id} in Firestore.",
+            "retry and clone them; read their progress, events and artifacts; run them on "
+            "schedules and from recipes; rate them, and read what ratings teach tool "
+            "selection. Live progress: listen to missions/{id} in Firestore.",
         },
         "servers": [{"url": "/"}],
         "security": [{"firebaseIdToken": []}],

@@ -23,7 +23,7 @@ from buddy.domain.lifecycle import CLAIMABLE, MissionBusy, NotClaimable
 from buddy.domain.mission import Mission, PauseReason, Status
 from buddy.domain.progress import Clock, MissionProgressTracker
 from buddy.errors import DependencyUnavailable, StorageRejected
-from buddy.service.ports import DurationStatsStore, MissionStore
+from buddy.service.ports import DurationStatsStore, MissionStore, ToolStatsStore
 from buddy.service.progress_writer import MissionCancelled, MissionPaused, ProgressWriter
 from buddy.service.stages import (
     SELECTION,
@@ -72,6 +72,7 @@ class MissionRunner:
     clock: Clock
     stats: DurationStatsStore
     settings: RunSettings = RunSettings()
+    ratings: ToolStatsStore | None = None  # what owners' ratings teach tool selection
     sleep: Callable[[float], None] = time.sleep
     # What renews the lease and writes pending progress while a step runs: a thread by
     # default; tests drive it by hand.

@@ -132,6 +132,14 @@ class MissionService:
 
         return self._queue(owner_uid, mission_id, retried)
 
+    def rate(
+        self, owner_uid: str, mission_id: str, rating: int, comment: str | None = None
+    ) -> Mission:
+        """The owner's rating of a finished mission; a new one replaces it."""
+        return self._transition(
+            owner_uid, mission_id, lambda m, now: lifecycle.rate(m, now, rating, comment)
+        )
+
     def pause(self, owner_uid: str, mission_id: str) -> Mission:
         return self._transition(owner_uid, mission_id, lifecycle.pause)
 

@@ -11,7 +11,9 @@ from buddy.domain.eta import DurationStat
 from buddy.domain.mission import Artifact, Change, Event, Mission, NewEvent, Status
 
 if TYPE_CHECKING:  # the cron parser stays out of processes that never fire a schedule
+    from buddy.domain.recipe import Recipe, Usage
     from buddy.domain.schedule import Schedule, Tick
+    from buddy.domain.stats import Counters
 
 Decide = Callable[[Mission], Change]
 # A fire's mission (already approved and queued) and its first events.
@@ -125,3 +127,38 @@ class ScheduleStore(Protocol):
         """Atomically: read the schedule, `decide` the tick, and write the schedule as the
         tick leaves it together with the fire's mission (created once: a racing tick finds
         the schedule moved on and decides nothing). The owner's active count includes it."""
+
+
+class RecipeStore(Protocol):
+    """Users' recipes, their immutable versions, and usage counts (built-ins' too).
+
+    Errors: RecipeNotFound (a missing recipe where one must exist), DependencyUnavailable.
+    """
+
+    def create(self, recipe: Recipe) -> Recipe:
+        """Stores a new recipe as its version 1."""
+
+    def get(self, recipe_id: str, version: int | None = None) -> Recipe | None:
+        """The recipe as its latest version has it, or as version `version` had it."""
+
+    def recipes_of(self, owner_uid: str) -> list[Recipe]:
+        """The owner's recipes (latest versions), newest first."""
+
+    def add_version(self, recipe_id: str, make: Callable[[Recipe], Recipe]) -> Recipe:
+        """Atomically: read the latest version, `make` the next one, store it (earlier
+        versions stay as they were)."""
+
+    def delete(self, recipe_id: str) -> None: ...
+
+    def usage(self, recipe_ids: list[str]) -> dict[str, Usage]:
+        """Missions made from each recipe, and how many completed and failed."""
+
+
+class ToolStatsStore(Protocol):
+    """The per-tool aggregates that mission writes keep (see domain.stats)."""
+
+    def ratings(self, tool: str, intent: str) -> tuple[int, float]:
+        """Everyone's ratings of missions that ran `tool` for `intent`: how many, their sum."""
+
+    def counters(self, owner_uid: str | None) -> dict[tuple[str, str], Counters]:
+        """Counters by (tool, intent): of the owner's missions, or of everyone's (None)."""

@@ -29,6 +29,7 @@ from buddy.errors import (
 from buddy.schemas import CreateMission, CreateSchedule
 from buddy.service.missions import MissionService
 from buddy.service.ports import ExecutionPublisher, Fired, MissionStore, ScheduleStore
+from buddy.service.recipes import RecipeService
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,7 @@ class ScheduleService:
     publisher: ExecutionPublisher
     mission_service: MissionService  # validates a schedule's mission as a create would
     clock: Clock
+    recipes: RecipeService | None = None  # for schedules whose mission names a recipe
     max_schedules: int = 50
     max_active: int = 10
 
@@ -54,10 +56,13 @@ class ScheduleService:
 
     def create(self, owner_uid: str, request: CreateSchedule) -> Schedule:
         fields = request.fields()
-        mission = self._checked_mission(fields["mission"])
+        mission, recipe = self._checked_mission(owner_uid, fields["mission"])
         try:
             schedule = schedules.new(
-                new_schedule_id(), owner_uid, self.clock(), **{**fields, "mission": mission}
+                new_schedule_id(),
+                owner_uid,
+                self.clock(),
+                **{**fields, "mission": mission, "recipe": recipe},
             )
         except CronError as e:
             raise ValidationFailed(str(e)) from e
@@ -77,7 +82,9 @@ class ScheduleService:
     def modify(self, owner_uid: str, schedule_id: str, fields: Mapping[str, Any]) -> Schedule:
         changes = dict(fields)
         if "mission" in changes:
-            changes["mission"] = self._checked_mission(changes["mission"])
+            changes["mission"], changes["recipe"] = self._checked_mission(
+                owner_uid, changes["mission"]
+            )
 
         def edit(schedule: Schedule) -> Schedule:
             try:
@@ -232,6 +239,7 @@ class ScheduleService:
             queued_at=now,
             schedule_id=schedule.schedule_id,
             scheduled_for=fire_at,
+            recipe=dict(schedule.recipe) if schedule.recipe else None,
         )
         events = (
             NewEvent(
@@ -276,16 +284,27 @@ class ScheduleService:
             for fire in schedule.upcoming(self.clock())
         ]
         shown = {f.name: getattr(schedule, f.name) for f in fields(schedule)}
+        shown["mission"] = schedule.recipe or schedule.mission  # as its owner gave it
         history = [asdict(entry) for entry in schedule.history]
         return {**shown, "history": history, "description": cron.description, "upcoming": upcoming}
 
     # ---- helpers -----------------------------------------------------------------------------
 
-    def _checked_mission(self, body: Mapping[str, Any]) -> dict[str, Any]:
-        """The mission body as a create validates it (the tool takes the inputs)."""
+    def _checked_mission(
+        self, owner_uid: str, body: Mapping[str, Any]
+    ) -> tuple[dict[str, Any], dict[str, Any] | None]:
+        """The mission body as a create validates it (the tool takes the inputs), and the
+        recipe it comes from: a recipe's version is made into a body now, once (versions
+        never change), and pinned."""
+        if "recipe_id" in body:
+            assert self.recipes is not None, "a schedule naming a recipe needs the recipes"
+            request, recipe = self.recipes.mission_body(
+                owner_uid, body["recipe_id"], body.get("params") or {}, body.get("version")
+            )
+            return request.model_dump(mode="json"), recipe
         request = CreateMission.model_validate(dict(body))
         self.mission_service.check_tool_and_inputs(request.tool, request.inputs)
-        return request.model_dump(mode="json")
+        return request.model_dump(mode="json"), None
 
     def _owned(
         self, owner_uid: str, schedule_id: str, change: Callable[[Schedule], Schedule]

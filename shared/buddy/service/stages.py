@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import pydantic
 import tenacity
 
+from buddy.domain import stats
 from buddy.domain.eta import Durations, LearnedEta
 from buddy.domain.mission import (
     Artifact,
@@ -174,12 +175,12 @@ def check_budget(ctx: StepContext) -> str:
 
 def select(ctx: StepContext) -> str:
     intent = Intent(**ctx.output(INTENT))
-    tool, confidence, why = _choose(ctx, _candidate(ctx, intent.name), intent)
+    tool, confidence, learned, note = _choose(ctx, _candidate(ctx, intent.name), intent)
     _inputs(tool, ctx.mission, strict=True)
     ctx.tracker.estimator = LearnedEta(ctx.history, STAGE_NAMES, tool.name)
     ctx.produce({"tool": tool.name, "confidence": confidence})
     ctx.show(tool_used=tool.name, tool_confidence=confidence)
-    return f"Selected {tool.name} (confidence {confidence:.2f}){why}"
+    return f"Selected {tool.name} (confidence {confidence:.2f}{learned}){note}"
 
 
 def execute(ctx: StepContext) -> str:
@@ -276,26 +277,53 @@ def _inputs(tool: Tool, mission: Mission, strict: bool) -> ToolInputs:
         raise StepFailed(f"Tool selection failed: inputs don't fit {tool.name}: {problems}") from e
 
 
-def _choose(ctx: StepContext, candidate: Tool | None, intent: Intent) -> tuple[Tool, float, str]:
-    """The tool to run, its confidence, and a note when the owner's choice was overruled."""
+def _choose(
+    ctx: StepContext, candidate: Tool | None, intent: Intent
+) -> tuple[Tool, float, str, str]:
+    """The tool to run, its confidence (with what its ratings for this intent add), and
+    what to say about both."""
     chosen = ctx.mission.tool
-    note = ""
-    if candidate is not None and candidate.name == chosen:
+    learned = _ratings(ctx, candidate.name, intent.name) if candidate else (0, 0.0)
+    said = _learned_words(*learned)
+    owners_pick = candidate is not None and candidate.name == chosen
+    if candidate is not None and owners_pick:
         # The owner picked it: fully trusted when it serves the intent.
-        confidence = 1.0 if intent.name in candidate.intents else max(intent.confidence, 0.5)
+        base = 1.0 if intent.name in candidate.intents else max(intent.confidence, 0.5)
     else:
-        confidence = intent.confidence
-        if chosen and candidate is not None:
-            note = f"; {chosen} does not fit a {intent.name} objective"
-        if confidence < MIN_TOOL_CONFIDENCE:
-            raise StepFailed(
-                f"Tool selection failed: confidence {confidence:.2f} < {MIN_TOOL_CONFIDENCE}"
-            )
+        base = intent.confidence
+    confidence = stats.adjusted(base, *learned)
+    note = ""
+    if chosen and candidate is not None and not owners_pick:
+        note = f"; {chosen} does not fit a {intent.name} objective"
+    if not owners_pick and confidence < MIN_TOOL_CONFIDENCE:
+        raise StepFailed(
+            f"Tool selection failed: confidence {confidence:.2f}{said} < {MIN_TOOL_CONFIDENCE}"
+        )
     if candidate is None:
         raise StepFailed(f"Tool selection failed: no tool serves a {intent.name} objective")
     if candidate.unavailable_reason is not None:
         raise StepFailed(f"Tool selection failed: {candidate.unavailable_reason}")
-    return candidate, confidence, note
+    return candidate, confidence, said, note
+
+
+def _ratings(ctx: StepContext, tool: str, intent: str) -> tuple[int, float]:
+    """Everyone's ratings of the tool for this intent: how many, and their sum. Without
+    them (the statistics unreachable) a tool is selected on its own confidence."""
+    ratings = ctx.runner.ratings
+    if ratings is None:
+        return 0, 0.0
+    try:
+        return ratings.ratings(tool, intent)
+    except DependencyUnavailable:
+        log.warning("ratings unavailable; selecting without them", extra={"tool": tool})
+        return 0, 0.0
+
+
+def _learned_words(count: int, total: float) -> str:
+    if not count:
+        return ""
+    plural = "" if count == 1 else "s"
+    return f", {stats.adjustment(count, total):+.2f} from {count} rating{plural}"
 
 
 def _run_tool(ctx: StepContext, tool: Tool) -> ToolResult:
