@@ -269,18 +269,17 @@ def test_another_users_recipe_is_404_everywhere(api: flask.testing.FlaskClient) 
         api.put(f"/recipes/{rid}", json=CALC, headers=BOB),
         api.delete(f"/recipes/{rid}", headers=BOB),
         api.post(f"/recipes/{rid}/missions", json={"params": {"a": 1}}, headers=BOB),
-        api.post(
-            "/schedules",
-            json={
-                "name": "x",
-                "cron": "0 9 * * *",
-                "mission": {"recipe_id": rid, "params": {"a": 1}},
-            },
-            headers=BOB,
-        ),
     ]
     assert [error_of(r) for r in attempts] == [(404, "not_found")] * len(attempts)
     assert all(rid in r.get_json()["error"]["message"] for r in attempts)
+    scheduled = api.post(
+        "/schedules",
+        json={"name": "x", "cron": "0 9 * * *", "mission": {"recipe_id": rid, "params": {"a": 1}}},
+        headers=BOB,
+    )
+    assert error_of(scheduled) == (422, "validation_failed")  # its body names no recipe of Bob's
+    assert scheduled.get_json()["error"]["message"] == f"mission.recipe_id: Recipe {rid} not found"
+    assert api.get("/schedules", headers=BOB).get_json()["schedules"] == []
     assert rid not in str(api.get("/recipes", headers=BOB).get_json())
     assert api.get(f"/recipes/{rid}", headers=ALICE).get_json()["version"] == 1  # unchanged
 

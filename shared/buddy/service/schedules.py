@@ -21,6 +21,7 @@ from buddy.domain.schedule import CronError, Schedule, Tick
 from buddy.errors import (
     DependencyUnavailable,
     MissionNotFound,
+    RecipeNotFound,
     ScheduleNotFound,
     ServiceError,
     TooManyActiveMissions,
@@ -298,9 +299,12 @@ class ScheduleService:
         never change), and pinned."""
         if "recipe_id" in body:
             assert self.recipes is not None, "a schedule naming a recipe needs the recipes"
-            request, recipe = self.recipes.mission_body(
-                owner_uid, body["recipe_id"], body.get("params") or {}, body.get("version")
-            )
+            try:
+                request, recipe = self.recipes.mission_body(
+                    owner_uid, body["recipe_id"], body.get("params") or {}, body.get("version")
+                )
+            except RecipeNotFound as e:  # the body names it: the body is what is wrong
+                raise ValidationFailed(f"mission.recipe_id: {e}") from e
             return request.model_dump(mode="json"), recipe
         request = CreateMission.model_validate(dict(body))
         self.mission_service.check_tool_and_inputs(request.tool, request.inputs)
