@@ -417,6 +417,17 @@ def test_usage_counts_each_mission_once_by_how_it_ended(
     assert (recipe["uses"], recipe["completed"], recipe["failed"]) == (3, 1, 0)
 
 
+def test_running_a_recipes_mission_again_counts_as_a_use_and_a_changed_one_does_not(
+    api: flask.testing.FlaskClient,
+) -> None:
+    mid = made(api, "builtin-calculate", params={"expression": "1+1"})["mission_id"]
+    again = api.post(f"/missions/{mid}/clone", headers=ALICE).get_json()
+    assert again["recipe"]["recipe_id"] == "builtin-calculate"
+    changed = api.post(f"/missions/{mid}/clone", json={"budget_usd": 2.0}, headers=ALICE)
+    assert changed.get_json()["recipe"] is None
+    assert api.get("/recipes/builtin-calculate", headers=ALICE).get_json()["uses"] == 2
+
+
 # ---- feedback ------------------------------------------------------------------------------
 
 

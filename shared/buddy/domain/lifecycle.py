@@ -195,7 +195,9 @@ def clone(
         now,
         on_limit=source.on_limit,
     )
-    cloned = replace(_edited(fresh, fields), cloned_from=source.mission_id)
+    # Run again as it was: still a mission of its recipe (a changed one is its own).
+    recipe = source.recipe if not fields else None
+    cloned = replace(_edited(fresh, fields), cloned_from=source.mission_id, recipe=recipe)
     events = (
         NewEvent("mission_created", "Mission proposed"),
         NewEvent("mission_cloned", f"Cloned from mission {source.mission_id}"),
