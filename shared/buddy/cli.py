@@ -4,6 +4,9 @@
     buddy run --ask "calculate 2+2" --budget 0.00005   # pauses and asks to raise the budget
     buddy list --status running
     buddy events m_123 --follow
+    buddy recipe run calculate --param expression=6*7   # a recipe, by id or name
+    buddy rate m_123 5 --comment "spot on"
+    buddy stats                            # per tool: outcomes, ratings, what selection learned
 
 Exit status: 0 done (mission completed), 1 mission failed or an API error, 2 mission cancelled
 (or a usage error), 3 API unreachable, 4 mission paused (waiting for you: edit and resume it),
@@ -131,16 +134,34 @@ NewOnLimit = Annotated[
 
 def parse_inputs(pairs: list[str] | None) -> dict[str, Any]:
     """`key=value` pairs; `max_pages=3` gives an int, `url=http://x` stays a string."""
-    inputs: dict[str, Any] = {}
+    return {key: _json_or_text(raw) for key, raw in _pairs(pairs, "--input")}
+
+
+def parse_params(pairs: list[str] | None, recipe: dict[str, Any]) -> dict[str, Any]:
+    """--param `key=value` pairs, typed as --input's are, except that a string or url param
+    of the recipe keeps its text as given: `expression=42` is "42" (the API would refuse the
+    number 42 for a string)."""
+    text = {param["name"] for param in recipe["params"] if param["type"] in ("string", "url")}
+    return {
+        key: raw if key in text else _json_or_text(raw) for key, raw in _pairs(pairs, "--param")
+    }
+
+
+def _pairs(pairs: list[str] | None, option: str) -> list[tuple[str, str]]:
+    split = []
     for pair in pairs or []:
         key, sep, raw = pair.partition("=")
         if not sep or not key.strip():
-            raise typer.BadParameter(f"{pair!r} is not key=value", param_hint="--input")
-        try:
-            inputs[key.strip()] = json.loads(raw)
-        except ValueError:
-            inputs[key.strip()] = raw
-    return inputs
+            raise typer.BadParameter(f"{pair!r} is not key=value", param_hint=option)
+        split.append((key.strip(), raw))
+    return split
+
+
+def _json_or_text(raw: str) -> Any:
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return raw
 
 
 def exit_code(status: str) -> int:
@@ -311,6 +332,13 @@ def _mission_lines(mission: dict[str, Any]) -> list[str]:
         lines.append("  on limit   ask (pause instead of failing)")
     if mission.get("cloned_from"):
         lines.append(f"  cloned     from {mission['cloned_from']}")
+    if mission.get("recipe"):
+        recipe = mission["recipe"]
+        lines.append(f"  recipe     {recipe['recipe_id']} v{recipe['version']}")
+    if mission.get("feedback"):
+        feedback = mission["feedback"]
+        comment = f" — {feedback['comment']}" if feedback.get("comment") else ""
+        lines.append(f"  rating     {feedback['rating']}/5{comment}")
     lines.append(f"  created    {mission['created_at']}")
     return lines
 
@@ -566,6 +594,11 @@ def run(
     mission_id = _create(client, objective, domain, budget, tool, inputs, ask)["mission_id"]
     if not as_json:
         _say(f"Mission {mission_id} created", "bold")
+    return _launch(client, mission_id, as_json)
+
+
+def _launch(client: BuddyClient, mission_id: str, as_json: bool) -> int:
+    """Approves and executes a proposed mission, and watches it to its end."""
     client.approve(mission_id)
     snapshots = client.watch(mission_id)
     # Listening before it runs, so that even a fast mission shows every step.
@@ -908,13 +941,20 @@ class OverlapChoice(StrEnum):
     ALLOW = "allow"
 
 
+def _schedule_runs(mission: dict[str, Any]) -> str:
+    if "recipe_id" in mission:
+        given = ", ".join(f"{k}={v}" for k, v in mission["params"].items())
+        return f"recipe {mission['recipe_id']} v{mission['version']} ({given})"
+    return str(mission["objective"])
+
+
 def schedule_lines(schedule: dict[str, Any]) -> list[str]:
     """A schedule for a person: what it runs, when, and what its fires did."""
     state = f"paused — {schedule['pause_reason']}" if schedule["paused"] else "active"
     lines = [
         f"Schedule {schedule['schedule_id']}: {schedule['name']} ({state})",
         f"  cron       {schedule['cron']} in {schedule['timezone']} ({schedule['description']})",
-        f"  runs       {schedule['mission']['objective']}",
+        f"  runs       {_schedule_runs(schedule['mission'])}",
         f"  overlap    {schedule['overlap']}; catch-up {schedule['catchup_window_seconds']} s; "
         f"pauses after {schedule['pause_after_failures']} failures in a row "
         f"({schedule['consecutive_failures']} now)",
@@ -940,7 +980,17 @@ def _print_schedule(schedule: dict[str, Any], as_json: bool) -> None:
 def schedule_create(
     name: str,
     cron: Annotated[str, typer.Argument(help="Five fields, e.g. '0 9 * * 1-5'.")],
-    objective: str,
+    objective: Annotated[
+        str | None, typer.Argument(help="What each fire runs (or give --recipe).")
+    ] = None,
+    recipe: Annotated[
+        str | None,
+        typer.Option("--recipe", help="Run this recipe (its id or name) instead of OBJECTIVE."),
+    ] = None,
+    params: Annotated[
+        list[str] | None,
+        typer.Option("--param", help="A param of --recipe, key=value (repeat)."),
+    ] = None,
     timezone: Annotated[
         str, typer.Option("--tz", help="An IANA time zone, e.g. Europe/Berlin.")
     ] = "UTC",
@@ -961,16 +1011,24 @@ def schedule_create(
     ] = 3,
     as_json: Json = False,
 ) -> int:
-    """Create a schedule that runs OBJECTIVE at every fire of CRON."""
-    mission: dict[str, Any] = {"objective": objective, "budget_usd": budget}
-    mission["scope"] = {"allowed_domains": list(domain or ())}
-    if tool:
-        mission["tool"] = tool
-    if inputs:
-        mission["inputs"] = parse_inputs(inputs)
-    if ask:
-        mission["on_limit"] = "ask"
-    schedule = _client().create_schedule(
+    """Create a schedule that runs OBJECTIVE (or a recipe) at every fire of CRON."""
+    if (objective is None) == (recipe is None):
+        raise typer.BadParameter("give an OBJECTIVE or --recipe NAME, not both")
+    client = _client()
+    mission: dict[str, Any]
+    if recipe is not None:
+        found = find_recipe(client.recipes(), recipe)
+        mission = {"recipe_id": found["recipe_id"], "params": parse_params(params, found)}
+    else:
+        mission = {"objective": objective, "budget_usd": budget}
+        mission["scope"] = {"allowed_domains": list(domain or ())}
+        if tool:
+            mission["tool"] = tool
+        if inputs:
+            mission["inputs"] = parse_inputs(inputs)
+        if ask:
+            mission["on_limit"] = "ask"
+    schedule = client.create_schedule(
         name,
         cron,
         mission,
@@ -1058,6 +1116,278 @@ def schedule_delete(schedule_id: str, as_json: Json = False) -> int:
         _json({"schedule_id": schedule_id, "deleted": True})
     else:
         _say(f"Schedule {schedule_id} deleted (its missions stay)")
+    return 0
+
+
+# ---- recipes, ratings and tool statistics -----------------------------------------------------
+
+recipe_app = typer.Typer(
+    no_args_is_help=True,
+    help="Missions with parameters: the built-ins and your own. NAME is an id or a name.",
+)
+app.add_typer(recipe_app, name="recipe")
+
+RecipeName = Annotated[
+    str, typer.Argument(help="A recipe's id, or its name (any case).", metavar="NAME")
+]
+Version = Annotated[
+    int | None, typer.Option("--version", min=1, help="That version (default: the latest).")
+]
+
+
+def find_recipe(recipes: list[dict[str, Any]], name: str) -> dict[str, Any]:
+    """The recipe NAME means among those you can use: the one with that id, else the one
+    with that name, whatever its case."""
+    for recipe in recipes:
+        if recipe["recipe_id"] == name:
+            return recipe
+    named = [r for r in recipes if r["name"].casefold() == name.casefold()]
+    if not named:
+        raise MissionNotFound(
+            f"Recipe {name!r} not found: no recipe of yours or built-in has that id or name "
+            "(buddy recipe list shows them)"
+        )
+    if len(named) > 1:
+        ids = ", ".join(r["recipe_id"] for r in named)
+        raise BuddyError(f"{len(named)} recipes are named {name!r} ({ids}): give its id")
+    return named[0]
+
+
+def _default(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def param_line(param: dict[str, Any]) -> str:
+    """`max_results (integer, default 5) — How many results`."""
+    need = "required" if param["required"] else f"default {_default(param['default'])}"
+    about = f" — {param['description']}" if param.get("description") else ""
+    return f"{param['name']} ({param['type']}, {need}){about}"
+
+
+def recipe_lines(recipe: dict[str, Any]) -> list[str]:
+    """A recipe for a person: its params, its templates, how its missions went, and the
+    command that runs it."""
+    version = f"v{recipe['version']}"
+    if recipe["version"] != recipe["latest_version"]:
+        version += f" of {recipe['latest_version']}"
+    kind = "built-in" if recipe["builtin"] else "yours"
+    lines = [f"Recipe {recipe['recipe_id']}: {recipe['name']} ({kind}, {version})"]
+    if recipe.get("description"):
+        lines.append(f"  {recipe['description']}")
+    lines.append("  params" if recipe["params"] else "  params     none")
+    lines += [f"    {param_line(param)}" for param in recipe["params"]]
+    lines.append(f"  objective  {recipe['objective']}")
+    budget = recipe["budget_usd"]
+    lines.append(f"  budget     {budget if isinstance(budget, str) else f'${dollars(budget)}'}")
+    if recipe.get("tool"):
+        lines.append(f"  tool       {recipe['tool']}")
+    if recipe["scope"]["allowed_domains"]:
+        lines.append(f"  domains    {', '.join(recipe['scope']['allowed_domains'])}")
+    if recipe.get("inputs"):
+        lines.append(f"  inputs     {json.dumps(recipe['inputs'])}")
+    if recipe.get("on_limit") == "ask":
+        lines.append("  on limit   ask (pause instead of failing)")
+    lines.append(
+        f"  missions   {recipe['uses']} made: {recipe['completed']} completed, "
+        f"{recipe['failed']} failed"
+    )
+    needed = [p for p in recipe["params"] if p["required"]]
+    flags = "".join(f" --param {p['name']}=<{p['type']}>" for p in needed)
+    lines.append(f"  run it     buddy recipe run {recipe['recipe_id']}{flags}")
+    return lines
+
+
+def _print_recipe(recipe: dict[str, Any], as_json: bool) -> None:
+    _print(recipe, recipe_lines, as_json)
+
+
+@recipe_app.command("list")
+@_handled
+def recipe_list(as_json: Json = False) -> int:
+    """The built-in recipes, then yours, newest first."""
+    recipes = _client().recipes()
+    if as_json or OPTIONS.json:
+        _json({"recipes": recipes})
+        return 0
+    if not recipes:
+        _say("No recipes.")
+        return 0
+    # Ids are typed back, so they are never cut (nor the headers): on a narrow screen the
+    # names wrap instead.
+    ids = Column("recipe", no_wrap=True, min_width=max(len(r["recipe_id"]) for r in recipes))
+    counts = ("version", "uses", "completed", "failed")
+    numbers = [Column(name, justify="right", min_width=len(name)) for name in counts]
+    table = Table(ids, "name", Column("built-in", min_width=8), *numbers, box=None, pad_edge=False)
+    for r in recipes:
+        table.add_row(
+            r["recipe_id"],
+            Text(r["name"]),
+            "yes" if r["builtin"] else "",
+            str(r["latest_version"]),
+            str(r["uses"]),
+            str(r["completed"]),
+            str(r["failed"]),
+        )
+    console.print(table)
+    return 0
+
+
+@recipe_app.command("show")
+@_handled
+def recipe_show(name: RecipeName, version: Version = None, as_json: Json = False) -> int:
+    """A recipe: its params (types, defaults), its templates, and how its missions went."""
+    client = _client()
+    recipe_id = find_recipe(client.recipes(), name)["recipe_id"]
+    _print_recipe(client.recipe(recipe_id, version), as_json)
+    return 0
+
+
+@recipe_app.command("run")
+@_handled
+def recipe_run(
+    name: RecipeName,
+    params: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--param",
+            help="A param key=value (repeat); values are JSON when they parse, "
+            "text for string and url params.",
+        ),
+    ] = None,
+    version: Version = None,
+    as_json: Json = False,
+) -> int:
+    """Make a mission from a recipe, approve and execute it, then watch it to the end."""
+    as_json = as_json or OPTIONS.json
+    client = _client()
+    recipe = find_recipe(client.recipes(), name)
+    # The version asked for types the params: its params may not be the latest's.
+    declared = recipe if version is None else client.recipe(recipe["recipe_id"], version)
+    mission = client.mission_from_recipe(
+        recipe["recipe_id"], parse_params(params, declared), version
+    )
+    mission_id = mission["mission_id"]
+    if not as_json:
+        made_from = mission.get("recipe") or {"version": declared["version"]}
+        _say(f"Mission {mission_id} created from {recipe['name']} v{made_from['version']}", "bold")
+    return _launch(client, mission_id, as_json)
+
+
+@recipe_app.command("save")
+@_handled
+def recipe_save(
+    mission_id: str,
+    name: Annotated[
+        str | None, typer.Option("--name", help="Its name (default: the API's choice).")
+    ] = None,
+    description: Annotated[str | None, typer.Option("--description")] = None,
+    params: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--param",
+            help="A field that becomes a param, e.g. inputs.url, objective, budget_usd "
+            "(repeat; default: its inputs, or its objective).",
+        ),
+    ] = None,
+    as_json: Json = False,
+) -> int:
+    """Save a mission as a new recipe, its values the params' defaults."""
+    _print_recipe(_client().save_as_recipe(mission_id, name, description, params), as_json)
+    return 0
+
+
+@recipe_app.command("delete")
+@_handled
+def recipe_delete(name: RecipeName, as_json: Json = False) -> int:
+    """Delete one of your recipes; the missions made from it stay."""
+    client = _client()
+    recipe = find_recipe(client.recipes(), name)
+    client.delete_recipe(recipe["recipe_id"])
+    if as_json or OPTIONS.json:
+        _json({"recipe_id": recipe["recipe_id"], "deleted": True})
+    else:
+        _say(f"Recipe {recipe['recipe_id']} ({recipe['name']}) deleted (its missions stay)")
+    return 0
+
+
+@app.command()
+@_handled
+def rate(
+    mission_id: str,
+    rating: Annotated[int, typer.Argument(min=1, max=5, help="1 (poor) to 5 (great).")],
+    comment: Annotated[str | None, typer.Option("--comment", help="What went well or not.")] = None,
+    as_json: Json = False,
+) -> int:
+    """Rate a finished mission 1 to 5 (again: replaces it); tool selection learns from it."""
+    _print_mission(_client().rate(mission_id, rating, comment), as_json)
+    return 0
+
+
+def _percent(share: float | None) -> str:
+    return "-" if share is None else f"{share:.0%}"
+
+
+def _seconds(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds:.1f}s"
+
+
+def _cost(usd: float | None) -> str:
+    return "-" if usd is None else f"${dollars(round(usd, 6))}"
+
+
+def _rating(mean: float | None) -> str:
+    return "-" if mean is None else f"{mean:.1f}"
+
+
+def stats_row(who: str, counts: dict[str, Any]) -> list[str]:
+    """A row of the stats table: missions, success rate, median duration, mean cost, ratings."""
+    return [
+        who,
+        str(counts["missions"]),
+        _percent(counts["success_rate"]),
+        _seconds(counts["median_duration_seconds"]),
+        _cost(counts["mean_cost_usd"]),
+        str(counts["ratings"]),
+        _rating(counts["mean_rating"]),
+    ]
+
+
+def adjustment_line(adjustment: dict[str, Any]) -> str:
+    """`calculate: +0.06 from 23 ratings (mean 4.4)`, as tool selection says it."""
+    count = adjustment["ratings"]
+    mean = adjustment.get("mean_rating")
+    return (
+        f"{adjustment['intent']}: {adjustment['adjustment']:+.2f} from {count} "
+        f"rating{'' if count == 1 else 's'}" + (f" (mean {mean:.1f})" if mean is not None else "")
+    )
+
+
+@app.command()
+@_handled
+def stats(as_json: Json = False) -> int:
+    """Per tool, yours and everyone's: outcomes, speed, cost, ratings, what selection learned.
+
+    Under each tool's table, what its ratings add to the confidence of choosing it, per
+    intent (as `Selected … (confidence 0.80, +0.06 from 23 ratings)` says in a mission).
+    """
+    tools = _client().tool_stats()
+    if as_json or OPTIONS.json:
+        _json({"tools": tools})
+        return 0
+    figures = ("missions", "success", "median time", "mean cost", "ratings", "mean rating")
+    for index, entry in enumerate(tools):
+        if index:
+            _say("")
+        columns = [Column(name, justify="right") for name in figures]
+        table = Table(Column(entry["tool"], style="bold"), *columns, box=None, pad_edge=False)
+        table.add_row(*stats_row("You", entry["mine"]))
+        table.add_row(*stats_row("Everyone", entry["everyone"]))
+        console.print(table)
+        adjustments = entry["adjustments"]
+        if not adjustments:
+            _say("  selection: not adjusted by ratings yet")
+        for adjustment in adjustments:
+            _say(f"  selection for {adjustment_line(adjustment)}")
     return 0
 
 

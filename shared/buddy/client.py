@@ -19,6 +19,15 @@ says why (`pause_reason`), and `watch` stops there (see `watch`):
 
     client.modify(mission_id, budget_usd=snapshot["pause_reason"]["needed_usd"])
     client.resume(mission_id)
+
+Recipes are missions with parameters: the built-ins and your own. `mission_from_recipe`
+proposes a mission from one (approve and execute it as any other); `save_as_recipe` turns a
+mission into one; `rate` gives a finished mission 1 to 5 stars, which tool selection learns
+from (`tool_stats` shows what it learned):
+
+    mission = client.mission_from_recipe("builtin-calculate", {"expression": "6*7"})
+    ...  # approve, execute and watch it as above
+    client.rate(mission["mission_id"], 5, "spot on")
 """
 
 from __future__ import annotations
@@ -59,6 +68,9 @@ Missions = list[Mission]
 Events = list[dict[str, Any]]
 Schedule = dict[str, Any]
 Schedules = list[Schedule]
+Recipe = dict[str, Any]
+Recipes = list[Recipe]
+ToolStats = list[dict[str, Any]]
 OnLimit = Literal["fail", "ask"]
 
 
@@ -81,7 +93,7 @@ class NotAuthenticated(BuddyError):
 
 
 class MissionNotFound(BuddyError):
-    """404: no such mission (or someone else's), or no artifact yet."""
+    """404: no such mission, schedule or recipe (or someone else's), or no artifact yet."""
 
 
 class Conflict(BuddyError):
@@ -162,6 +174,25 @@ def _fields(
         body["inputs"] = dict(inputs)
     if on_limit is not None:
         body["on_limit"] = on_limit
+    return body
+
+
+def _recipe_body(
+    name: str,
+    objective: str,
+    description: str,
+    params: Sequence[Mapping[str, Any]],
+    allowed_domains: Sequence[str],
+    budget_usd: float | str,
+    tool: str | None,
+    inputs: Mapping[str, Any] | None,
+    on_limit: OnLimit,
+) -> dict[str, Any]:
+    """A whole recipe as POST and PUT /recipes take it (a PUT replaces every field)."""
+    body: dict[str, Any] = {"name": name, "description": description, "objective": objective}
+    body["params"] = [dict(param) for param in params]
+    body.update(_fields(None, allowed_domains, None, tool, inputs, on_limit))
+    body["budget_usd"] = budget_usd  # a number, or "{param}" naming a number param
     return body
 
 
@@ -526,6 +557,121 @@ class BuddyClient:
 
     def artifact(self, mission_id: str) -> dict[str, Any]:
         return dict(self._call("GET", f"/missions/{mission_id}/artifact", mission_id))
+
+    # ---- recipes, ratings and what tool selection learned from them ---------------------------
+
+    def recipes(self) -> Recipes:
+        """The built-in recipes first, then yours, newest first."""
+        return list(self._call("GET", "/recipes")["recipes"])
+
+    def recipe(self, recipe_id: str, version: int | None = None) -> Recipe:
+        """A recipe at its latest version, or at `version`."""
+        params = {} if version is None else {"version": version}
+        return dict(self._call("GET", f"/recipes/{recipe_id}", params=params))
+
+    def create_recipe(
+        self,
+        name: str,
+        objective: str,
+        *,
+        description: str = "",
+        params: Sequence[Mapping[str, Any]] = (),
+        allowed_domains: Sequence[str] = (),
+        budget_usd: float | str = 1.0,
+        tool: str | None = None,
+        inputs: Mapping[str, Any] | None = None,
+        on_limit: OnLimit = "fail",
+    ) -> Recipe:
+        """A recipe at version 1. `objective`, `allowed_domains` and the strings of `inputs`
+        are templates: `{param}` is a param's value, `{param.host}` the host of a url param;
+        an input that is exactly "{param}" gets the param's typed value. `params` are
+        `{name, type: string | integer | number | url, default?, description?}`: one with a
+        default is optional."""
+        body = _recipe_body(
+            name,
+            objective,
+            description,
+            params,
+            allowed_domains,
+            budget_usd,
+            tool,
+            inputs,
+            on_limit,
+        )
+        return dict(self._call("POST", "/recipes", json=body))
+
+    def update_recipe(
+        self,
+        recipe_id: str,
+        name: str,
+        objective: str,
+        *,
+        description: str = "",
+        params: Sequence[Mapping[str, Any]] = (),
+        allowed_domains: Sequence[str] = (),
+        budget_usd: float | str = 1.0,
+        tool: str | None = None,
+        inputs: Mapping[str, Any] | None = None,
+        on_limit: OnLimit = "fail",
+    ) -> Recipe:
+        """A new version of your recipe with these fields (all of them: as create_recipe);
+        missions made from the earlier versions keep theirs."""
+        body = _recipe_body(
+            name,
+            objective,
+            description,
+            params,
+            allowed_domains,
+            budget_usd,
+            tool,
+            inputs,
+            on_limit,
+        )
+        return dict(self._call("PUT", f"/recipes/{recipe_id}", json=body))
+
+    def delete_recipe(self, recipe_id: str) -> None:
+        """Deletes your recipe; the missions made from it stay."""
+        self._call("DELETE", f"/recipes/{recipe_id}")
+
+    def mission_from_recipe(
+        self, recipe_id: str, params: Mapping[str, Any], version: int | None = None
+    ) -> Mission:
+        """Proposes the recipe's mission with these params (its latest version, or
+        `version`); the mission's `recipe` says which, with the params as resolved."""
+        body: dict[str, Any] = {"params": dict(params)}
+        if version is not None:
+            body["version"] = version
+        return dict(self._call("POST", f"/recipes/{recipe_id}/missions", json=body))
+
+    def save_as_recipe(
+        self,
+        mission_id: str,
+        name: str | None = None,
+        description: str | None = None,
+        params: Sequence[str] | None = None,
+    ) -> Recipe:
+        """A new recipe from this mission. `params` names the fields that become params
+        ("inputs.url", "objective", "budget_usd"), each defaulting to the mission's value;
+        by default its inputs, or its objective when it has none."""
+        given = {"name": name, "description": description}
+        body: dict[str, Any] = {key: value for key, value in given.items() if value is not None}
+        if params is not None:
+            body["params"] = list(params)
+        path = f"/missions/{mission_id}/save-as-recipe"
+        return dict(self._call("POST", path, mission_id, **({"json": body} if body else {})))
+
+    def rate(self, mission_id: str, rating: int, comment: str | None = None) -> Mission:
+        """Rates a finished (completed, failed or cancelled) mission 1 to 5; rating it again
+        replaces the rating. Answers the mission, its `feedback` set."""
+        body: dict[str, Any] = {"rating": rating}
+        if comment is not None:
+            body["comment"] = comment
+        return dict(self._call("POST", f"/missions/{mission_id}/feedback", mission_id, json=body))
+
+    def tool_stats(self) -> ToolStats:
+        """Every tool by name: its missions' outcomes and ratings, yours (`mine`) and
+        everyone's, and what its ratings add to tool selection's confidence per intent."""
+        return list(self._call("GET", "/stats/tools")["tools"])
 
     # Live progress
 
