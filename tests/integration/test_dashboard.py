@@ -3,61 +3,13 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
-import pytest
 import requests
-from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
-
-from buddy.config import LocalPorts
-from buddy.devstack import CHROMIUM, CHROMIUM_FLAGS
+from playwright.sync_api import Locator, Page, expect
 
 from ..localserver import LocalServer, Reply
 from .conftest import ARTIFACTS, Stack
-
-DASHBOARD = LocalPorts.from_env().url("hosting") + "/"
-# Remembers every value each progress bar showed, so a test can tell a live bar from a jump.
-RECORD_PROGRESS = """
-window.__progress = {};
-new MutationObserver((changes) => {
-  for (const change of changes) {
-    const bar = change.target;
-    const article = bar.closest && bar.closest("article.mission");
-    if (!article || change.attributeName !== "aria-valuenow") continue;
-    const id = article.dataset.missionId;
-    (window.__progress[id] ||= []).push(Number(bar.getAttribute("aria-valuenow")));
-  }
-}).observe(document, {subtree: true, attributes: true, attributeFilter: ["aria-valuenow"]});
-"""
-
-
-@pytest.fixture(scope="session")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
-        yield chromium
-        chromium.close()
-
-
-@pytest.fixture
-def open_dashboard(browser: Browser, stack: Stack) -> Iterator[Callable[[], Page]]:
-    """Opens the dashboard in a fresh browser profile: a new anonymous user each time."""
-    contexts = []
-
-    def open_page(timezone_id: str | None = None) -> Page:
-        zone = {"timezone_id": timezone_id} if timezone_id else {}
-        context = browser.new_context(viewport={"width": 1280, "height": 900}, **zone)
-        contexts.append(context)
-        page = context.new_page()
-        page.add_init_script(RECORD_PROGRESS)
-        page.goto(f"{DASHBOARD}?api={stack.api_url}")
-        expect(page.locator("#auth-status")).to_contain_text("Signed in", timeout=20_000)
-        expect(page.locator("#connection")).to_contain_text("live", timeout=20_000)
-        return page
-
-    yield open_page
-    for context in contexts:
-        context.close()
 
 
 def slow_page(site: LocalServer, delay: float) -> str:

@@ -47,6 +47,7 @@ export function createApi(baseUrl, currentUser) {
 
   const mission = (id) => `/missions/${encodeURIComponent(id)}`;
   const schedule = (id) => `/schedules/${encodeURIComponent(id)}`;
+  const recipe = (id) => `/recipes/${encodeURIComponent(id)}`;
   return {
     create: (body) => request("POST", "/missions", body),
     approve: (id) => request("POST", `${mission(id)}/approve`),
@@ -65,5 +66,16 @@ export function createApi(baseUrl, currentUser) {
     resumeSchedule: (id) => request("POST", `${schedule(id)}/resume`),
     runSchedule: (id) => request("POST", `${schedule(id)}/run`),
     deleteSchedule: (id) => request("DELETE", schedule(id)),
+    recipes: () => request("GET", "/recipes"),
+    deleteRecipe: (id) => request("DELETE", recipe(id)),
+    // A proposed mission made from the recipe's latest version (or `version`) with `params`.
+    fromRecipe: (id, params, version) =>
+      request("POST", `${recipe(id)}/missions`, version == null ? { params } : { params, version }),
+    // The body is optional: a name, a description, the fields that become params.
+    saveAsRecipe: (id, body) => request("POST", `${mission(id)}/save-as-recipe`, body),
+    // A rating replaces the last one, comment and all.
+    rate: (id, rating, comment) =>
+      request("POST", `${mission(id)}/feedback`, comment ? { rating, comment } : { rating }),
+    toolStats: () => request("GET", "/stats/tools"),
   };
 }

@@ -22,8 +22,9 @@ import {
 
 import { createApi } from "./api.js";
 import { renderArtifact, renderEventLog } from "./detail-view.js";
+import { createFeedbackWidget } from "./feedback-view.js";
 import { createSchedulesPanel } from "./schedules-view.js";
-import { LIVE, PAUSED, percentOf, runText, stepLine, toMillis } from "./format.js";
+import { LIVE, PAUSED, TERMINAL, percentOf, runText, stepLine, toMillis } from "./format.js";
 import {
   InputError,
   closeEditor,
@@ -34,6 +35,14 @@ import {
   renderMissionList,
   showEditorError,
 } from "./missions-view.js";
+import {
+  closeSaveForm,
+  createRecipesPanel,
+  openSaveForm,
+  readSaveForm,
+  showSaved,
+} from "./recipes-view.js";
+import { createStatsPanel } from "./stats-view.js";
 
 const MISSIONS_SHOWN = 20;
 const RETRY_BASE_MS = 1000;
@@ -68,11 +77,15 @@ let auth;
 let db;
 let api;
 let schedules;
+let recipes;
+let stats;
+let feedback;
 
 const state = {
   uid: null,
   loaded: false,
   missions: [],
+  statuses: new Map(), // mission id → its status in the last snapshot
   stopMissions: null,
   stopSchedules: null,
   pending: new Map(), // mission id → the action in flight or waiting to show up
@@ -134,6 +147,13 @@ async function main() {
   }
   api = createApi(config.apiUrl, () => auth.currentUser);
   schedules = createSchedulesPanel({ root: $("#schedules"), api });
+  recipes = createRecipesPanel({
+    root: $("#recipes"),
+    api,
+    onStarted: (mission) => showMission(mission.mission_id),
+  });
+  stats = createStatsPanel({ root: $("#stats"), api });
+  feedback = createFeedbackWidget({ root: $("#feedback"), api, onRated: () => stats.refresh() });
   loadTools(config.apiUrl);
 
   wireCreateForm();
@@ -165,6 +185,11 @@ function startSession(user) {
   state.stopMissions = listenToMissions();
   schedules.clear();
   state.stopSchedules = listenToSchedules();
+  state.statuses = new Map();
+  recipes.clear();
+  recipes.refresh();
+  stats.clear();
+  stats.refresh();
   state.selectedId = null; // re-subscribes the detail listeners for this user
   select(idFromHash());
 }
@@ -222,6 +247,7 @@ function listenToMissions() {
           ok();
           state.loaded = true;
           state.missions = snapshot.docs.map((d) => ({ ...d.data(), mission_id: d.id }));
+          refreshCountsWhenMissionsEnd();
           // Other scripts on the page (the benchmark, say) can follow the same snapshots.
           window.dispatchEvent(new CustomEvent("buddy:missions", { detail: state.missions }));
           if (snapshot.metadata.fromCache) setConnection("reconnecting…", "offline");
@@ -234,6 +260,19 @@ function listenToMissions() {
       setConnection(`Listener error: ${error.message} — retrying in ${delay / 1000}s`, "error");
     },
   );
+}
+
+// The Recipes and Tool statistics panels count how missions ended: they ask again when one did.
+function refreshCountsWhenMissionsEnd() {
+  const statuses = new Map(state.missions.map((m) => [m.mission_id, m.status]));
+  const ended = state.missions.some((m) => {
+    const before = state.statuses.get(m.mission_id);
+    return before && !TERMINAL.has(before) && TERMINAL.has(m.status);
+  });
+  state.statuses = statuses;
+  if (!ended) return;
+  recipes.refresh();
+  stats.refresh();
 }
 
 // A schedule changed (a fire, an outcome, an edit): the panel asks the API for the schedules
@@ -483,6 +522,7 @@ function renderDetail() {
         mission.on_limit === "ask" ? "asks at a limit" : null,
         runText(mission)?.toLowerCase(),
         mission.cloned_from ? `copy of ${mission.cloned_from}` : null,
+        mission.recipe ? recipeText(mission.recipe) : null,
       ]
     : [];
   const text = parts.filter(Boolean).join(" · ");
@@ -490,6 +530,11 @@ function renderDetail() {
 
   const artifact = state.artifact?.missionId === state.selectedId ? state.artifact.data : null;
   renderArtifact($("#artifact"), artifact);
+  feedback.show(mission);
+}
+
+function recipeText({ recipe_id: id, version }) {
+  return `from recipe ${recipes.nameOf(id) ?? id} (version ${version})`;
 }
 
 // Elapsed time, ETA and stalled leases move with the clock, not with snapshots.
@@ -559,6 +604,11 @@ function wireMissionActions() {
       closeEditorAndReturn(discard.closest("article.mission"));
       return;
     }
+    const unsaved = event.target.closest("article.mission .save-recipe-cancel");
+    if (unsaved) {
+      closeSaveFormAndReturn(unsaved.closest("article.mission"));
+      return;
+    }
     const button = event.target.closest("article.mission .actions button[data-action]");
     if (!button || button.disabled) return;
     const card = button.closest("article.mission");
@@ -567,6 +617,8 @@ function wireMissionActions() {
     if (action === "open") showMission(id, { focus: true });
     else if (action === "edit") toggleEditor(card, id);
     else if (action === "clone") cloneMission(id, card);
+    else if (action === "run-again") runAgain(id, card);
+    else if (action === "save-recipe") toggleSaveForm(card, id);
     else if (action === "schedule") {
       const mission = missionById(id);
       if (mission) schedules.openFor(mission);
@@ -581,13 +633,45 @@ function wireMissionActions() {
     event.preventDefault();
     if (form.classList.contains("editor")) saveEdit(form, card);
     else if (form.classList.contains("lift-form")) liftPause(form, card);
+    else if (form.classList.contains("save-recipe-form")) saveAsRecipe(form, card);
   });
 
   $("main").addEventListener("keydown", (event) => {
     if (event.key !== "Escape") return;
     const editor = event.target.closest?.("article.mission .editor");
     if (editor) closeEditorAndReturn(editor.closest("article.mission"));
+    const saving = event.target.closest?.("article.mission .save-recipe-form");
+    if (saving) closeSaveFormAndReturn(saving.closest("article.mission"));
   });
+}
+
+function closeSaveFormAndReturn(card) {
+  closeSaveForm(card);
+  card.querySelector("button.save-recipe")?.focus();
+}
+
+function toggleSaveForm(card, id) {
+  if (card.querySelector(".save-recipe-form")) {
+    closeSaveForm(card);
+    return;
+  }
+  const mission = missionById(id);
+  if (mission) openSaveForm(card, mission);
+}
+
+async function saveAsRecipe(form, card) {
+  const id = card.dataset.missionId;
+  const error = form.querySelector(".save-recipe-error");
+  error.textContent = "";
+  const save = () => api.saveAsRecipe(id, readSaveForm(form));
+  const recipe = await runAction(id, "save-recipe", card, save, {
+    settles: false,
+    onError: (failure) => (error.textContent = failure.message),
+  });
+  if (!recipe) return;
+  showSaved(card, recipe);
+  card.querySelector("button.save-recipe")?.focus();
+  recipes.refresh();
 }
 
 function closeEditorAndReturn(card) {
@@ -653,6 +737,25 @@ async function liftPause(form, card) {
 async function cloneMission(id, card) {
   const copy = await runAction(id, "clone", card, () => api.clone(id), { settles: false });
   if (copy) showMission(copy.mission_id, { focus: true });
+}
+
+// A copy that runs at once; a mission made from a recipe opens the recipe's form instead, with
+// the params it ran with, to run as it is or changed.
+async function runAgain(id, card) {
+  const mission = missionById(id);
+  if (mission?.recipe && recipes.openFor(mission.recipe)) return;
+  let copy = null;
+  const run = async () => {
+    copy = await api.clone(id);
+    try {
+      await api.approve(copy.mission_id);
+      return await api.execute(copy.mission_id);
+    } catch (error) {
+      throw new Error(`Its copy was made but did not start: ${error.message}`);
+    }
+  };
+  await runAction(id, "run-again", card, run, { settles: false });
+  if (copy) showMission(copy.mission_id);
 }
 
 // Sends an action for a mission: its buttons stay disabled until the listener shows what it

@@ -130,6 +130,13 @@ export function runText(mission) {
   return run > 1 ? `Run ${run}` : null;
 }
 
+export const RATING_STARS = 5;
+
+// The owner's rating of a finished mission, once given.
+export function ratingText(feedback) {
+  return feedback?.rating ? `Rated ${feedback.rating} of ${RATING_STARS}` : null;
+}
+
 // Dollars as a person types them (0.0001, not 1e-4), never rounded: a budget field filled
 // with a hair less than a mission needs would only pause it again.
 export function dollars(amount) {

@@ -15,6 +15,7 @@ import {
   pauseReasonOf,
   pauseText,
   percentOf,
+  ratingText,
   runText,
   shorten,
   stepLine,
@@ -29,7 +30,9 @@ const ACTIONS = [
   ["resume", "Resume"],
   ["retry", "Retry"],
   ["edit", "Edit"],
+  ["run-again", "Run again"],
   ["clone", "Clone"],
+  ["save-recipe", "Save as recipe…"],
   ["schedule", "Schedule…"],
   ["cancel", "Cancel"],
   ["open", "Open"],
@@ -38,14 +41,14 @@ const ACTIONS = [
 // The buttons a card shows in each state: the actions it allows now, and those it is about to
 // (Execute once approved, Resume once paused), disabled. Others stay in the page, hidden.
 const SHOWN = {
-  proposed: ["approve", "execute", "edit", "clone", "schedule", "cancel"],
-  approved: ["approve", "execute", "edit", "clone", "schedule", "cancel"],
-  queued: ["pause", "resume", "clone", "schedule", "cancel"],
-  running: ["pause", "resume", "clone", "schedule", "cancel"],
-  paused: ["pause", "resume", "edit", "clone", "schedule", "cancel"],
-  failed: ["retry", "edit", "clone", "schedule"],
-  completed: ["clone", "schedule"],
-  cancelled: ["clone", "schedule"],
+  proposed: ["approve", "execute", "edit", "clone", "save-recipe", "schedule", "cancel"],
+  approved: ["approve", "execute", "edit", "clone", "save-recipe", "schedule", "cancel"],
+  queued: ["pause", "resume", "clone", "save-recipe", "schedule", "cancel"],
+  running: ["pause", "resume", "clone", "save-recipe", "schedule", "cancel"],
+  paused: ["pause", "resume", "edit", "clone", "save-recipe", "schedule", "cancel"],
+  failed: ["retry", "edit", "run-again", "clone", "save-recipe", "schedule"],
+  completed: ["run-again", "clone", "save-recipe", "schedule"],
+  cancelled: ["run-again", "clone", "save-recipe", "schedule"],
 };
 
 // What the owner may change, by state (the API's rule): before it runs, anything the create
@@ -68,6 +71,8 @@ export function allowedActions(mission) {
     retry: status === "failed",
     edit: status in EDITABLE,
     clone: true,
+    "run-again": TERMINAL.has(status),
+    "save-recipe": true,
     schedule: true,
     cancel: !TERMINAL.has(status) && !mission.cancel_requested,
   };
@@ -129,7 +134,9 @@ function createCard(mission, section, pipeline) {
     button.dataset.action = action;
     // The button's name stays "Approve" etc.; the objective tells screen readers which mission.
     button.setAttribute("aria-describedby", objective.id);
-    if (action === "edit") button.setAttribute("aria-expanded", "false");
+    if (action === "edit" || action === "save-recipe") {
+      button.setAttribute("aria-expanded", "false");
+    }
     actions.append(button);
   }
   const error = el("p", "error");
@@ -247,6 +254,7 @@ function updateCard(card, mission, ctx) {
     detail && { cls: "detail", text: detail },
     attempt && { cls: "attempt", text: attempt },
     runText(mission) && { cls: "run", text: runText(mission) },
+    ratingText(mission.feedback) && { cls: "rating", text: ratingText(mission.feedback) },
     isStalled(mission, now) && { cls: "stalled", text: "stalled" },
     mission.cancel_requested &&
       !TERMINAL.has(status) && { cls: "cancelling", text: "cancel requested" },
@@ -307,7 +315,11 @@ function updateCard(card, mission, ctx) {
     const hidden = !shown.has(action);
     if (button.hidden !== hidden) button.hidden = hidden;
   }
-  for (const button of card.querySelectorAll(".lift button, .editor button[type=submit]")) {
+  // A mission made from a recipe runs again through the recipe's form, its params filled in.
+  const again = mission.recipe ? "Run again…" : "Run again";
+  setText(card.querySelector(".actions button.run-again"), again);
+  const forms = ".lift button, .editor button[type=submit], .save-recipe-form button[type=submit]";
+  for (const button of card.querySelectorAll(forms)) {
     if (button.disabled !== pending) button.disabled = pending;
   }
   // An editor opened for fields the mission no longer lets change closes by itself.

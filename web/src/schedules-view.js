@@ -89,7 +89,7 @@ export function createSchedulesPanel({ root, api }) {
     article.append(head);
     article.append(
       el("p", "when", `${schedule.description} · ${schedule.cron} · ${schedule.timezone}`),
-      el("p", "runs", `Runs: ${schedule.mission.objective}`),
+      el("p", "runs", `Runs: ${runs(schedule.mission)}`),
     );
     if (schedule.paused && schedule.pause_reason) {
       article.append(el("p", "pause-reason", schedule.pause_reason));
@@ -208,4 +208,11 @@ export function createSchedulesPanel({ root, api }) {
   });
 
   return { refresh, openFor, clear: () => list.replaceChildren() };
+}
+
+// What a schedule's fires run: a mission body, or a recipe (pinned version) with its params.
+function runs(mission) {
+  if (!mission.recipe_id) return mission.objective;
+  const given = Object.entries(mission.params ?? {}).map(([k, v]) => `${k}=${v}`);
+  return `recipe ${mission.recipe_id} v${mission.version} (${given.join(", ")})`;
 }
