@@ -227,6 +227,42 @@ def markdown(results: Mapping[str, Any]) -> str:
         ]
         section("Schedules", lines)
 
+    rated = results.get("ratings") or {}
+    if rated:
+        rows = [
+            [
+                f"{fmt(r['ratings'])} ratings at once, {fmt(r['shards'])} shard"
+                + ("s" if r["shards"] != 1 else ""),
+                f"p50 {fmt(r['p50_ms'])} ms, p95 {fmt(r['p95_ms'])} ms; {fmt(r['wall_s'], 2)} s "
+                f"({fmt(r['per_s'], 1)}/s); {fmt(r['counted'])} counted",
+            ]
+            for r in rated["at_once"]
+        ]
+        rows += [
+            [
+                f"GET /stats/tools with {fmt(r['missions'])} missions of a tool",
+                f"{fmt(r['view_ms'])} ms, {fmt(r['documents_read'])} documents read; "
+                f"{fmt(r['counted'])} counted",
+            ]
+            for r in rated["stats_reads"]
+        ]
+        read = rated["selection_read_ms"]
+        rows.append(
+            [
+                "tool selection's read of a tool's ratings",
+                f"p50 {fmt(read['p50_ms'])} ms, p95 {fmt(read['p95_ms'])} ms, n {fmt(read['n'])}",
+            ]
+        )
+        lines = _table(["measure", "value"], rows, "ll")
+        lines += [
+            "",
+            "In-process on the emulator: each rating is one mission write whose batch also "
+            "increments the tool's counters (a random shard of everyone's, and the owner's). "
+            "The emulator does not model Firestore's per-document write rate, so the one-shard "
+            "row shows contention on this machine only.",
+        ]
+        section("Ratings", lines)
+
     scale = results.get("scale") or []
     if scale:
         header = ["missions", "throughput /s", "e2e p95 ms", "lost", "duplicated", "stuck"]

@@ -34,7 +34,7 @@ os.environ["BUDDY_DEAD_LETTER_TOPIC"] = "bench-executions-dead"
 
 from google.cloud import firestore
 
-from bench import coldstart, report, schedules, steering
+from bench import coldstart, ratings, report, schedules, steering
 from buddy.config import LocalPorts
 from buddy.devstack import (
     CHROMIUM,
@@ -667,6 +667,7 @@ def main(argv: list[str] | None = None) -> int:
             "missed": fire["missed"],
         }
         results["schedules"] = scheduled
+        results["ratings"] = ratings.measure(db, quick)
         results["scale"] = [scale(api, db, n) for n in ([1, 10] if quick else [1, 10, 50, 200])]
         results["rss_mb"] = {
             "api": peak_rss_mb(functions["api"]),
