@@ -65,6 +65,18 @@ def test_a_built_in_recipe_runs_from_the_gallery_and_completes_live(
     expect(page.locator("#detail-meta")).to_contain_text("from recipe Calculate")
     expect(calculate.locator(".uses")).to_have_text(f"Uses {before + 1}", timeout=10_000)
     page.screenshot(path=str(ARTIFACTS / "dashboard-recipe.png"), full_page=True)
+    # Scheduled from its card, the mission's recipe (and its params) is what the fires run.
+    done.get_by_role("button", name="Schedule…").click()
+    schedule_form = page.locator("#schedule-form")
+    schedule_form.get_by_label("Cron").fill("0 9 * * 1-5")
+    schedule_form.get_by_role("button", name="Create schedule").click()
+    expect(schedule_form).to_be_hidden()
+    schedule = page.locator("#schedules article.schedule").first
+    expect(schedule.locator(".runs")).to_have_text(
+        "Runs: recipe builtin-calculate v1 (expression=6*7)"
+    )
+    schedule.get_by_role("button", name="Delete").click()
+    expect(page.locator("#schedules article.schedule")).to_have_count(0, timeout=10_000)
 
 
 def test_a_bad_param_is_explained_next_to_the_form(open_dashboard: Callable[[], Page]) -> None:

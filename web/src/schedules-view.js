@@ -25,8 +25,13 @@ export function viewerTimeZone() {
   return Intl.DateTimeFormat().resolvedOptions().timeZone || "UTC";
 }
 
-// The create body a schedule of this mission runs: the fields a create takes, no more.
+// What a schedule of this mission runs: its recipe with the same params (the version it was
+// made from), or the fields a create takes, no more.
 export function missionBody(mission) {
+  if (mission.recipe) {
+    const { recipe_id, version, params } = mission.recipe;
+    return { recipe_id, version, params };
+  }
   const body = {
     objective: mission.objective,
     budget_usd: mission.budget_usd,
