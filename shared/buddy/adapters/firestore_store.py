@@ -116,17 +116,25 @@ class FirestoreMissionStore:
         ref = self._missions.document(mission.mission_id)
         stored = replace(mission, event_seq=len(events))
         document = mission_document(stored)
-        batch = self._db.batch()
-        batch.create(ref, document)
-        for seq, event in enumerate(events, 1):
-            batch.create(
-                ref.collection("events").document(str(seq)),
-                self.event_document(mission.owner_uid, seq, event),
-            )
-        add_tally(self._db, batch, stats.delta(None, stored))
-        results = batch.commit(timeout=TIMEOUT_SECONDS)
-        self._remember(stored, document, results[0].update_time)
-        return stored
+        tally = stats.delta(None, stored)
+        for attempt in range(APPLY_ATTEMPTS):
+            batch = self._db.batch()
+            batch.create(ref, document)
+            for seq, event in enumerate(events, 1):
+                batch.create(
+                    ref.collection("events").document(str(seq)),
+                    self.event_document(mission.owner_uid, seq, event),
+                )
+            add_tally(self._db, batch, tally)
+            try:
+                results = batch.commit(timeout=TIMEOUT_SECONDS)
+            except gexc.Aborted:
+                # Contention on a counter it shares (its recipe's uses): nothing was written.
+                time.sleep(random.uniform(0.005, 0.02) * (attempt + 1))
+                continue
+            self._remember(stored, document, results[0].update_time)
+            return stored
+        raise DependencyUnavailable(f"Mission {mission.mission_id} could not be stored; try again")
 
     @unavailable_is_ours
     def get(self, mission_id: str) -> Mission | None:
