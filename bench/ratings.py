@@ -156,6 +156,6 @@ def measure(db: firestore.Client, quick: bool) -> dict[str, Any]:
     count = 50 if quick else 200
     return {
         "at_once": [at_once(app, count, 8), at_once(app, count, 1)],
-        "stats_reads": stats_reads(app, db, [100, 200] if quick else [500, 2000]),
+        "stats_reads": stats_reads(app, db, [100, 200] if quick else [200, 1000]),
         "selection_read_ms": selection_read(app, 10 if quick else 50),
     }
