@@ -220,6 +220,24 @@ Template = Annotated[
 ]
 
 
+MAX_TEMPLATE_DEPTH = 16
+
+
+def _shallow(value: Any) -> Any:
+    """Templates nested no deeper than MAX_TEMPLATE_DEPTH (no tool takes deeper inputs)."""
+    level = [value]
+    for _ in range(MAX_TEMPLATE_DEPTH):
+        level = [
+            child
+            for item in level
+            if isinstance(item, dict | list)
+            for child in (item.values() if isinstance(item, dict) else item)
+        ]
+        if not level:
+            return value
+    raise ValueError(f"nested deeper than {MAX_TEMPLATE_DEPTH} levels")
+
+
 class CreateRecipe(BaseModel):
     """A recipe, or its next version: every field of it."""
 
@@ -234,7 +252,7 @@ class CreateRecipe(BaseModel):
         default=1.0, description="A number, or one placeholder of a number param: '{budget}'"
     )
     tool: ToolName = None
-    inputs: dict[str, Any] = {}
+    inputs: Annotated[dict[str, Any], AfterValidator(_shallow)] = {}
     on_limit: OnLimitField = "fail"
 
     def fields(self) -> dict[str, Any]:

@@ -7,7 +7,7 @@ from dataclasses import asdict, is_dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from buddy.domain import lifecycle
+from buddy.domain import lifecycle, stats
 from buddy.domain.eta import DurationStat, updated
 from buddy.domain.mission import (
     ACTIVE,
@@ -19,7 +19,6 @@ from buddy.domain.mission import (
     Status,
     iso,
 )
-from buddy.domain import stats
 from buddy.domain.recipe import BUILTIN_IDS, Recipe, Usage
 from buddy.domain.schedule import Schedule, Tick
 from buddy.errors import (

@@ -256,13 +256,14 @@ def test_crashing_tool_fails_the_mission_instead_of_stranding_it(
 
 
 def test_owner_chosen_tool_runs_with_full_confidence(store: FakeMissionStore, make_runner) -> None:
-    """A tool the owner named, serving the intent, is selected with confidence 1.0."""
+    """A tool the owner named, serving the intent, is selected with confidence 0.90 (room for
+    good ratings to raise it)."""
     runs: list[int] = []
     mid = seed_mission(store, tool="fake", objective="calculate 1+1")
     tool = FakeTool("fake", on_run=lambda: runs.append(1))
     assert make_runner(registry(tool)).run(mid) == Outcome.COMPLETED
     record = store.missions[mid].record
-    assert (record.tool_used, record.tool_confidence) == ("fake", 1.0)
+    assert (record.tool_used, record.tool_confidence) == ("fake", 0.9)
     assert runs == [1]  # the owner's tool ran, not calculate
     assert record.result_summary == "fake done"
 

@@ -81,6 +81,7 @@ def test_proposed_is_a_new_mission_with_nothing_done() -> None:
         status=Status.PROPOSED,
         created_at=START,
         updated_at=START,
+        counted=True,  # in the aggregates from the start
     )
     assert new.execution_record is None
     assert new.record == ExecutionRecord(Status.PROPOSED)

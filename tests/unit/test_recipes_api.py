@@ -423,8 +423,14 @@ def test_running_a_recipes_mission_again_counts_as_a_use_and_a_changed_one_does_
     mid = made(api, "builtin-calculate", params={"expression": "1+1"})["mission_id"]
     again = api.post(f"/missions/{mid}/clone", headers=ALICE).get_json()
     assert again["recipe"]["recipe_id"] == "builtin-calculate"
-    changed = api.post(f"/missions/{mid}/clone", json={"budget_usd": 2.0}, headers=ALICE)
+    richer = api.post(f"/missions/{mid}/clone", json={"budget_usd": 2.0}, headers=ALICE)
+    assert richer.get_json()["recipe"]["recipe_id"] == "builtin-calculate"  # only its limit
+    changed = api.post(f"/missions/{mid}/clone", json={"objective": "calculate 2"}, headers=ALICE)
     assert changed.get_json()["recipe"] is None
+    assert api.get("/recipes/builtin-calculate", headers=ALICE).get_json()["uses"] == 3
+    # An edit of what it does makes it a mission of its own: no longer a use of the recipe.
+    edited = api.patch(f"/missions/{mid}", json={"inputs": {"expression": "2+2"}}, headers=ALICE)
+    assert edited.get_json()["recipe"] is None
     assert api.get("/recipes/builtin-calculate", headers=ALICE).get_json()["uses"] == 2
 
 
@@ -522,15 +528,16 @@ def selection_of(app: bootstrap.App, api: flask.testing.FlaskClient) -> tuple[fl
     return mission["execution_record"]["tool_confidence"], message
 
 
-@pytest.mark.parametrize(("rating", "sign"), [(5, "+"), (1, "-")])
+@pytest.mark.parametrize(("rating", "change"), [(5, "+0.05"), (1, "-0.13")])
 def test_twenty_ratings_move_the_next_selections_confidence_and_its_message(
-    app: bootstrap.App, api: flask.testing.FlaskClient, rating: int, sign: str
+    app: bootstrap.App, api: flask.testing.FlaskClient, rating: int, change: str
 ) -> None:
+    """The message says what the ratings changed, as applied: 0.95 + 0.13 stops at 1.00."""
     before, said = selection_of(app, api)
     assert said == "Selected calculate (confidence 0.95)"
     rate_many(app, api, rating, 20)
     after, said = selection_of(app, api)
-    assert said == f"Selected calculate (confidence {after:.2f}, {sign}0.13 from 20 ratings)"
+    assert said == f"Selected calculate (confidence {after:.2f}, {change} from 20 ratings)"
     if rating == 5:
         assert after >= before * 1.05 or after == 1.0
     else:
@@ -556,3 +563,64 @@ def test_low_ratings_lower_a_weak_match_and_say_so(
     said = next(s["message"] for s in steps if s["step_name"] == "tool_selection")
     # "a calculation verb without an expression" scores 0.40; 30 ratings of 1 take 0.15 off.
     assert said == "Selected calculate (confidence 0.25, -0.15 from 30 ratings)"
+
+
+@pytest.mark.parametrize("name", ["model_dump", "model_config", "_x", "_", "model_post_init"])
+def test_a_param_may_be_called_anything_its_pattern_allows(
+    api: flask.testing.FlaskClient, name: str
+) -> None:
+    body = {
+        "name": "n",
+        "objective": "calculate {" + name + "}",
+        "params": [{"name": name, "type": "string"}],
+        "tool": "calculate",
+        "inputs": {"expression": "{" + name + "}"},
+    }
+    recipe = created(api, body)
+    mission = made(api, recipe["recipe_id"], params={name: "1+2"})
+    assert mission["inputs"] == {"expression": "1+2"}
+    missing = api.post(f"/recipes/{recipe['recipe_id']}/missions", json={}, headers=ALICE)
+    assert error_of(missing) == (422, "validation_failed")
+    assert f"params.{name}: Field required" in missing.get_json()["error"]["message"]
+
+
+def test_deeply_nested_inputs_are_a_422(api: flask.testing.FlaskClient) -> None:
+    deep: Any = "x"
+    for _ in range(700):
+        deep = [deep]
+    response = api.post("/recipes", json={**CALC, "inputs": {"a": deep}}, headers=ALICE)
+    assert error_of(response) == (422, "validation_failed")
+    assert "inputs: nested deeper than 16 levels" in response.get_json()["error"]["message"]
+
+
+def test_a_number_default_is_kept_as_a_number(api: flask.testing.FlaskClient) -> None:
+    body = {
+        **CALC,
+        "params": [*CALC["params"][:1], {"name": "b", "type": "number", "default": 10**20}],
+    }
+    recipe = created(api, body)
+    assert recipe["params"][1]["default"] == 1e20
+    assert isinstance(recipe["params"][1]["default"], float)
+
+
+def test_save_as_recipe_replaces_an_input_only_where_it_stands_alone(
+    api: flask.testing.FlaskClient,
+) -> None:
+    mid = api.post(
+        "/missions",
+        json={"objective": "Search the web for a cat", "inputs": {"query": "a"}},
+        headers=ALICE,
+    ).get_json()["mission_id"]
+    recipe = api.post(f"/missions/{mid}/save-as-recipe", headers=ALICE).get_json()
+    assert recipe["objective"] == "Search the web for {query} cat"
+    broken = api.post(
+        "/missions",
+        json={"objective": "look up http://[oops", "inputs": {"query": "http://[oops"}},
+        headers=ALICE,
+    ).get_json()["mission_id"]
+    saved = api.post(f"/missions/{broken}/save-as-recipe", headers=ALICE)
+    assert saved.status_code == 201
+    assert saved.get_json()["params"][0]["type"] == "string"
+    fixed = api.post(f"/missions/{mid}/save-as-recipe", json={"params": []}, headers=ALICE)
+    assert fixed.get_json()["params"] == []  # no params: it makes this very mission
+    assert fixed.get_json()["objective"] == "Search the web for a cat"

@@ -96,6 +96,13 @@ def test_a_mission_counts_for_its_tool_and_owner_only_once_it_ended() -> None:
     }
 
 
+def test_a_mission_stored_before_the_aggregates_is_never_added_nor_taken_away() -> None:
+    old = replace(ended(Status.FAILED), counted=False)
+    assert stats.tally(old) == {}
+    retried = lifecycle.retry(old, START, 10).mission
+    assert stats.delta(old, retried) == {}
+
+
 def test_a_mission_that_never_chose_a_tool_counts_for_no_tool() -> None:
     failed = replace(mission(), status=Status.FAILED, finished_at=START)
     assert stats.tally(failed) == {}

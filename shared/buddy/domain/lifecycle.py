@@ -69,6 +69,7 @@ def proposed(
         status=Status.PROPOSED,
         created_at=now,
         updated_at=now,
+        counted=True,
     )
 
 
@@ -149,11 +150,22 @@ def modify(mission: Mission, now: datetime, fields: Mapping[str, Any]) -> Change
     changes = _differences(mission, edited)
     if not changes:
         return Change()
+    if not _still_the_recipes(fields):
+        edited = replace(edited, recipe=None)
     if mission.status == Status.APPROVED:
         edited = replace(edited, status=Status.PROPOSED, approved_at=None)
         changes.append("approval withdrawn: approve it again to run what it now says")
     message = "Mission modified: " + "; ".join(changes)
     return Change(replace(edited, updated_at=now), (NewEvent("mission_modified", message[:500]),))
+
+
+# A mission whose objective, tool or inputs changed does something its recipe did not make
+# (it counts for the recipe no more); one whose limits changed is still the recipe's.
+_WHAT_IT_DOES = frozenset({"objective", "tool", "inputs"})
+
+
+def _still_the_recipes(fields: Mapping[str, Any]) -> bool:
+    return not _WHAT_IT_DOES & set(fields)
 
 
 def _edited(mission: Mission, fields: Mapping[str, Any]) -> Mission:
@@ -195,8 +207,7 @@ def clone(
         now,
         on_limit=source.on_limit,
     )
-    # Run again as it was: still a mission of its recipe (a changed one is its own).
-    recipe = source.recipe if not fields else None
+    recipe = source.recipe if _still_the_recipes(fields) else None
     cloned = replace(_edited(fresh, fields), cloned_from=source.mission_id, recipe=recipe)
     events = (
         NewEvent("mission_created", "Mission proposed"),

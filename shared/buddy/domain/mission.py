@@ -187,6 +187,8 @@ class Mission:
     schedule_id: str | None = None
     scheduled_for: datetime | None = None  # the schedule's fire that created it
     feedback: Feedback | None = None
+    # Kept in the aggregates (domain.stats): false for missions stored before they existed.
+    counted: bool = False
     execution_record: ExecutionRecord | None = None
     # The run that holds the mission, and until when (it renews the lease as it goes).
     run_id: str | None = None

@@ -282,14 +282,14 @@ def from_mission(mission: Mission, fields: Sequence[str] | None) -> dict[str, An
     in the objective is replaced by its placeholder there, and a url input's host in the
     allowed domains by `{param.host}`."""
     inputs = dict(mission.inputs)
-    chosen = list(fields) if fields is not None else [f"inputs.{k}" for k in inputs]
-    chosen = chosen or ["objective"]
+    if fields is None:  # by default every input, or the objective when there are none
+        fields = [f"inputs.{k}" for k in inputs] or ["objective"]
     objective = _escaped(mission.objective)
     domains = list(mission.scope.allowed_domains)
     template_inputs: dict[str, Any] = _escaped_value(inputs)
     budget: float | str = mission.budget_usd
     params: list[Param] = []
-    for path in dict.fromkeys(chosen):
+    for path in dict.fromkeys(fields):
         if path == "objective":
             params.append(Param("objective", "string", False, mission.objective))
             objective = "{objective}"
@@ -304,7 +304,7 @@ def from_mission(mission: Mission, fields: Sequence[str] | None) -> dict[str, An
             params.append(Param(name, kind, False, value))
             template_inputs[key] = "{" + name + "}"
             if isinstance(value, str) and value and objective != "{objective}":
-                objective = objective.replace(_escaped(value), "{" + name + "}")
+                objective = _placed(objective, _escaped(value), "{" + name + "}")
             if kind == "url":
                 host = urlsplit(str(value)).hostname
                 domains = ["{" + name + ".host}" if d == host else d for d in domains]
@@ -327,6 +327,14 @@ def from_mission(mission: Mission, fields: Sequence[str] | None) -> dict[str, An
     }
 
 
+def _placed(text: str, value: str, placeholder: str) -> str:
+    """`value` replaced by the placeholder where it stands on its own (not inside a word:
+    a query "a" is not the "a" of "search")."""
+    before = r"(?<!\w)" if value[0].isalnum() or value[0] == "_" else ""
+    after = r"(?!\w)" if value[-1].isalnum() or value[-1] == "_" else ""
+    return re.sub(before + re.escape(value) + after, lambda _: placeholder, text)
+
+
 def _param_name(key: str) -> str:
     name = re.sub(r"[^a-z0-9_]", "_", key.lower())[:40]
     return name if re.fullmatch(r"[a-z_][a-z0-9_]*", name) else f"p_{name}"[:40]
@@ -339,8 +347,12 @@ def _type_of(value: Any, path: str) -> ParamType:
         return "integer"
     if isinstance(value, float):
         return "number"
-    parts = urlsplit(value)
-    return "url" if parts.scheme in {"http", "https"} and parts.hostname else "string"
+    try:
+        parts = urlsplit(value)
+        is_url = parts.scheme in {"http", "https"} and bool(parts.hostname)
+    except ValueError:  # "http://[oops": not a URL anyone could fetch
+        is_url = False
+    return "url" if is_url else "string"
 
 
 def _escaped(text: str) -> str:

@@ -37,8 +37,8 @@ _LAST_BUCKET = 120
 
 def tally(mission: Mission | None) -> Tally:
     """What the mission adds to the aggregates as it is now."""
-    if mission is None:
-        return {}
+    if mission is None or not mission.counted:
+        return {}  # (a mission stored before the aggregates: never added, never taken away)
     found: Tally = {}
     if mission.recipe is not None:
         usage: Counters = {"uses": 1}

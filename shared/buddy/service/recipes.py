@@ -33,21 +33,31 @@ def new_recipe_id() -> str:
 def params_model(params: tuple[Param, ...]) -> type[pydantic.BaseModel]:
     """The model a recipe's params are validated with: each declared param with its type's
     rules, required unless it has a default, and no other."""
+    # Fields p0, p1, … named by alias: a param may be called anything a model's own
+    # attributes are (model_dump, _x) without clashing with them.
     declared: dict[str, Any] = {
-        p.name: (PARAM_TYPES[p.type], ... if p.required else p.default) for p in params
+        f"p{i}": (
+            PARAM_TYPES[p.type],
+            pydantic.Field(... if p.required else p.default, alias=p.name),
+        )
+        for i, p in enumerate(params)
     }
     config = pydantic.ConfigDict(extra="forbid", strict=True)
     return pydantic.create_model("RecipeParams", __config__=config, **declared)
 
 
-def _checked_default(param: Param) -> None:
+def _with_checked_default(param: Param) -> Param:
+    """The param with its default as its type has it (a number's 10**20 is 1e20), or a 422."""
     if param.default is None:
-        return
+        return param
     try:
-        pydantic.TypeAdapter(PARAM_TYPES[param.type]).validate_python(param.default, strict=True)
+        value = pydantic.TypeAdapter(PARAM_TYPES[param.type]).validate_python(
+            param.default, strict=True
+        )
     except pydantic.ValidationError as e:
         message = validation_message(e, prefix=f"params.{param.name}.default")
         raise ValidationFailed(message.replace(".default.: ", ".default: ")) from e
+    return replace(param, default=value)
 
 
 @dataclass
@@ -161,9 +171,9 @@ class RecipeService:
     def _checked(self, recipe: Recipe) -> Recipe:
         """A recipe whose defaults have their types and whose mission can be made (from its
         defaults, and sample values of the other params)."""
-        for param in recipe.params:
-            _checked_default(param)
-        self._body(recipe, recipes.sample_params(recipe), "the recipe's mission (sample params)")
+        recipe = replace(recipe, params=tuple(_with_checked_default(p) for p in recipe.params))
+        samples = self._params(recipe, recipes.sample_params(recipe))
+        self._body(recipe, samples, "the recipe's mission (sample params)")
         return recipe
 
     def _params(self, recipe: Recipe, given: Mapping[str, Any]) -> dict[str, Value]:
@@ -171,7 +181,7 @@ class RecipeService:
             checked = params_model(recipe.params).model_validate(dict(given))
         except pydantic.ValidationError as e:
             raise ValidationFailed(validation_message(e, prefix="params")) from e
-        return recipes.resolved(recipe, checked.model_dump())
+        return recipes.resolved(recipe, checked.model_dump(by_alias=True))
 
     def _body(self, recipe: Recipe, values: Mapping[str, Value], what: str) -> CreateMission:
         try:

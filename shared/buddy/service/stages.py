@@ -54,6 +54,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MIN_TOOL_CONFIDENCE = 0.15
+OWNERS_PICK = 0.9  # the confidence of a tool the owner named that serves the intent
 PREVIEW_CHARS = 1000
 MAX_MESSAGE_CHARS = 500
 MAX_TITLE_CHARS = 300
@@ -284,14 +285,15 @@ def _choose(
     what to say about both."""
     chosen = ctx.mission.tool
     learned = _ratings(ctx, candidate.name, intent.name) if candidate else (0, 0.0)
-    said = _learned_words(*learned)
     owners_pick = candidate is not None and candidate.name == chosen
     if candidate is not None and owners_pick:
-        # The owner picked it: fully trusted when it serves the intent.
-        base = 1.0 if intent.name in candidate.intents else max(intent.confidence, 0.5)
+        # The owner picked it: trusted when it serves the intent (below 1.0, so that good
+        # ratings can still raise it; an owner's pick is never refused for its confidence).
+        base = OWNERS_PICK if intent.name in candidate.intents else max(intent.confidence, 0.5)
     else:
         base = intent.confidence
     confidence = stats.adjusted(base, *learned)
+    said = _learned_words(confidence - base, learned[0])
     note = ""
     if chosen and candidate is not None and not owners_pick:
         note = f"; {chosen} does not fit a {intent.name} objective"
@@ -319,11 +321,12 @@ def _ratings(ctx: StepContext, tool: str, intent: str) -> tuple[int, float]:
         return 0, 0.0
 
 
-def _learned_words(count: int, total: float) -> str:
+def _learned_words(change: float, count: int) -> str:
+    """What the ratings changed (as applied: the confidence stays within 0 to 1)."""
     if not count:
         return ""
     plural = "" if count == 1 else "s"
-    return f", {stats.adjustment(count, total):+.2f} from {count} rating{plural}"
+    return f", {change:+.2f} from {count} rating{plural}"
 
 
 def _run_tool(ctx: StepContext, tool: Tool) -> ToolResult:
