@@ -33,7 +33,9 @@ _JSON_SCHEMA_SPACE = re.compile(
 
 
 def valid_mission_id(mission_id: str) -> bool:
-    return bool(MISSION_ID.fullmatch(mission_id))
+    """An id we could have made: Firestore reserves `__…__` ids (and refuses to read them)."""
+    reserved = mission_id.startswith("__") and mission_id.endswith("__")
+    return bool(MISSION_ID.fullmatch(mission_id)) and not reserved
 
 
 def normalise_hostname(value: str) -> str:

@@ -134,11 +134,15 @@ def test_tool_name_length_is_bounded(tool: str) -> None:
         ("x" * 65, False),
         ("../etc", False),
         ("a b", False),
+        ("__x__", False),
+        ("____", False),
+        ("__x", True),
     ],
-    ids=["normal", "longest", "empty", "too-long", "path", "space"],
+    ids=["normal", "longest", "empty", "too-long", "path", "space", "reserved", "under", "x"],
 )
 def test_valid_mission_id(mission_id: str, valid: bool) -> None:
-    """Mission ids are 1..64 letters, digits, underscores or hyphens."""
+    """Ids (of missions, schedules, recipes) are 1..64 letters, digits, underscores or
+    hyphens, and not one Firestore reserves."""
     assert valid_mission_id(mission_id) is valid
 
 
