@@ -159,15 +159,17 @@ class FirestoreMissionStore:
         if known is not None:
             mission, document, version = known
             try:
-                change = decide(mission)
-                if change.mission is not None:
-                    attempted = _as_written(mission, change)
-                    if written := self._commit(ref, mission, document, change, version):
-                        return written
+                change: Change | None = decide(mission)
             except TooManyActiveMissions:
                 raise  # counted on a fresh count: the verdict holds
             except Exception:
-                pass  # perhaps a stale copy's verdict: ask again on a fresh read
+                change = None  # perhaps a stale copy's verdict: ask again on a fresh read
+            if change is not None and change.mission is not None:
+                # What the commit raises holds (an undo over the limit that could not be
+                # made, say): only a verdict on a stale copy is asked again.
+                attempted = _as_written(mission, change)
+                if written := self._commit(ref, mission, document, change, version):
+                    return written
         for attempt in range(APPLY_ATTEMPTS):
             snapshot = ref.get(timeout=TIMEOUT_SECONDS)
             self.apply_reads += 1
@@ -260,7 +262,7 @@ class FirestoreMissionStore:
         """
         events = ref.collection("events")
         document = mission_document(before)
-        for _ in range(APPLY_ATTEMPTS):
+        for attempt in range(APPLY_ATTEMPTS):
             batch = self._db.batch()
             for seq in range(before.event_seq + 1, written.event_seq + 1):
                 batch.delete(events.document(str(seq)))
@@ -277,6 +279,8 @@ class FirestoreMissionStore:
             if (current.status, current.event_seq) != (written.status, written.event_seq):
                 return  # changed since (the owner cancelled): that change did the counting
             after, version = snapshot.to_dict() or {}, snapshot.update_time
+            # Aborted on the owner's busy count (its racers undo too): wait a little.
+            time.sleep(random.uniform(0.01, 0.05) * (attempt + 1))
         raise DependencyUnavailable(f"Mission {before.mission_id} is too busy right now; try again")
 
     def _append_events(self, batch: Any, ref: Any, before: Mission, change: Change) -> int:
