@@ -155,6 +155,7 @@ class FirestoreMissionStore:
         """
         ref = self._missions.document(mission_id)
         attempted: Mission | None = None  # what the last commit that failed tried to write
+        tried: tuple[Mission, Change] | None = None  # the mission it was decided on, and how
         known = self._recall(mission_id)
         if known is not None:
             mission, document, version = known
@@ -167,7 +168,7 @@ class FirestoreMissionStore:
             if change is not None and change.mission is not None:
                 # What the commit raises holds (an undo over the limit that could not be
                 # made, say): only a verdict on a stale copy is asked again.
-                attempted = _as_written(mission, change)
+                attempted, tried = _as_written(mission, change), (mission, change)
                 if written := self._commit(ref, mission, document, change, version):
                     return written
         for attempt in range(APPLY_ATTEMPTS):
@@ -181,12 +182,14 @@ class FirestoreMissionStore:
                 # The commit went through although its answer said otherwise (a retried RPC
                 # whose first try had landed): deciding again would refuse our own write.
                 self._remember(mission, document, snapshot.update_time)
+                assert tried is not None
+                self._limit_kept(ref, *tried, mission, document, snapshot.update_time)
                 return mission
             change = decide(mission)
             if change.mission is None:
                 self._remember(mission, document, snapshot.update_time)
                 return mission
-            attempted = _as_written(mission, change)
+            attempted, tried = _as_written(mission, change), (mission, change)
             if written := self._commit(ref, mission, document, change, snapshot.update_time):
                 return written
             time.sleep(random.uniform(0.005, 0.02) * (attempt + 1))
@@ -236,6 +239,26 @@ class FirestoreMissionStore:
             for listener in self.ended:
                 listener(written)
         return written
+
+    def _limit_kept(
+        self,
+        ref: Any,
+        before: Mission,
+        change: Change,
+        written: Mission,
+        document: Document,
+        version: Any,
+    ) -> None:
+        """A change into the active states that landed although its commit answered an error
+        (the emulator's lock timeouts do that) was never counted against the limit: looks at
+        the owner's count now, and takes the change back when it is over."""
+        limit = change.active_limit
+        if limit is None or active_delta(before, change) <= 0:
+            return
+        counter = self._users.document(before.owner_uid).get(timeout=TIMEOUT_SECONDS)
+        if int((counter.to_dict() or {}).get("active_missions", 0)) > limit:
+            self._undo(ref, before, written, document, version)
+            raise TooManyActiveMissions(limit)
 
     def _commit_batch(self, batch: Any) -> list[Any] | None:
         """The batch's write results; None when a precondition failed (someone else wrote)."""
