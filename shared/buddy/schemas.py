@@ -205,7 +205,8 @@ class RecipeScopeIn(BaseModel):
     ] = []
 
 
-RecipeName = Annotated[
+# What a person calls a recipe or a schedule.
+Name = Annotated[
     str,
     Field(min_length=1, max_length=200, json_schema_extra={"pattern": r"\S"}),
     AfterValidator(_not_blank),
@@ -245,7 +246,7 @@ class CreateRecipe(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    name: RecipeName
+    name: Name
     description: Annotated[str, Field(max_length=2000)] = ""
     objective: Template
     params: Annotated[list[ParamSpec], Field(max_length=20)] = []
@@ -284,7 +285,7 @@ class ScheduledRecipe(RecipeRun):
 class SaveAsRecipe(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    name: RecipeName | None = None
+    name: Name | None = None
     description: Annotated[str, Field(max_length=2000)] | None = None
     params: (
         Annotated[
@@ -322,11 +323,6 @@ ScheduleMission = Annotated[
 
 # ---- schedules ------------------------------------------------------------------------------
 
-ScheduleName = Annotated[
-    str,
-    Field(min_length=1, max_length=200, json_schema_extra={"pattern": r"\S"}),
-    AfterValidator(_not_blank),
-]
 CronField = Annotated[
     str,
     Field(
@@ -362,7 +358,7 @@ PauseAfter = Annotated[
 class CreateSchedule(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    name: ScheduleName
+    name: Name
     cron: CronField
     timezone: TimeZone = "UTC"
     mission: ScheduleMission
@@ -375,7 +371,7 @@ class CreateSchedule(BaseModel):
 
 
 class ModifySchedule(_Edit):
-    name: ScheduleName | None = None
+    name: Name | None = None
     cron: CronField | None = None
     timezone: TimeZone | None = None
     mission: ScheduleMission | None = None

@@ -85,6 +85,16 @@ export function el(tag, className, text) {
   return node;
 }
 
+// A card's button: its name stays "Approve", "Delete"…; `describedBy` (the card's heading or
+// objective) tells screen readers which card it acts on.
+export function actionButton(action, label, describedBy) {
+  const button = el("button", action, label);
+  button.type = "button";
+  button.dataset.action = action;
+  button.setAttribute("aria-describedby", describedBy);
+  return button;
+}
+
 // Replaces a region's children only when what it should show changed.
 function showParts(region, parts) {
   const wanted = parts.filter(Boolean);
@@ -129,11 +139,7 @@ function createCard(mission, section, pipeline) {
 
   const actions = el("div", "actions");
   for (const [action, label] of ACTIONS) {
-    const button = el("button", action, label);
-    button.type = "button";
-    button.dataset.action = action;
-    // The button's name stays "Approve" etc.; the objective tells screen readers which mission.
-    button.setAttribute("aria-describedby", objective.id);
+    const button = actionButton(action, label, objective.id);
     if (action === "edit" || action === "save-recipe") {
       button.setAttribute("aria-expanded", "false");
     }

@@ -4,7 +4,7 @@
 // other. A mission card's "Save as recipe…" adds to the gallery (its form is here too), and its
 // "Run again…" on a mission made from a recipe opens this form with the params it ran with.
 
-import { el, InputError } from "./missions-view.js";
+import { actionButton, el, InputError } from "./missions-view.js";
 import { oneAtATime } from "./refresh.js";
 
 // The control a param is typed into, by the param's type.
@@ -90,11 +90,7 @@ function createRecipeCard(recipe) {
   const actions = el("div", "actions");
   const buttons = [["use", "Use"], ...(recipe.builtin ? [] : [["delete", "Delete"]])];
   for (const [action, label] of buttons) {
-    const button = el("button", action, label);
-    button.type = "button";
-    button.dataset.action = action;
-    button.setAttribute("aria-describedby", heading.id);
-    actions.append(button);
+    actions.append(actionButton(action, label, heading.id));
   }
   const error = el("p", "error");
   error.setAttribute("role", "alert");

@@ -4,7 +4,7 @@
 // each one as its owner sees it (with its next fires). "Schedule…" on a mission card opens
 // the form with that mission's fields.
 
-import { el } from "./missions-view.js";
+import { actionButton, el } from "./missions-view.js";
 
 const FIRE_FORMAT = {
   weekday: "short",
@@ -125,11 +125,7 @@ export function createSchedulesPanel({ root, api }) {
       ["delete", "Delete"],
     ];
     for (const [action, label] of buttons) {
-      const button = el("button", action, label);
-      button.type = "button";
-      button.dataset.action = action;
-      button.setAttribute("aria-describedby", heading.id);
-      actions.append(button);
+      actions.append(actionButton(action, label, heading.id));
     }
     const error = el("p", "error", errors.get(id) ?? "");
     error.setAttribute("role", "alert");

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -248,13 +248,21 @@ def fill(text: str, params: Mapping[str, Value]) -> str:
 
 
 def _filled_value(value: Any, params: Mapping[str, Value]) -> Any:
+    def filled(text: str) -> Any:
+        whole = _WHOLE.fullmatch(text)
+        return params[whole.group(1)] if whole else fill(text, params)
+
+    return _strings_changed(value, filled)
+
+
+def _strings_changed(value: Any, change: Callable[[str], Any]) -> Any:
+    """A JSON value with each string in it changed (maps and lists rebuilt)."""
     if isinstance(value, str):
-        whole = _WHOLE.fullmatch(value)
-        return params[whole.group(1)] if whole else fill(value, params)
+        return change(value)
     if isinstance(value, Mapping):
-        return {k: _filled_value(v, params) for k, v in value.items()}
+        return {k: _strings_changed(v, change) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_filled_value(v, params) for v in value]
+        return [_strings_changed(v, change) for v in value]
     return value
 
 
@@ -286,7 +294,7 @@ def from_mission(mission: Mission, fields: Sequence[str] | None) -> dict[str, An
         fields = [f"inputs.{k}" for k in inputs] or ["objective"]
     objective = _escaped(mission.objective)
     domains = list(mission.scope.allowed_domains)
-    template_inputs: dict[str, Any] = _escaped_value(inputs)
+    template_inputs: dict[str, Any] = _strings_changed(inputs, _escaped)
     budget: float | str = mission.budget_usd
     params: list[Param] = []
     for path in dict.fromkeys(fields):
@@ -357,16 +365,6 @@ def _type_of(value: Any, path: str) -> ParamType:
 
 def _escaped(text: str) -> str:
     return text.replace("{", "{{").replace("}", "}}")
-
-
-def _escaped_value(value: Any) -> Any:
-    if isinstance(value, str):
-        return _escaped(value)
-    if isinstance(value, Mapping):
-        return {k: _escaped_value(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_escaped_value(v) for v in value]
-    return value
 
 
 # ---- the recipes that ship with the product ------------------------------------------------

@@ -42,6 +42,23 @@ def new_mission_id() -> str:
     return "m_" + secrets.token_urlsafe(12)
 
 
+def proposed_from(
+    request: CreateMission, mission_id: str, owner_uid: str, now: datetime
+) -> Mission:
+    """A new proposed mission with a create body's fields."""
+    return lifecycle.proposed(
+        mission_id,
+        owner_uid,
+        request.objective,
+        request.scope.allowed_domains,
+        request.budget_usd,
+        request.tool,
+        dict(request.inputs),
+        now,
+        on_limit=request.on_limit,
+    )
+
+
 @dataclass(frozen=True)
 class ProgressView:
     """The original design's progress shape, with elapsed time and ETA as of now."""
@@ -67,17 +84,7 @@ class MissionService:
 
     def create(self, owner_uid: str, request: CreateMission) -> Mission:
         self.check_tool_and_inputs(request.tool, request.inputs)
-        mission = lifecycle.proposed(
-            new_mission_id(),
-            owner_uid,
-            request.objective,
-            request.scope.allowed_domains,
-            request.budget_usd,
-            request.tool,
-            request.inputs,
-            self.clock(),
-            on_limit=request.on_limit,
-        )
+        mission = proposed_from(request, new_mission_id(), owner_uid, self.clock())
         created = self.store.create(mission, NewEvent("mission_created", "Mission proposed"))
         log.info("mission created", extra={"mission_id": mission.mission_id})
         return created

@@ -12,14 +12,13 @@ from typing import Any
 
 import pydantic
 
-from buddy.domain import lifecycle
 from buddy.domain import recipe as recipes
 from buddy.domain.mission import Mission, NewEvent
 from buddy.domain.progress import Clock
 from buddy.domain.recipe import BUILTINS, Param, Recipe, Usage, Value
 from buddy.errors import RecipeNotFound, ValidationFailed
 from buddy.schemas import PARAM_TYPES, CreateMission, validation_message
-from buddy.service.missions import MissionService, new_mission_id
+from buddy.service.missions import MissionService, new_mission_id, proposed_from
 from buddy.service.ports import MissionStore, RecipeStore
 
 log = logging.getLogger(__name__)
@@ -112,20 +111,8 @@ class RecipeService:
     ) -> Mission:
         """A proposed mission from a recipe's version (the latest unless given)."""
         request, reference = self.mission_body(owner_uid, recipe_id, params, version)
-        mission = replace(
-            lifecycle.proposed(
-                new_mission_id(),
-                owner_uid,
-                request.objective,
-                request.scope.allowed_domains,
-                request.budget_usd,
-                request.tool,
-                dict(request.inputs),
-                self.clock(),
-                on_limit=request.on_limit,
-            ),
-            recipe=reference,
-        )
+        made = proposed_from(request, new_mission_id(), owner_uid, self.clock())
+        mission = replace(made, recipe=reference)
         said = f"Mission proposed from recipe {recipe_id} (version {reference['version']})"
         created = self.missions.create(mission, NewEvent("mission_created", said))
         log.info("mission from a recipe", extra={"mission_id": mission.mission_id})

@@ -28,7 +28,7 @@ from buddy.errors import (
     ValidationFailed,
 )
 from buddy.schemas import CreateMission, CreateSchedule
-from buddy.service.missions import MissionService
+from buddy.service.missions import MissionService, proposed_from
 from buddy.service.ports import ExecutionPublisher, Fired, MissionStore, ScheduleStore
 from buddy.service.recipes import RecipeService
 
@@ -222,17 +222,8 @@ class ScheduleService:
         """The fire's mission, approved (approving the schedule approved it) and queued."""
         now = self.clock()
         body = CreateMission.model_validate(schedule.mission)
-        mission = lifecycle.proposed(
-            schedules.mission_id_for(schedule.schedule_id, fire_at),
-            schedule.owner_uid,
-            body.objective,
-            body.scope.allowed_domains,
-            body.budget_usd,
-            body.tool,
-            dict(body.inputs),
-            now,
-            on_limit=body.on_limit,
-        )
+        mission_id = schedules.mission_id_for(schedule.schedule_id, fire_at)
+        mission = proposed_from(body, mission_id, schedule.owner_uid, now)
         queued = replace(
             mission,
             status=Status.QUEUED,

@@ -27,18 +27,18 @@ class ToolStatsService:
         today = self.clock().date()
         shown = []
         for tool in self.tools.names():
-            adjustments = [
-                {
-                    "intent": intent,
-                    "adjustment": round(stats.adjustment(ratings, total), 4),
-                    "ratings": ratings,
-                    "mean_rating": round(total / ratings, 3),
-                }
-                for (name, intent), counters in sorted(everyone.items())
-                if name == tool
-                for ratings, total in [_ratings(counters)]
-                if ratings
-            ]
+            adjustments = []
+            for (name, intent), counters in sorted(everyone.items()):
+                ratings, total = _ratings(counters)
+                if name == tool and ratings:
+                    adjustments.append(
+                        {
+                            "intent": intent,
+                            "adjustment": round(stats.adjustment(ratings, total), 4),
+                            "ratings": ratings,
+                            "mean_rating": round(total / ratings, 3),
+                        }
+                    )
             shown.append(
                 {
                     "tool": tool,
