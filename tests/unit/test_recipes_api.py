@@ -254,6 +254,9 @@ def test_versions_are_immutable_and_earlier_ones_stay_usable(
     )
     assert made(api, rid, params={"a": 1}, version=1)["objective"] == "calculate 1+1.5"
     assert made(api, rid, params={"a": 1})["objective"] == "compute 1+1.5"
+    for bad in ("0", "-1", "two"):
+        refused = api.get(f"/recipes/{rid}?version={bad}", headers=ALICE)
+        assert error_of(refused) == (422, "validation_failed"), bad
     missing = api.get(f"/recipes/{rid}?version=3", headers=ALICE)
     assert error_of(missing) == (404, "not_found")
     assert f"Recipe {rid} version 3 not found" == missing.get_json()["error"]["message"]

@@ -172,7 +172,7 @@ def _create_recipe(app: bootstrap.App, uid: str, request: flask.Request, _: str)
 
 
 def _get_recipe(app: bootstrap.App, uid: str, request: flask.Request, recipe_id: str) -> Any:
-    version = _int_arg(request, "version", 0) or None
+    version = _int_arg(request, "version", 1) if "version" in request.args else None
     if version is not None and not 1 <= version <= MAX_SEQ:
         raise ValidationFailed(f"version must be between 1 and {MAX_SEQ}")
     return app.recipes.view(app.recipes.get(uid, recipe_id, version))
