@@ -4,6 +4,7 @@
     buddy run --ask "calculate 2+2" --budget 0.00005   # pauses and asks to raise the budget
     buddy list --status running
     buddy events m_123 --follow
+    buddy artifact m_123                   # the artifact, rendered; piped or --raw: its text
     buddy recipe run calculate --param expression=6*7   # a recipe, by id or name
     buddy rate m_123 5 --comment "spot on"
     buddy stats                            # per tool: outcomes, ratings, what selection learned
@@ -12,7 +13,9 @@ Exit status: 0 done (mission completed), 1 mission failed or an API error, 2 mis
 (or a usage error), 3 API unreachable, 4 mission paused (waiting for you: edit and resume it),
 130 Ctrl-C while watching (the mission keeps running).
 Output is for people on a terminal (colour, a live progress bar) and plain elsewhere; `--json`
-prints the API's answers, or JSON lines while watching or following.
+prints the API's answers, or JSON lines while watching or following. An artifact (at the end
+of a watch, in `show`, `artifact`) is rendered by its format on a terminal and printed as its
+text elsewhere; its control characters (terminal escape sequences) are never printed.
 
 A watched mission that pauses stops the watch. When it paused for a limit (its budget, a host
 outside its allowed domains), stdin is a terminal and the output is not --json, `buddy` asks
@@ -26,6 +29,7 @@ import contextlib
 import functools
 import itertools
 import json
+import re
 import sys
 import time
 from collections.abc import Callable, Generator
@@ -35,8 +39,11 @@ from enum import StrEnum
 from typing import Annotated, Any, TypeVar
 
 import typer
-from rich.console import Console
+from rich.console import Console, RenderableType
+from rich.highlighter import JSONHighlighter
+from rich.markdown import Markdown
 from rich.progress import BarColumn, Progress, ProgressColumn, Task, TextColumn
+from rich.segment import SegmentLines
 from rich.table import Column, Table
 from rich.text import Text
 from typer.exceptions import TyperException
@@ -303,17 +310,202 @@ def _clock(seconds: float) -> str:
     return f"{whole // 60}:{whole % 60:02d}"
 
 
+# Artifacts
+
+# Lines of an artifact that `buddy show` and the end of a watch print on a terminal; `buddy
+# artifact` prints all of it.
+SHOWN_LINES = 40
+# The part of the source rendered to fill them: rendering 1 MiB of Markdown takes seconds.
+_SHOWN_CHARS = 20_000
+# C0 and C1 control characters and DEL: ESC starts terminal sequences (colours, cursor moves,
+# OSC 8 links, OSC 52 clipboard writes), CR overwrites a line, BS erases. Newline and tab stay.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+# A number as tables write one: 1,234 · -12.5% · $3 · 4.2e3.
+_NUMBER = re.compile(r"[-+]?[$€£]?\d[\d,]*(\.\d+)?([eE][-+]?\d+)?%?")
+
+
+def printable(text: str) -> str:
+    """Text safe to print on a terminal: no control characters but newline and tab (a CR
+    becomes a newline, so that nothing is overwritten and nothing hidden)."""
+    return _CONTROL.sub("", text.replace("\r\n", "\n").replace("\r", "\n"))
+
+
+def artifact_text(artifact: dict[str, Any]) -> str:
+    """An artifact's content as text for a pipe or a file: as stored (Markdown source for
+    Markdown, the pipe table for a table), control characters taken out."""
+    return printable(str(artifact.get("content") or ""))
+
+
+def _head(text: str, chars: int | None) -> tuple[str, bool]:
+    """The start of text up to about `chars` characters, cut at a line end; and whether cut."""
+    if chars is None or len(text) <= chars:
+        return text, False
+    end = text.rfind("\n", 0, chars)
+    return text[: end if end > 0 else chars], True
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict | list):
+        return json.dumps(value, ensure_ascii=False)
+    return str(value)
+
+
+def _is_number(value: Any) -> bool:
+    if isinstance(value, bool):
+        return False
+    return isinstance(value, int | float) or bool(_NUMBER.fullmatch(str(value).strip()))
+
+
+def data_table(table: Any, rows: int | None = None) -> Table | None:
+    """data.table ({columns, rows: [{column: value}]}) as a rich Table, numeric columns on the
+    right; None when it is not that shape. At most `rows` rows."""
+    if not isinstance(table, dict):
+        return None
+    columns, records = table.get("columns"), table.get("rows")
+    if not isinstance(columns, list) or not columns or not isinstance(records, list):
+        return None
+    if not all(isinstance(record, dict) for record in records):
+        return None
+    shown = records[:rows] if rows is not None else records
+    names = [str(column) for column in columns]
+    grid = Table(box=None, pad_edge=False, header_style="bold", show_edge=False)
+    for column, name in zip(columns, names, strict=True):
+        filled = [record.get(column) for record in records if _cell(record.get(column)).strip()]
+        numeric = bool(filled) and all(_is_number(value) for value in filled)
+        grid.add_column(Text(printable(name)), justify="right" if numeric else "left")
+    for record in shown:
+        grid.add_row(*(Text(printable(_cell(record.get(column)))) for column in columns))
+    return grid
+
+
+def search_results(results: Any, limit: int | None = None) -> Table | None:
+    """data.results as a ranked list: rank, then title, URL and snippet; None when it is not
+    a list of results. At most `limit` of them."""
+    if not isinstance(results, list) or not results:
+        return None
+    if not all(isinstance(hit, dict) for hit in results):
+        return None
+    grid = Table.grid(padding=(0, 1))
+    grid.add_column(justify="right", no_wrap=True)
+    grid.add_column(overflow="fold")
+    for index, hit in enumerate(results[:limit] if limit is not None else results, 1):
+        if index > 1:
+            grid.add_row()
+        entry = Text()
+        entry.append(printable(_cell(hit.get("title")) or _cell(hit.get("url"))), style="bold")
+        entry.append("\n" + printable(_cell(hit.get("url"))), style="cyan")
+        if hit.get("snippet"):
+            entry.append("\n" + printable(_cell(hit["snippet"])))
+        grid.add_row(Text(f"{hit.get('rank') or index}."), entry)
+    return grid
+
+
+def _pretty_json(content: str) -> str | None:
+    try:
+        document = json.loads(content)
+    except (ValueError, RecursionError):  # not JSON, or nested deeper than Python recurses
+        return None
+    try:
+        return json.dumps(document, indent=2, ensure_ascii=False)
+    except RecursionError:
+        return None
+
+
+def artifact_body(
+    artifact: dict[str, Any], limit: int | None = None
+) -> tuple[RenderableType, bool]:
+    """An artifact's content for a terminal, by its format: Markdown rendered (headings,
+    lists, tables, code; links as `text (url)`, so that where a link goes is seen), a table
+    as a table, JSON pretty and highlighted, text as is; search results as a ranked list.
+
+    With `limit` (lines to fill), only the start: about 20,000 characters of the source, or
+    `limit` rows or results; and whether some was left out.
+    """
+    content = artifact_text(artifact)
+    data = artifact.get("data")
+    if not isinstance(data, dict):
+        data = {}
+    chars = None if limit is None else _SHOWN_CHARS
+    results = data.get("results")
+    if artifact.get("type") == "search_results" and isinstance(results, list):
+        ranked = search_results(results, limit)
+        if ranked is not None:
+            return ranked, limit is not None and len(results) > limit
+    kind = artifact.get("format") or "text"  # documents made before formats have none
+    if kind == "table":
+        table = data_table(data.get("table"), limit)
+        if table is not None:
+            return table, limit is not None and len(data["table"]["rows"]) > limit
+        kind = "markdown"  # its content is the same table as a Markdown pipe table
+    if kind == "json":
+        pretty = _pretty_json(content)
+        if pretty is not None:
+            head, cut = _head(printable(pretty), chars)
+            return JSONHighlighter()(Text(head)), cut
+    head, cut = _head(content, chars)
+    if kind == "markdown":
+        return Markdown(head, hyperlinks=False), cut
+    return Text(head), cut
+
+
 # Output
 
 
-def _say(text: str, style: str | None = None, to: Console = console) -> None:
-    # Text, not markup: messages from the API may contain [brackets].
-    to.print(Text(text, style=style or ""))
+def _say(text: str, style: str | None = None, to: Console | None = None) -> None:
+    # Text, not markup: messages from the API may contain [brackets]. Resolved here, not as a
+    # default argument, so that a console swapped in (a test's) is the one printed on.
+    (console if to is None else to).print(Text(printable(text), style=style or ""))
 
 
 def _json(document: Any, line: bool = False) -> None:
     sys.stdout.write(json.dumps(document, indent=None if line else 2, default=str) + "\n")
     sys.stdout.flush()
+
+
+def _write_plain(artifact: dict[str, Any]) -> None:
+    # Written as is: rich would expand tabs and read nothing else differently.
+    text = artifact_text(artifact)
+    if text:
+        console.file.write(text if text.endswith("\n") else text + "\n")
+        console.file.flush()
+
+
+def _print_artifact(artifact: dict[str, Any], mission_id: str, limit: int | None) -> None:
+    """An artifact under its title: on a terminal rendered by its format (with `limit`, its
+    first lines and how to see all of it), elsewhere its content as text, all of it."""
+    _say(f"\n{artifact.get('title') or 'Artifact'}", "bold")
+    if not console.is_terminal:
+        _write_plain(artifact)
+        return
+    _render_artifact(artifact, mission_id, limit)
+    if artifact.get("truncated"):
+        _say("(cut to its size limit when it was made: the source was longer)", "dim")
+
+
+def _render_artifact(artifact: dict[str, Any], mission_id: str, limit: int | None) -> None:
+    body, cut = artifact_body(artifact, limit)
+    try:
+        lines = console.render_lines(body, console.options, pad=False)
+    except Exception:
+        # The content is a web page's: should it trip up the renderer, show it as text.
+        if OPTIONS.debug:
+            raise
+        _write_plain(artifact)
+        return
+    # Without the renderer's margins: the title is right above.
+    blank = [not "".join(segment.text for segment in line).strip() for line in lines]
+    start = blank.index(False) if False in blank else len(lines)
+    end = len(lines) - (blank[::-1].index(False) if False in blank else 0)
+    lines = lines[start:end]
+    if limit is not None and len(lines) > limit:
+        lines, cut = lines[:limit], True
+    console.print(SegmentLines(lines, new_lines=True))
+    if cut:
+        _say(f"… cut here: buddy artifact {mission_id} shows all of it", "dim")
 
 
 def _mission_lines(mission: dict[str, Any]) -> list[str]:
@@ -430,10 +622,29 @@ def _follow(
         hint = continue_hint(last["mission_id"], last.get("pause_reason"), domains)
         _say(hint, "yellow", to=errors if as_json else console)
     elif not as_json:
+        artifact = _finished_artifact(client, last)
         style = {"completed": "green", "failed": "red"}.get(last["status"], "yellow")
-        for line in outcome_lines(last):
+        # The artifact follows: no line pointing to it.
+        for line in outcome_lines({**last, "artifact_reference": None} if artifact else last):
             _say(line, style)
+        if artifact:
+            _print_artifact(artifact, last["mission_id"], SHOWN_LINES)
     return exit_code(last["status"])
+
+
+def _finished_artifact(client: BuddyClient, last: Snapshot) -> dict[str, Any] | None:
+    """The artifact of a mission that completed with one, unless its result line says all it
+    holds (a calculation's `2*(3+4) = 14`); None too when it cannot be read now (the outcome
+    then points to `buddy show`)."""
+    if last["status"] != "completed" or not last.get("artifact_reference"):
+        return None
+    try:
+        artifact = client.artifact(last["mission_id"])
+    except BuddyError:
+        return None
+    content = artifact_text(artifact).strip()
+    said = not content or (last.get("result_summary") or "").endswith(content)
+    return None if said else artifact
 
 
 def _show(
@@ -851,7 +1062,11 @@ def list_missions(
 @app.command()
 @_handled
 def show(mission_id: str, as_json: Json = False) -> int:
-    """A mission, its progress, and a preview of its artifact when there is one."""
+    """A mission, its progress, and its artifact when there is one.
+
+    On a terminal the artifact is rendered by its format and cut at 40 lines (buddy artifact
+    ID prints all of it); piped, its whole content is printed as text.
+    """
     client = _client()
     mission = client.get(mission_id)
     progress = client.progress(mission_id)
@@ -886,8 +1101,33 @@ def show(mission_id: str, as_json: Json = False) -> int:
         for line in outcome_lines(outcome):
             _say(line)
     if artifact:
-        _say(f"\n{artifact['title']}", "bold")
-        _say(artifact["preview"])
+        _print_artifact(artifact, mission_id, SHOWN_LINES)
+    return 0
+
+
+Raw = Annotated[
+    bool,
+    typer.Option("--raw", help="The content as stored (Markdown source), even on a terminal."),
+]
+
+
+@app.command("artifact")
+@_handled
+def artifact_command(mission_id: str, raw: Raw = False, as_json: Json = False) -> int:
+    """A mission's artifact, all of it.
+
+    On a terminal: rendered by its format (Markdown, a table, pretty JSON, text; search
+    results as a ranked list). Piped, or with --raw: its content as text (Markdown source).
+    --json: the artifact document as the API returns it. Control characters in the content
+    (terminal escape sequences) are never printed, except as JSON escapes with --json.
+    """
+    found = _client().artifact(mission_id)
+    if as_json or OPTIONS.json:
+        _json(found)
+    elif raw or not console.is_terminal:
+        _write_plain(found)
+    else:
+        _print_artifact(found, mission_id, None)
     return 0
 
 
