@@ -26,7 +26,7 @@ from buddy.schemas import CreateMission
 from buddy.service.missions import MissionService
 from buddy.tools import default_registry
 
-from ..localserver import LocalServer, Reply
+from ..localserver import LocalServer, Received, Reply
 from ..rawserver import RawServer, Trickle, answer, gzip_bomb, head
 from .conftest import MissionWatcher, Stack, User, sign_up, start_watched
 
@@ -213,9 +213,19 @@ def test_25_simultaneous_executes_under_a_limit_of_10_accept_10(
 ) -> None:
     """One user fires 25 executes at once with a limit of 10 queued or running: exactly 10
     are accepted and the other 15 get 429, none 5xx; when the 10 have finished the count is
-    back to zero and a refused mission can be executed."""
-    path = f"/slow-{uuid.uuid4().hex[:8]}"
-    site.route(path, Reply(body="<title>Slow</title><p>slow page</p>", delay=3))
+    back to zero and a refused mission can be executed.
+
+    The page is held until every execute has answered: a mission that finished during the
+    burst would free its place for a later execute (a loaded CI machine answered 25 executes
+    in more than the 3 seconds a slow page took, and accepted 11)."""
+    path = f"/held-{uuid.uuid4().hex[:8]}"
+    burst_over = threading.Event()
+
+    def held(_: Received) -> Reply:
+        burst_over.wait(timeout=120)
+        return Reply(body="<title>Held</title><p>held page</p>")
+
+    site.route(path, held)
     ids = []
     for _ in range(25):
         mission_id = alice.create(f"extract {site.url(path)}", scope=SCOPE)["mission_id"]
@@ -229,6 +239,7 @@ def test_25_simultaneous_executes_under_a_limit_of_10_accept_10(
 
     with ThreadPoolExecutor(25) as pool:
         statuses = list(pool.map(execute, ids))
+    burst_over.set()
     assert sorted(statuses) == [202] * 10 + [429] * 15, statuses
     accepted = [m for m, s in zip(ids, statuses, strict=True) if s == 202]
     refused = [m for m, s in zip(ids, statuses, strict=True) if s == 429]

@@ -213,20 +213,21 @@ def test_cancel_at_each_step_and_racing_completion(
     faulty_worker: Function,
     watch: Callable[[str], MissionWatcher],
 ) -> None:
-    """A cancel during step k ends the mission cancelled at step k's end (or, for the tool's
-    step, at its start when the running tool noticed the cancel and stopped); during finalize
-    it loses the race and the mission completes. Either way: exactly one terminal state. Step
-    k is the one the cancel's answer shows running: each cancel is sent during its own step,
-    and on a loaded emulator it may be recorded a step or two later."""
+    """A cancel sent while step k shows running ends the mission in exactly one terminal
+    state, and a consistent one: cancelled at the end of some step j >= k (or, for the tool's
+    step, at its start when the running tool noticed the cancel and stopped) with steps 1..j
+    completed, its percent, and an artifact only if artifact_creation completed; or, when
+    the worker reached the end first (always for a cancel during finalize), completed.
+
+    Which boundary: the worker learns of a cancel from its own writes, which are at most one
+    per progress interval, so on a loaded machine it may pass a boundary or two first (the
+    unit tests in tests/unit/test_reliability.py pin the exact boundary with a fake clock).
+    A cancel early in the run still has several one-second steps to be seen in."""
     runs = [start_watched(alice, watch, f"calculate {n}*{n}") for n in range(len(STEP_NAMES))]
 
-    def cancel_during(step: str, mission_id: str, watcher: MissionWatcher) -> tuple[int, str]:
-        """Cancels once `step` is seen running; the step the mission was in when the cancel
-        was recorded (a loaded emulator can deliver the snapshot, or take the cancel, late)."""
+    def cancel_during(step: str, mission_id: str, watcher: MissionWatcher) -> int:
         wait_for_step(watcher, step)
-        answer = alice.call("POST", f"/missions/{mission_id}/cancel")
-        tracker = (answer.json().get("execution_record") or {}).get("progress_tracker") or {}
-        return answer.status_code, (tracker.get("current_step") or {}).get("step_name", step)
+        return alice.call("POST", f"/missions/{mission_id}/cancel").status_code
 
     with ThreadPoolExecutor(len(runs)) as pool:
         answers = list(
@@ -235,29 +236,36 @@ def test_cancel_at_each_step_and_racing_completion(
                 [(s, m, w) for s, (m, w) in zip(STEP_NAMES, runs, strict=True)],
             )
         )
-    assert [status for status, _ in answers] == [200] * len(runs)
-    landed = [step for _, step in answers]
-    for (mission_id, watcher), step in zip(runs, landed, strict=True):
-        index = STEP_NAMES.index(step)
+    assert answers == [200] * len(runs)
+    for index, (mission_id, watcher) in enumerate(runs):
+        step = STEP_NAMES[index]
         final = watcher.wait_terminal(timeout=60)
         types = [e["type"] for e in events_of(alice, mission_id)]
         endings = [
             t for t in types if t in {"mission_completed", "mission_cancelled", "mission_failed"}
         ]
-        if step == "finalize":
-            assert final["status"] == "completed" and endings == ["mission_completed"]
+        tracker = final["execution_record"]["progress_tracker"]
+        completed = [s["step_name"] for s in tracker["completed_steps"]]
+        if step == "finalize" or final["status"] == "completed":
+            assert step not in ("verification", "intent_classification", "budget_check"), step
+            assert final["status"] == "completed" and endings == ["mission_completed"], step
+            assert completed == STEP_NAMES and len(artifacts_of(db, mission_id)) == 1
             continue
         assert final["status"] == "cancelled", step
         assert endings == ["mission_cancelled"]
-        tracker = final["execution_record"]["progress_tracker"]
-        completed = [s["step_name"] for s in tracker["completed_steps"]]
-        interrupted = step == "tool_execution" and completed == STEP_NAMES[:index]
-        if interrupted:
-            assert tracker["progress_percent"] == STAGES[index].start_percent
+        assert completed == STEP_NAMES[: len(completed)], step
+        stopped = len(completed) - 1  # the last step completed: the cancel's boundary
+        if completed == STEP_NAMES[: STEP_NAMES.index("tool_execution")] and stopped + 1 >= index:
+            # stopped at tool_execution's start (the tool noticed) or at the boundary before
+            assert tracker["progress_percent"] in (
+                END_PERCENTS[stopped],
+                STAGES[stopped + 1].start_percent,
+            )
         else:
-            assert tracker["progress_percent"] == END_PERCENTS[index], step
-            assert completed == STEP_NAMES[: index + 1], step
-        assert len(artifacts_of(db, mission_id)) == (1 if step == "artifact_creation" else 0)
+            assert stopped >= index, (step, completed)
+            assert tracker["progress_percent"] == END_PERCENTS[stopped], step
+        made = "artifact_creation" in completed
+        assert len(artifacts_of(db, mission_id)) == (1 if made else 0)
 
 
 def test_execute_while_pubsub_is_down_is_503_and_changes_nothing(

@@ -10,7 +10,7 @@ import pytest
 from google.cloud import firestore
 
 from ..localserver import LocalServer, Reply
-from .conftest import MissionWatcher, User, events_of, start_watched
+from .conftest import MissionWatcher, User, events_of, start_watched, wait_until
 
 SCOPE = {"allowed_domains": ["127.0.0.1"]}
 
@@ -168,9 +168,14 @@ def test_cancel_stops_a_long_extraction_between_pages(
 def test_finished_missions_feed_the_duration_statistics(
     alice: User, watch: Callable[[str], MissionWatcher], db: firestore.Client
 ) -> None:
-    """Each finished mission folds its step durations into the stats the ETA learns from."""
+    """Each finished mission folds its step durations into the stats the ETA learns from
+    (just after its last write: the owner never waits for them)."""
     _, watcher = start_watched(alice, watch, "calculate 1+1")
     watcher.wait_terminal()
-    shards = [s.to_dict() for s in db.collection("stats").stream()]
-    durations = [d for shard in shards for d in shard["durations"]]
-    assert "finalize" in durations and "tool_execution:calculate" in durations
+
+    def recorded() -> bool:
+        shards = [s.to_dict() for s in db.collection("stats").stream()]
+        durations = [d for shard in shards for d in shard["durations"]]
+        return "finalize" in durations and "tool_execution:calculate" in durations
+
+    wait_until(recorded, "the durations recorded", timeout=10)
