@@ -227,6 +227,11 @@ def markdown(results: Mapping[str, Any]) -> str:
         ]
         section("Schedules", lines)
 
+    if "extraction" in results:
+        from bench import extraction
+
+        section("Extraction quality", extraction.table(results["extraction"]).splitlines())
+
     rated = results.get("ratings") or {}
     if rated:
         rows = [

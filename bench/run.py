@@ -34,7 +34,7 @@ os.environ["BUDDY_DEAD_LETTER_TOPIC"] = "bench-executions-dead"
 
 from google.cloud import firestore
 
-from bench import coldstart, ratings, report, schedules, steering
+from bench import coldstart, extraction, ratings, report, schedules, steering
 from buddy.config import LocalPorts
 from buddy.devstack import (
     CHROMIUM,
@@ -677,6 +677,7 @@ def main(argv: list[str] | None = None) -> int:
         }
         results["writes"] = [write_cost(db, k) for k in (0, 10, 1000)]
         results["cold_start"] = coldstart.measure(1 if quick else 9)
+        results["extraction"] = extraction.measure(quick)  # CPU only, no emulator
         # Last: it seeds thousands of missions, and the emulator slows as it fills (a scale
         # run after it saw half the throughput it sees on a fresh emulator).
         results["ratings"] = ratings.measure(db, quick)

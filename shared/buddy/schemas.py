@@ -487,6 +487,7 @@ class PauseReasonOut(Out):
     expires_at: datetime | None = None
     needed_usd: float | None = None
     host: str | None = None
+    hosts: list[str] = []
 
 
 class ExecutionRecordOut(Out):
@@ -592,6 +593,8 @@ class ArtifactOut(Out):
     created_at: str
     # The content was cut to fit (the page's size cap, or the artifact's 1 MiB).
     truncated: bool = False
+    # How to show content: Markdown, plain text, JSON text, or data["table"] (columns, rows).
+    format: Literal["markdown", "text", "json", "table"] = "text"
 
 
 class FireOut(Out):

@@ -123,7 +123,8 @@ class PauseReason:
     # An ask that nobody answers fails the mission then (a pause its owner asked for waits).
     expires_at: datetime | None = None
     needed_usd: float | None = None  # budget_exceeded: the budget it needs
-    host: str | None = None  # out_of_scope: the host it wants to reach
+    host: str | None = None  # out_of_scope: the host it wants to reach (the first of hosts)
+    hosts: tuple[str, ...] = ()  # out_of_scope: every host it wants, when it wants several
 
 
 @dataclass(frozen=True)
@@ -272,6 +273,8 @@ class Artifact:
     created_at: str
     data: Mapping[str, Any] = field(default_factory=dict)
     truncated: bool = False
+    # "markdown" | "text" | "json" | "table"; artifacts written before it are text.
+    format: str = "text"
 
 
 def artifact_id_of(mission_id: str) -> str:

@@ -98,8 +98,8 @@ class StepContext:
     tracker: MissionProgressTracker
     writer: ProgressWriter
     history: Durations  # how long steps took in earlier missions
-    # Where this step's tool got to when the mission last paused inside it, and what it has
-    # saved since (written with a pause).
+    # Where this step's tool got to when the mission last paused or failed inside it, and
+    # what it has saved since (written with a pause or the step's failure).
     checkpoint: Mapping[str, Any] | None = None
     saved: Mapping[str, Any] | None = None
 
@@ -202,6 +202,7 @@ def write_artifact(ctx: StepContext) -> str:
         "owner_uid": mission.owner_uid,
         "tool": tool.name,
         "type": result.type,
+        "format": result.format,
         "title": result.title,
         "summary": result.summary,
         "content": result.content,

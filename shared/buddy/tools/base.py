@@ -34,13 +34,15 @@ class ToolPaused(Exception):
     saved where it got to with `ToolContext.save`; the mission pauses, and a resumed run
     hands the tool that state back (`ToolContext.checkpoint`).
 
-    Without a host: the owner asked for the pause. With one: the tool needs that host, which
-    is outside the mission's allowed domains (only when the mission asks instead of failing).
+    Without hosts: the owner asked for the pause. With them: the tool needs those hosts,
+    which are outside the mission's allowed domains (only when the mission asks instead of
+    failing).
     """
 
-    def __init__(self, host: str | None = None) -> None:
-        super().__init__(host or "paused")
-        self.host = host
+    def __init__(self, host: str | None = None, hosts: tuple[str, ...] = ()) -> None:
+        self.hosts = hosts or ((host,) if host else ())
+        self.host = self.hosts[0] if self.hosts else None
+        super().__init__(", ".join(self.hosts) or "paused")
 
 
 class OutOfScope(Exception):
@@ -117,6 +119,8 @@ class ToolResult:
     content: str
     type: str = "text"
     preview: str = ""
+    # How clients should show content: "markdown", "text", "json" or "table" (data["table"]).
+    format: str = "text"
     data: dict[str, Any] = field(default_factory=dict)
     cost_usd: float = 0.0
 
