@@ -168,7 +168,30 @@ def _invoker(function: str, project: str, region: str, account: str) -> list[str
     ]
 
 
-def commands(project: str, region: str, check_revoked: bool = False) -> list[list[str]]:
+def _secret_accessor(version: str, account: str) -> list[str]:
+    """Lets account read the secret that version (projects/P/secrets/S/versions/V) is of."""
+    parts = version.split("/")
+    if len(parts) < 4 or parts[0] != "projects" or parts[2] != "secrets":
+        raise SystemExit(f"--search-key-secret: not a secret version: {version}")
+    return [
+        "gcloud",
+        "secrets",
+        "add-iam-policy-binding",
+        parts[3],
+        f"--project={parts[1]}",
+        f"--member=serviceAccount:{account}",
+        "--role=roles/secretmanager.secretAccessor",
+    ]
+
+
+def commands(
+    project: str,
+    region: str,
+    check_revoked: bool = False,
+    search_provider: str | None = None,
+    search_key_secret: str | None = None,
+    search_url: str | None = None,
+) -> list[list[str]]:
     """Every remote change, in order."""
     accounts = {name: f"{name}@{project}.iam.gserviceaccount.com" for name in ROLES}
     out: list[list[str]] = []
@@ -210,6 +233,14 @@ def commands(project: str, region: str, check_revoked: bool = False) -> list[lis
     ]
     if check_revoked:
         settings.append("BUDDY_CHECK_REVOKED=1")
+    if search_provider:
+        settings.append(f"BUDDY_SEARCH_PROVIDER={search_provider}")
+    if search_url:
+        settings.append(f"BUDDY_SEARCH_URL={search_url}")
+    if search_key_secret:
+        # The worker runs the searches: it alone may read the key, on the first search.
+        settings.append(f"BUDDY_SEARCH_API_KEY_SECRET={search_key_secret}")
+        out.append(_secret_accessor(search_key_secret, accounts["buddy-worker"]))
     env = "^;^" + ";".join(settings)
     for function in FUNCTIONS:
         trigger_account = (
@@ -322,6 +353,17 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="refuse revoked ID tokens (one Firebase Auth call per API request)",
     )
+    parser.add_argument(
+        "--search-provider",
+        choices=["duckduckgo", "searxng", "brave", "tavily"],
+        help="web search provider (default duckduckgo, which needs no key)",
+    )
+    parser.add_argument(
+        "--search-key-secret",
+        metavar="projects/P/secrets/S/versions/V",
+        help="Secret Manager version holding the brave/tavily API key (the worker may read it)",
+    )
+    parser.add_argument("--search-url", help="the provider's base URL (required for searxng)")
     args = parser.parse_args(argv)
     for path in bundle():
         print(f"built {path.relative_to(ROOT)}", flush=True)
@@ -331,7 +373,14 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--project is required to deploy")
     if not args.dry_run:
         dashboard_config(args.project, args.region)
-    for command in commands(args.project, args.region, args.check_revoked):
+    for command in commands(
+        args.project,
+        args.region,
+        args.check_revoked,
+        args.search_provider,
+        args.search_key_secret,
+        args.search_url,
+    ):
         run(command, args.dry_run)
     return 0
 

@@ -178,11 +178,12 @@ class App:
         if self.given_tools is not None:
             return self.given_tools
         from buddy.tools import default_registry
+        from buddy.tools.search import provider_from_settings
 
         config = self.settings
         return default_registry(
             web_allow_loopback=config.web_allow_loopback,
-            search_url=config.search_url,
+            search_provider=provider_from_settings(config),
             web_fetch_timeout=config.web_fetch_timeout_seconds,
         )
 

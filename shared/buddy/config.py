@@ -66,6 +66,11 @@ def _flag(value: str) -> bool:
     return value.lower() in {"1", "true"}
 
 
+def _optional(value: str) -> str | None:
+    """The value, or None when it is empty (a variable set to "" means unset)."""
+    return value.strip() or None
+
+
 def _origins(value: str) -> frozenset[str]:
     return frozenset(origin.strip() for origin in value.split(",") if origin.strip())
 
@@ -89,7 +94,23 @@ class Settings:
     web_fetch_timeout_seconds: float = _setting(
         "BUDDY_WEB_FETCH_TIMEOUT_SECONDS", float, default=30.0
     )
-    search_url: str | None = _setting("BUDDY_SEARCH_URL", lambda v: v or None, default=None)
+    # web_search and research: duckduckgo (no key), searxng, brave or tavily. A value that
+    # names none of them leaves search "not available", saying why (tools/search_providers).
+    search_provider: str = _setting(
+        "BUDDY_SEARCH_PROVIDER", lambda v: v.strip().lower() or "duckduckgo", default="duckduckgo"
+    )
+    # The provider's base URL: required for searxng, an override for the others.
+    search_url: str | None = _setting("BUDDY_SEARCH_URL", _optional, default=None)
+    # brave and tavily: the key itself, else the provider's usual variable, else (in
+    # production) the Secret Manager version that holds it, read on the first search.
+    search_api_key: str | None = _setting(
+        "BUDDY_SEARCH_API_KEY", _optional, default=None, repr=False
+    )
+    brave_api_key: str | None = _setting("BRAVE_API_KEY", _optional, default=None, repr=False)
+    tavily_api_key: str | None = _setting("TAVILY_API_KEY", _optional, default=None, repr=False)
+    search_api_key_secret: str | None = _setting(
+        "BUDDY_SEARCH_API_KEY_SECRET", _optional, default=None
+    )
     # Origins whose pages may call the API from a browser (the dashboard).
     cors_origins: frozenset[str] = _setting(
         "BUDDY_CORS_ORIGINS",

@@ -65,6 +65,9 @@ TEST_SETTINGS = {
     "BUDDY_WEB_ALLOW_LOOPBACK": "1",
     "BUDDY_WEB_FETCH_TIMEOUT_SECONDS": "5",
     "BUDDY_SCHEDULER_TICK_SECONDS": "2",
+    # Tests never reach the internet: no DuckDuckGo (the default). The stack's functions get
+    # BUDDY_SEARCH_URL (the site's SearXNG-shaped API); other processes have no search.
+    "BUDDY_SEARCH_PROVIDER": "searxng",
 }
 
 

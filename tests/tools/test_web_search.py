@@ -1,4 +1,8 @@
-"""web_search against a SearXNG-shaped JSON endpoint on 127.0.0.1."""
+"""web_search against a SearXNG-shaped JSON endpoint on 127.0.0.1, and its artifact.
+
+The other providers (DuckDuckGo, Brave, Tavily) are in test_search_providers.py; which one
+the settings build, in test_search_config.py.
+"""
 
 from __future__ import annotations
 
@@ -9,14 +13,18 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
+from markdown_it import MarkdownIt
 from pydantic import ValidationError
+from selectolax.lexbor import LexborHTMLParser
 
 from buddy.tools import ToolError, ToolOverBudget
 from buddy.tools.search import (
+    SearchHit,
     SearxngProvider,
+    UnconfiguredProvider,
     WebSearchInputs,
     WebSearchTool,
-    provider_from_env,
+    markdown_list,
 )
 
 from ..localserver import LocalServer, Reply
@@ -57,12 +65,104 @@ def test_results_are_ranked_by_score(
     assert result.type == "search_results"
     assert result.title == "Search: letters"
     assert result.summary == "5 results for 'letters'"
-    assert result.content.startswith(
-        "1. B — https://b.example/\n   About https://b.example/\n2. D — https://d.example/"
-    )
     assert result.preview.splitlines()[0] == "B — https://b.example/"
     assert result.cost_usd == pytest.approx(0.002)
     assert progress.calls == [(1, 1, "queries", "5 results for 'letters'")]
+
+
+def test_artifact_is_a_numbered_markdown_list_with_the_results_data(
+    server: LocalServer, make_context: MakeContext
+) -> None:
+    """Content is `1. [Title](url)` with the snippet indented under it; data names the query,
+    the provider, and each result with the rank the provider gave it."""
+    tool = searxng(
+        server, hit("https://a.example/", 0.5, "A"), hit("https://b.example/x", 2.0, "B")
+    )
+
+    result = tool.run(make_context(inputs={"query": "letters"}, allowed_domains=()))
+
+    assert result.format == "markdown"
+    assert result.content == (
+        "1. [B](https://b.example/x)\n"
+        "   About https://b.example/x\n"
+        "2. [A](https://a.example/)\n"
+        "   About https://a.example/"
+    )
+    assert result.data == {
+        "query": "letters",
+        "provider": "searxng",
+        "results": [
+            {
+                "rank": 2,
+                "url": "https://b.example/x",
+                "title": "B",
+                "snippet": "About https://b.example/x",
+                "score": 2.0,
+            },
+            {
+                "rank": 1,
+                "url": "https://a.example/",
+                "title": "A",
+                "snippet": "About https://a.example/",
+                "score": 0.5,
+            },
+        ],
+    }
+    html = MarkdownIt("commonmark").render(result.content)
+    assert [a.attributes["href"] for a in LexborHTMLParser(html).css("ol > li > a")] == [
+        "https://b.example/x",
+        "https://a.example/",
+    ]
+
+
+HOSTILE = [
+    "](javascript:alert(1)) [click](https://evil.example/)",
+    "![tracker](https://evil.example/pixel.png)",
+    "<img src=x onerror=alert(1)> <script>alert(1)</script> <https://evil.example/>",
+    "# Heading **bold** _em_ `code` ~~gone~~ &lt;b&gt; \\[x\\]",
+]
+
+
+@pytest.mark.parametrize("text", HOSTILE, ids=["link", "image", "html", "markup"])
+def test_hostile_titles_and_snippets_stay_text(text: str) -> None:
+    """A title or snippet that is Markdown or HTML is shown as the text it is: each result is
+    exactly one link, to its own URL, with no image, no HTML, and the text intact."""
+    hits = [
+        SearchHit("https://a.example/(x)", text, text, 0.0, 1),
+        SearchHit("https://b.example/", text, "plain", 0.0, 2),
+    ]
+
+    html = MarkdownIt("commonmark").enable("strikethrough").render(markdown_list(hits))
+
+    page = LexborHTMLParser(html)
+    items = page.css("ol > li")
+    assert len(items) == 2
+    assert [a.attributes["href"] for a in page.css("a")] == [
+        "https://a.example/%28x%29",
+        "https://b.example/",
+    ]
+    assert not page.css("img, script, h1, em, strong, code, s, del, ul, blockquote, hr")
+    first = items[0].text(deep=True, separator="")
+    assert first.count(text) == 2  # the title and the snippet, each as written
+
+
+@pytest.mark.parametrize(
+    "snippet",
+    ["- item", "+ item", "* item", "1. item", "7) item", "> quote", "# heading", "=====",
+     "---", "___", "    indented code"],
+)  # fmt: skip
+def test_a_snippet_cannot_start_a_block(snippet: str) -> None:
+    """A snippet that starts like a list, a quote, a heading, a rule or a setext underline
+    stays a line of text under its link."""
+    html = MarkdownIt("commonmark").render(
+        markdown_list([SearchHit("https://a.example/", "Title", snippet, 0.0, 1)])
+    )
+
+    page = LexborHTMLParser(html)
+    assert not page.css("ul, li ol, blockquote, h1, h2, hr, pre, em")
+    [item] = page.css("ol > li")
+    assert [a.attributes["href"] for a in item.css("a")] == ["https://a.example/"]
+    assert item.text(deep=True, separator="") == f"Title\n{snippet.strip()}"
 
 
 def test_results_are_limited_to_allowed_domains(
@@ -139,8 +239,8 @@ def test_query_comes_from_inputs_or_objective(
 
 def test_unavailable_without_a_provider(make_context: MakeContext) -> None:
     """Without a provider the tool says why and refuses to run."""
-    tool = WebSearchTool(provider_from_env(None))
-    reason = "web_search is not available: no search provider is configured (set BUDDY_SEARCH_URL)"
+    tool = WebSearchTool(None)
+    reason = "web_search is not available: no search provider is configured"
 
     assert tool.unavailable_reason == reason
     with pytest.raises(ToolError) as error:
@@ -148,12 +248,13 @@ def test_unavailable_without_a_provider(make_context: MakeContext) -> None:
     assert str(error.value) == reason
 
 
-@pytest.mark.parametrize(("url", "configured"), [(None, False), ("", False), ("http://s", True)])
-def test_provider_from_env(url: str | None, configured: bool) -> None:
-    """A SearXNG provider exists only when BUDDY_SEARCH_URL is set."""
-    provider = provider_from_env(url)
-    assert isinstance(provider, SearxngProvider) is configured
-    assert (WebSearchTool(provider).unavailable_reason is None) is configured
+def test_unavailable_with_a_provider_that_cannot_work(make_context: MakeContext) -> None:
+    """A provider configured wrongly makes the tool unavailable with what to configure."""
+    tool = WebSearchTool(UnconfiguredProvider("brave", "set BUDDY_SEARCH_API_KEY"))
+
+    assert tool.unavailable_reason == "web_search is not available: set BUDDY_SEARCH_API_KEY"
+    with pytest.raises(ToolError, match=r"set BUDDY_SEARCH_API_KEY$"):
+        tool.run(make_context("find python tutorials"))
 
 
 @pytest.mark.parametrize(
@@ -162,9 +263,16 @@ def test_provider_from_env(url: str | None, configured: bool) -> None:
         (Reply(status=500, body="boom", content_type="text/plain"), "answered HTTP 500"),
         (Reply(body="<html>not json</html>"), "returned an unreadable answer"),
         (Reply(body='{"results": 3}', content_type="application/json"), "unreadable answer"),
-        (Reply(body="{}", content_type="application/json", delay=2), "^Search provider timed out$"),
+        (
+            Reply(body="{}", content_type="application/json", delay=2),
+            "^The search provider SearXNG timed out$",
+        ),
+        (
+            Reply(status=403, body="Forbidden", content_type="text/plain"),
+            "refused the JSON format \\(HTTP 403\\): add json to search.formats",
+        ),
     ],
-    ids=["http-500", "not-json", "results-not-a-list", "timeout"],
+    ids=["http-500", "not-json", "results-not-a-list", "timeout", "json-not-enabled"],
 )
 def test_provider_failures_are_tool_errors(
     server: LocalServer, make_context: MakeContext, reply: Reply, message: str
@@ -193,7 +301,8 @@ def test_zero_results_is_a_result_not_an_error(
 
     assert result.summary == summary
     assert result.content == summary
-    assert result.data == {"query": "nothing", "results": []}
+    assert result.format == "markdown"
+    assert result.data == {"query": "nothing", "provider": "searxng", "results": []}
 
 
 def test_estimate_cost_is_per_query() -> None:
@@ -266,7 +375,7 @@ def test_trickling_provider_times_out_within_its_timeout(handler: Handler) -> No
         with pytest.raises(ToolError) as error:
             provider.search("q", 5)
 
-    assert str(error.value) == "Search provider timed out"
+    assert str(error.value) == "The search provider SearXNG timed out"
     assert error.value.transient is True
     assert time.monotonic() - started < 4
 
@@ -285,11 +394,17 @@ def test_tool_budget_running_out_is_over_budget(make_context: MakeContext) -> No
 
 @pytest.mark.usefixtures("hanging_resolver")
 def test_provider_name_lookup_is_bounded() -> None:
-    """A lookup of the provider's name that never answers ends with the provider's timeout."""
+    """A lookup of the provider's name that never answers ends with the provider's timeout,
+    as a failure to reach it that may go away."""
     started = time.monotonic()
-    with pytest.raises(ToolError, match=r"^Search provider timed out$"):
+    with pytest.raises(ToolError) as error:
         SearxngProvider("http://searxng.example", timeout=1).search("q", 5)
 
+    assert str(error.value) == (
+        "Cannot reach the search provider SearXNG (searxng.example): connecting timed out. "
+        "Check BUDDY_SEARCH_URL"
+    )
+    assert error.value.transient is True
     assert time.monotonic() - started < 4
 
 
@@ -307,7 +422,9 @@ def test_oversized_answer_is_refused(server: LocalServer, compressed: bool) -> N
     with pytest.raises(ToolError) as error:
         SearxngProvider(server.base_url).search("q", 5)
 
-    assert str(error.value) == "Search provider's answer is larger than 2 MiB"
+    assert str(error.value) == (
+        "The search provider SearXNG answered with more than 2 MiB, which is not a page of results"
+    )
     assert error.value.transient is False
 
 
@@ -325,16 +442,21 @@ def test_unsupported_encoding_is_an_unreadable_answer(server: LocalServer) -> No
 
 
 def test_hostile_result_strings_are_clipped(server: LocalServer, make_context: MakeContext) -> None:
-    """Huge titles and snippets are clipped; results with overlong URLs are dropped."""
+    """Huge titles and snippets are clipped, invisible and control characters dropped;
+    results with overlong URLs are dropped, and the ranks count only the results kept."""
     tool = searxng(
         server,
         {"url": "https://a.example/", "title": "T" * 100_000, "content": "s" * 100_000},
         hit("https://b.example/" + "x" * 3000, 9.0),
+        {"url": "https://c.example/", "title": "\u202eexe.tsil\x00\x1b[31m", "content": "a\n\tb"},
     )
 
     result = tool.run(make_context(inputs={"query": "big"}, allowed_domains=()))
 
-    [only] = result.data["results"]
-    assert only["url"] == "https://a.example/"
-    assert len(only["title"]) == 300
-    assert len(only["snippet"]) == 1000
+    big, controls = result.data["results"]
+    assert big["url"] == "https://a.example/"
+    assert len(big["title"]) == 300
+    assert len(big["snippet"]) == 1000
+    assert (big["rank"], controls["rank"]) == (1, 2)
+    # Direction overrides and control characters go; whitespace becomes single spaces.
+    assert (controls["title"], controls["snippet"]) == ("exe.tsil [31m", "a b")

@@ -5,6 +5,10 @@ and their dependencies (httpx, selectolax), are imported when a registry is buil
 isolated child that needs only the interface and calculate does not pay for the web.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 from buddy.tools.base import (
     OutOfScope,
     Reporter,
@@ -20,25 +24,31 @@ from buddy.tools.base import (
     ToolResult,
 )
 
+if TYPE_CHECKING:
+    from buddy.tools.search import SearchProvider
+
 
 def default_registry(
     *,
     web_allow_loopback: bool = False,
-    search_url: str | None = None,
+    # Built from the settings by buddy.tools.search.provider_from_settings (DuckDuckGo unless
+    # configured otherwise); None leaves search "not available" (the unit tests' registry).
+    search_provider: SearchProvider | None = None,
     # WebPolicy.total_timeout, written out so that this signature does not import the web
     # tool (tests/tools/test_isolation.py checks that the two agree).
     web_fetch_timeout: float = 30.0,
 ) -> ToolRegistry:
     from buddy.tools.calculate import CalculateTool
-    from buddy.tools.search import WebSearchTool, provider_from_env
+    from buddy.tools.search import NO_PROVIDER, WebSearchTool
     from buddy.tools.web import WebExtractTool, WebPolicy
 
     policy = WebPolicy(allow_loopback=web_allow_loopback, total_timeout=web_fetch_timeout)
+    search = search_provider or NO_PROVIDER
     return ToolRegistry(
         [
             CalculateTool(),
             WebExtractTool(policy),
-            WebSearchTool(provider_from_env(search_url)),
+            WebSearchTool(search),
         ]
     )
 

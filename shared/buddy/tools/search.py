@@ -1,27 +1,37 @@
-"""web_search: ask a search provider (SearXNG's JSON API) and keep the best in-scope results."""
+"""web_search: ask the configured search provider and keep the best in-scope results.
+
+The providers (DuckDuckGo by default, SearXNG, Brave, Tavily) live in search_providers; this
+module is what the tools share on top of them: the query from an objective, ranking within
+the mission's scope, and the search_results artifact (a numbered Markdown list).
+"""
 
 from __future__ import annotations
 
-import json
-import math
 import re
-import time
-from dataclasses import dataclass
-from typing import Annotated, Any, ClassVar, Protocol
-from urllib.parse import urlsplit
+from typing import Annotated, Any, ClassVar
+from urllib.parse import quote, urlsplit
 
-import httpx
 from pydantic import Field
 
 from buddy.domain.intent import SEARCH
 from buddy.tools.base import INTEGRAL_FLOATS, ToolContext, ToolError, ToolInputs, ToolResult
-from buddy.tools.bounded_http import BoundedClient, ContentEncodingError, read_body
-from buddy.tools.web import MAX_TITLE_CHARS, MAX_URL_LENGTH, USER_AGENT, clip, host_in_scope
+from buddy.tools.search_providers import (
+    DEFAULT_PROVIDER,
+    NO_PROVIDER,
+    PROVIDERS,
+    BraveProvider,
+    DuckDuckGoProvider,
+    SearchHit,
+    SearchProvider,
+    SearchSettings,
+    SearxngProvider,
+    TavilyProvider,
+    UnconfiguredProvider,
+    provider_from_settings,
+)
+from buddy.tools.web import host_in_scope
 
 MAX_QUERY_LENGTH = 500
-# A page of results is tens of kilobytes; an answer past this is not one.
-MAX_ANSWER_BYTES = 2 * 1024 * 1024
-MAX_SNIPPET_CHARS = 1000
 # Providers return whole pages of results; scope filtering then discards some of them.
 OVERFETCH = 3
 
@@ -29,85 +39,25 @@ _SEARCH_VERB = re.compile(
     r"^\s*(search\s+for|search|find|look\s+up|lookup|research|discover|list)\b\s*", re.I
 )
 
-
-@dataclass(frozen=True)
-class SearchHit:
-    url: str
-    title: str
-    snippet: str
-    score: float
-
-
-class SearchProvider(Protocol):
-    name: str
-
-    def search(self, query: str, limit: int, deadline: float = math.inf) -> list[SearchHit]:
-        """At most limit hits, asked for by deadline (a time.monotonic() value)."""
-        ...
-
-
-class SearxngProvider:
-    """A SearXNG instance with the JSON output format enabled (search.formats: [json])."""
-
-    name = "searxng"
-
-    def __init__(self, base_url: str, timeout: float = 10) -> None:
-        self.base_url = base_url.rstrip("/")
-        # Bounds the whole search (name lookup, connect, answer), not each socket operation.
-        self.timeout = timeout
-
-    def search(self, query: str, limit: int, deadline: float = math.inf) -> list[SearchHit]:
-        deadline = min(time.monotonic() + self.timeout, deadline)
-        timeout = httpx.Timeout(self.timeout)
-        try:
-            with BoundedClient(timeout, headers={"User-Agent": USER_AGENT}) as client:
-                request = client.build_request(
-                    "GET", f"{self.base_url}/search", params={"q": query, "format": "json"}
-                )
-                response = client.send(request, deadline=deadline)
-                try:
-                    status = response.status_code
-                    body = read_body(response, MAX_ANSWER_BYTES) if status == 200 else None
-                finally:
-                    response.close()
-        except httpx.TimeoutException as e:
-            raise ToolError("Search provider timed out", transient=True) from e
-        except httpx.HTTPError as e:
-            raise ToolError("Cannot connect to the search provider", transient=True) from e
-        except ContentEncodingError as e:
-            raise ToolError("Search provider returned an unreadable answer") from e
-        if body is None:
-            raise ToolError(
-                f"Search provider answered HTTP {status}", transient=status >= 500 or status == 429
-            )
-        if body.truncated:
-            raise ToolError(
-                f"Search provider's answer is larger than {MAX_ANSWER_BYTES // (1024 * 1024)} MiB"
-            )
-        try:
-            results = json.loads(body.data)["results"]
-            hits = [hit for item in results if (hit := _hit(item)) is not None]
-        except (AttributeError, KeyError, TypeError, ValueError) as e:
-            raise ToolError("Search provider returned an unreadable answer") from e
-        return hits[:limit]
-
-
-def _hit(item: dict[str, Any]) -> SearchHit | None:
-    """One SearXNG result, its strings clipped; None for results that are not web pages."""
-    url = str(item.get("url") or "")
-    if len(url) > MAX_URL_LENGTH or urlsplit(url).scheme not in ("http", "https"):
-        return None
-    return SearchHit(
-        url=url,
-        title=clip(str(item.get("title") or url), MAX_TITLE_CHARS),
-        snippet=clip(str(item.get("content") or ""), MAX_SNIPPET_CHARS),
-        score=float(item.get("score") or 0.0),
-    )
-
-
-def provider_from_env(url: str | None) -> SearchProvider | None:
-    """The provider configured by BUDDY_SEARCH_URL, or None when it is unset or empty."""
-    return SearxngProvider(url) if url else None
+__all__ = [
+    "DEFAULT_PROVIDER",
+    "NO_PROVIDER",
+    "PROVIDERS",
+    "BraveProvider",
+    "DuckDuckGoProvider",
+    "SearchHit",
+    "SearchProvider",
+    "SearchSettings",
+    "SearxngProvider",
+    "TavilyProvider",
+    "UnconfiguredProvider",
+    "WebSearchInputs",
+    "WebSearchTool",
+    "markdown_list",
+    "provider_from_settings",
+    "query_from_objective",
+    "rank",
+]
 
 
 class WebSearchInputs(ToolInputs):
@@ -121,7 +71,10 @@ def query_from_objective(objective: str) -> str:
 
 
 def rank(hits: list[SearchHit], allowed_domains: tuple[str, ...], limit: int) -> list[SearchHit]:
-    """In-scope hits (all, when no domains are given), best score first, one per URL."""
+    """In-scope hits (all, when no domains are given), best score first, one per URL.
+
+    Each hit keeps the rank its provider gave it.
+    """
     if allowed_domains:
         hits = [h for h in hits if host_in_scope(urlsplit(h.url).hostname or "", allowed_domains)]
     ranked: dict[str, SearchHit] = {}
@@ -129,6 +82,43 @@ def rank(hits: list[SearchHit], allowed_domains: tuple[str, ...], limit: int) ->
     for hit in sorted(hits, key=lambda h: -h.score):
         ranked.setdefault(hit.url, hit)
     return list(ranked.values())[:limit]
+
+
+# What starts Markdown's inline syntax (emphasis, code, links, images, raw HTML, strikethrough)
+# wherever it stands; "!" needs a "[" after it, which is escaped.
+_INLINE = re.compile(r"([\\`*_\[\]<~])")
+# An entity reference ("&lt;") is decoded by Markdown, so "&" before one is escaped.
+_ENTITY = re.compile(r"&(?=#?\w+;)")
+# What starts a block at the beginning of a line: heading, quote, list item, rule, setext.
+_BLOCK = re.compile(r"^(?:([#>+=-])|(\d{1,9})([.)]))")
+
+
+def markdown_text(text: str) -> str:
+    """Untrusted one-line text as Markdown that shows exactly that text: it cannot become a
+    link, an image, HTML or a heading."""
+    text = _ENTITY.sub(r"\\&", _INLINE.sub(r"\\\1", " ".join(text.split())))
+    return _BLOCK.sub(lambda m: f"\\{m[1]}" if m[1] else f"{m[2]}\\{m[3]}", text)
+
+
+def markdown_url(url: str) -> str:
+    """A URL as a Markdown link destination: what would end or break it percent-encoded
+    (parentheses, spaces, angle brackets, backslashes, non-ASCII)."""
+    encoded = quote(url, safe="/:?#[]@!$&'*+,;=%~")
+    return _ENTITY.sub(r"\\&", encoded)
+
+
+def markdown_link(title: str, url: str) -> str:
+    """[title](url), the title shown as given (or the URL when there is none)."""
+    return f"[{markdown_text(title or url)}]({markdown_url(url)})"
+
+
+def markdown_list(hits: list[SearchHit]) -> str:
+    """1. [Title](url) with each snippet indented under its link."""
+    return "\n".join(
+        f"{i}. {markdown_link(h.title, h.url)}"
+        + (f"\n   {markdown_text(h.snippet)}" if h.snippet.strip() else "")
+        for i, h in enumerate(hits, 1)
+    )
 
 
 class WebSearchTool:
@@ -140,24 +130,21 @@ class WebSearchTool:
     isolated: ClassVar[bool] = False
 
     def __init__(self, provider: SearchProvider | None, cost_per_query: float = 0.002) -> None:
-        self.provider = provider
+        self.provider: SearchProvider = provider or NO_PROVIDER
         self.cost_per_query = cost_per_query
 
     @property
     def unavailable_reason(self) -> str | None:
-        if self.provider is not None:
-            return None
-        return (
-            "web_search is not available: no search provider is configured (set BUDDY_SEARCH_URL)"
-        )
+        reason = self.provider.unavailable_reason
+        return f"{self.name} is not available: {reason}" if reason else None
 
     def estimate_cost(self, inputs: ToolInputs) -> float:
         return self.cost_per_query
 
     def run(self, context: ToolContext) -> ToolResult:
         inputs = WebSearchInputs.model_validate(context.inputs)
-        if self.provider is None:
-            raise ToolError(self.unavailable_reason or "web_search is not available")
+        if (reason := self.unavailable_reason) is not None:
+            raise ToolError(reason)
         query = (inputs.query or "").strip() or query_from_objective(context.objective)
         if not query:
             raise ToolError("Nothing to search for: give inputs.query or say what to find")
@@ -173,33 +160,39 @@ class WebSearchTool:
         context.report(1, 1, "queries", f"{len(results)} results for '{query}'")
         data: dict[str, Any] = {
             "query": query,
+            "provider": self.provider.name,
             "results": [
-                {"url": h.url, "title": h.title, "snippet": h.snippet, "score": h.score}
+                {
+                    "rank": h.rank,
+                    "url": h.url,
+                    "title": h.title,
+                    "snippet": h.snippet,
+                    "score": h.score,
+                }
                 for h in results
             ],
         }
+        title = f"Search: {query}"
         if not results:
             where = " within the mission's allowed domains" if context.allowed_domains else ""
             message = f"No results for '{query}'{where}"
             return ToolResult(
-                title=f"Search: {query}",
+                title=title,
                 summary=message,
-                content=message,
+                content=markdown_text(message),
                 type="search_results",
                 preview=message,
+                format="markdown",
                 data=data,
                 cost_usd=self.cost_per_query,
             )
-        content = "\n".join(
-            f"{i}. {h.title} — {h.url}" + (f"\n   {h.snippet}" if h.snippet else "")
-            for i, h in enumerate(results, 1)
-        )
         return ToolResult(
-            title=f"Search: {query}",
+            title=title,
             summary=f"{len(results)} results for '{query}'",
-            content=content,
+            content=markdown_list(results),
             type="search_results",
             preview="\n".join(f"{h.title} — {h.url}" for h in results[:5]),
+            format="markdown",
             data=data,
             cost_usd=self.cost_per_query,
         )
