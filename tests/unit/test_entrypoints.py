@@ -165,7 +165,7 @@ def test_every_route_but_health_and_description_needs_a_token(
     assert api.get("/healthz").get_json() == {"status": "ok"}
     described = api.get("/openapi.json").get_json()
     tool = described["components"]["schemas"]["CreateMission"]["properties"]["tool"]
-    assert tool["anyOf"][0]["enum"] == ["calculate", "web_extract", "web_search"]
+    assert tool["anyOf"][0]["enum"] == ["calculate", "research", "web_extract", "web_search"]
 
 
 # ---- errors, mapped by their class -----------------------------------------------------------

@@ -8,6 +8,7 @@ from datetime import timedelta
 
 import pytest
 
+from buddy.config import Settings
 from buddy.domain.mission import (
     Artifact,
     ArtifactReference,
@@ -21,6 +22,7 @@ from buddy.service.execution import MissionBusy, Outcome
 from buddy.service.stages import STAGE_NAMES
 from buddy.tools import ToolRegistry, default_registry
 from buddy.tools.calculate import CalculateTool
+from buddy.tools.search import provider_from_settings
 
 from .conftest import ManualHeartbeat
 from .fakes import FakeClock, FakeMissionStore, FakeTool, seed_mission
@@ -159,8 +161,7 @@ def test_every_boundary_is_written_when_steps_outlast_the_interval(
             "find python tutorials",
             1.0,
             "tool_selection",
-            "Tool selection failed: web_search is not available: no search provider is "
-            "configured (set BUDDY_SEARCH_URL)",
+            "Tool selection failed: web_search is not available: no search provider is configured",
         ),
         ("calculate 1/0", 1.0, "tool_execution", "Tool execution failed: division by zero"),
     ],
@@ -461,9 +462,10 @@ def test_writes_never_exceed_the_configured_rate(
 
 
 def test_default_registry_maps_each_intent_to_its_tool() -> None:
-    """The default tools serve calculate, extract and search; search needs a provider."""
+    """The default tools serve calculate, extract and search; search needs a provider, which
+    the settings give (DuckDuckGo unless configured otherwise)."""
     tools = default_registry()
-    assert tools.names() == ["calculate", "web_extract", "web_search"]
+    assert tools.names() == ["calculate", "research", "web_extract", "web_search"]
     for intent, name in [
         ("calculate", "calculate"),
         ("extract", "web_extract"),
@@ -471,6 +473,9 @@ def test_default_registry_maps_each_intent_to_its_tool() -> None:
     ]:
         assert tools.for_intent(intent) is tools.get(name)
     assert tools.for_intent("unknown") is None
-    assert "BUDDY_SEARCH_URL" in (tools.get("web_search").unavailable_reason or "")
-    configured = default_registry(search_url="http://127.0.0.1:9")
+    assert tools.get("web_search").unavailable_reason == (
+        "web_search is not available: no search provider is configured"
+    )
+    configured = default_registry(search_provider=provider_from_settings(Settings()))
     assert configured.get("web_search").unavailable_reason is None
+    assert configured.get("web_search").provider.name == "duckduckgo"

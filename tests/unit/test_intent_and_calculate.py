@@ -21,6 +21,9 @@ from buddy.tools.calculate import ALLOWED, CalculateTool, evaluate
         ("https://example.com/page", "extract", 0.8),
         ("find python tutorials", "search", 0.7),
         ("find flights on 2024-05-01", "search", 0.7),
+        ("research the Firestore realtime listener limits", "research", 0.75),
+        ("Find out how Cloud Run scales", "research", 0.75),
+        ("compare Firestore and Datastore", "research", 0.75),
         ("what is 3/4", "calculate", 0.95),
         ("what is the answer", "calculate", 0.4),
         ("hello there", "unknown", 0.1),
@@ -33,6 +36,9 @@ from buddy.tools.calculate import ALLOWED, CalculateTool, evaluate
         "bare-url",
         "search",
         "date-is-not-a-sum",
+        "research",
+        "find-out-is-research",
+        "compare-is-research",
         "fraction",
         "calc-verb-only",
         "unknown",
@@ -322,3 +328,33 @@ def test_calculate_tool_prefers_an_explicit_expression_input() -> None:
     """An `expression` input wins over the objective text."""
     result = CalculateTool().run(ToolContext("calculate something", {"expression": "sqrt(16)"}))
     assert result.content == "4"
+
+
+def test_a_series_of_calculations_is_a_table() -> None:
+    """Expressions separated by ";" (or given as `expressions`) come out as a table, in order,
+    with the same table in Markdown for clients that only read Markdown."""
+    result = CalculateTool().run(ToolContext("calculate 2*3; 10/4; 2**10", {}))
+    assert (result.type, result.format, result.title) == ("calculations", "table", "3 calculations")
+    assert result.data["table"] == {
+        "columns": ["expression", "result"],
+        "rows": [
+            {"expression": "2*3", "result": "6"},
+            {"expression": "10/4", "result": "2.5"},
+            {"expression": "2**10", "result": "1024"},
+        ],
+    }
+    assert result.content.splitlines()[:3] == [
+        "| expression | result |",
+        "|---|---|",
+        "| `2*3` | 6 |",
+    ]
+    given = CalculateTool().run(ToolContext("calculate", {"expressions": ["1+1", "3*3"]}))
+    assert [row["result"] for row in given.data["table"]["rows"]] == ["2", "9"]
+    assert RuleBasedClassifier().classify("x", {"expressions": ["1+1"]}).name == "calculate"
+
+
+def test_a_series_names_the_expression_that_failed() -> None:
+    with pytest.raises(ToolError, match=r"^Expression 2 \(1/0\): division by zero$"):
+        CalculateTool().run(ToolContext("calculate 1+1; 1/0; 2+2", {}))
+    with pytest.raises(ToolError, match="At most 50 expressions"):
+        CalculateTool().run(ToolContext("calculate " + "; ".join(["1"] * 51), {}))

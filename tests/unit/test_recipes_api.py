@@ -496,7 +496,7 @@ def test_tool_statistics_separate_the_callers_missions_from_everyones(
     alice = tool(api.get("/stats/tools", headers=ALICE).get_json(), "calculate")
     bob_view = api.get("/stats/tools", headers=BOB).get_json()
     bob = tool(bob_view, "calculate")
-    assert [t["tool"] for t in bob_view["tools"]] == ["calculate", "web_extract", "web_search"]
+    assert [t["tool"] for t in bob_view["tools"]] == ["calculate", "research", "web_extract", "web_search"]
     mine = alice["mine"]
     assert (mine["missions"], mine["completed"], mine["failed"], mine["cancelled"]) == (4, 3, 1, 0)
     assert mine["success_rate"] == 0.75

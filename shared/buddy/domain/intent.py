@@ -9,13 +9,16 @@ from typing import Any, Protocol
 from buddy.domain.mission import Intent
 
 CALCULATE, EXTRACT, SEARCH, UNKNOWN = "calculate", "extract", "search", "unknown"
+RESEARCH = "research"
 
 _URL = re.compile(r"https?://\S+", re.IGNORECASE)
 _DATE_OR_TIME = re.compile(r"\b\d{4}-\d{1,2}-\d{1,2}\b|\b\d{1,2}:\d{2}(:\d{2})?\b")
 _ARITHMETIC = re.compile(r"\d\s*(\*\*|[-+*/%^])\s*[\d(]|\(\s*\d")
 _CALC_VERBS = re.compile(r"^\s*(calculate|compute|evaluate|what is|what's|how much is)\b", re.I)
 _EXTRACT_VERBS = re.compile(r"\b(extract|summari[sz]e|read|scrape|fetch|get the)\b", re.I)
-_SEARCH_VERBS = re.compile(r"\b(find|search|look up|lookup|research|discover|list)\b", re.I)
+_SEARCH_VERBS = re.compile(r"\b(find|search|look up|lookup|discover|list)\b", re.I)
+# Before the search verbs: "find out" is research, "find" alone a search.
+_RESEARCH_VERBS = re.compile(r"\b(research|find out|compare)\b", re.I)
 
 
 class IntentClassifier(Protocol):
@@ -23,7 +26,13 @@ class IntentClassifier(Protocol):
 
 
 # Tool arguments that say outright what the owner wants done.
-_INPUT_INTENTS = {"url": EXTRACT, "expression": CALCULATE, "query": SEARCH}
+_INPUT_INTENTS = {
+    "url": EXTRACT,
+    "expression": CALCULATE,
+    "expressions": CALCULATE,
+    "max_sources": RESEARCH,
+    "query": SEARCH,
+}
 
 
 class RuleBasedClassifier:
@@ -41,6 +50,8 @@ class RuleBasedClassifier:
         arithmetic = _ARITHMETIC.search(_DATE_OR_TIME.sub(" ", objective))
         if arithmetic and _CALC_VERBS.search(objective):
             return Intent(CALCULATE, 0.95, "a calculation verb and an arithmetic expression")
+        if _RESEARCH_VERBS.search(objective):
+            return Intent(RESEARCH, 0.75, "a research verb")
         if _SEARCH_VERBS.search(objective):
             return Intent(SEARCH, 0.7, "a search verb")
         if arithmetic:

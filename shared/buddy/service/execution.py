@@ -223,6 +223,8 @@ class MissionRunner:
                     context.checkpoint = self.store.checkpoint(mission.mission_id)
                 tracker.complete_step(clip(stage.action(context)))
         except StepFailed as e:
+            if context is not None and context.saved is not None:
+                writer.keep_checkpoint(context.saved)
             tracker.fail_step(clip(str(e)))
             return Outcome.FAILED
         except StepPaused as e:
@@ -239,8 +241,14 @@ class MissionRunner:
         step = context.stage.name
         if paused.host is None:
             return PauseReason("requested", "Paused by its owner", step_name=step)
-        message = f"{paused.host} is outside the allowed domains — allow it to continue"
-        failure = context.over_limit("out_of_scope", message, host=paused.host)
+        if len(paused.hosts) > 1:
+            hosts = ", ".join(paused.hosts)
+            message = f"{hosts} are outside the allowed domains — allow them to continue"
+        else:
+            message = f"{paused.host} is outside the allowed domains — allow it to continue"
+        failure = context.over_limit(
+            "out_of_scope", message, host=paused.host, hosts=paused.hosts
+        )
         assert isinstance(failure, StepPaused)  # a tool asks only for missions that ask
         return failure.reason
 

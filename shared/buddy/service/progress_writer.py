@@ -98,6 +98,8 @@ class ProgressWriter:
     # Why Firestore refused this run's pending write; the heartbeat then only renews the lease.
     _rejected: str | None = None
     _effects_of: str | None = None  # the step whose effects the next write carries
+    # Where the failing step's tool got to, written with the failure: a retry carries on.
+    _checkpoint: Mapping[str, Any] | None = None
     _lock: threading.RLock = field(default_factory=threading.RLock)
 
     def resuming(self) -> None:
@@ -181,6 +183,12 @@ class ProgressWriter:
                 terminal=Status.FAILED, error=StepError(blamed, "storage_rejected", message)
             )
 
+    def keep_checkpoint(self, state: Mapping[str, Any]) -> None:
+        """What the running step's tool saved, to write with the step's failure, so that a
+        retried mission does not do it again (a research's fetched sources)."""
+        with self._lock:
+            self._checkpoint = state
+
     def cancel_in_step(self) -> None:
         """A tool stopped for a cancel: record where the mission got to, then stop."""
         with self._lock:
@@ -230,6 +238,8 @@ class ProgressWriter:
         # halfway through a change. Its updated_at still dates its ETA for clients.
         progress = snapshot or self.tracker.snapshot()
         events, effects = tuple(self._events), self._pending
+        if checkpoint is None and terminal == Status.FAILED:
+            checkpoint = self._checkpoint
         now, lease, run_id = self.clock(), self.lease_seconds, self.run_id
         boundary = self._boundary
 

@@ -39,6 +39,7 @@ def default_registry(
     web_fetch_timeout: float = 30.0,
 ) -> ToolRegistry:
     from buddy.tools.calculate import CalculateTool
+    from buddy.tools.research import ResearchTool
     from buddy.tools.search import NO_PROVIDER, WebSearchTool
     from buddy.tools.web import WebExtractTool, WebPolicy
 
@@ -49,6 +50,7 @@ def default_registry(
             CalculateTool(),
             WebExtractTool(policy),
             WebSearchTool(search),
+            ResearchTool(search, policy),
         ]
     )
 

@@ -268,8 +268,27 @@ def format_number(value: int | float) -> str:
     return f"{value:.12g}" if isinstance(value, float) else str(value)
 
 
+MAX_SERIES = 50
+Expression = Annotated[str, Field(max_length=MAX_EXPRESSION_LENGTH)]
+
+
 class CalculateInputs(ToolInputs):
-    expression: Annotated[str | None, Field(max_length=MAX_EXPRESSION_LENGTH)] = None
+    expression: Expression | None = None
+    # A series, calculated in order into a table (an objective may give one with ";").
+    expressions: Annotated[list[Expression] | None, Field(min_length=1, max_length=MAX_SERIES)] = (
+        None
+    )
+
+
+def _series(inputs: CalculateInputs, objective: str) -> list[str]:
+    if inputs.expressions:
+        return list(inputs.expressions)
+    if inputs.expression:
+        return [inputs.expression]
+    parts = [part.strip() for part in strip_calculation_verb(objective).split(";")]
+    if len(parts) > MAX_SERIES:
+        raise ToolError(f"At most {MAX_SERIES} expressions at once, not {len(parts)}")
+    return [part for part in parts if part] or [""]
 
 
 class CalculateTool:
@@ -289,7 +308,10 @@ class CalculateTool:
 
     def run(self, context: ToolContext) -> ToolResult:
         inputs = CalculateInputs.model_validate(context.inputs)
-        expression = inputs.expression or strip_calculation_verb(context.objective)
+        series = _series(inputs, context.objective)
+        if len(series) > 1:
+            return self._table(series)
+        expression = series[0]
         result = format_number(evaluate(expression))
         return ToolResult(
             title=f"{expression} = {result}",
@@ -298,5 +320,29 @@ class CalculateTool:
             type="calculation",
             preview=f"{expression} = {result}",
             data={"expression": expression, "result": result},
+            cost_usd=self.cost_usd,
+        )
+
+    def _table(self, series: list[str]) -> ToolResult:
+        """A series of calculations as a table: clients chart it."""
+        rows = []
+        for number, expression in enumerate(series, 1):
+            try:
+                rows.append(
+                    {"expression": expression, "result": format_number(evaluate(expression))}
+                )
+            except ToolError as e:
+                raise ToolError(f"Expression {number} ({expression}): {e}") from e
+        cells = "\n".join(f"| `{r['expression']}` | {r['result']} |" for r in rows)
+        return ToolResult(
+            title=f"{len(rows)} calculations",
+            summary=f"{len(rows)} calculations: "
+            + ", ".join(r["result"] for r in rows[:5])
+            + ("…" if len(rows) > 5 else ""),
+            content=f"| expression | result |\n|---|---|\n{cells}\n",
+            type="calculations",
+            format="table",
+            preview="\n".join(f"{r['expression']} = {r['result']}" for r in rows[:10]),
+            data={"table": {"columns": ["expression", "result"], "rows": rows}},
             cost_usd=self.cost_usd,
         )

@@ -1,0 +1,331 @@
+"""research: search, read the best sources inside the allowed domains, write one report.
+
+Where it got to is saved after the search and after every source (`ToolContext.save`), and
+the runner keeps that state when the mission pauses or fails: a resumed or retried mission
+reads what it saved instead of searching or fetching again, and fetches only the sources
+it had not read (such as the ones on a host the owner has just allowed).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Annotated, Any, ClassVar
+from urllib.parse import urlsplit
+
+from pydantic import Field
+
+from buddy.domain.intent import RESEARCH
+from buddy.tools.base import (
+    INTEGRAL_FLOATS,
+    ToolCancelled,
+    ToolContext,
+    ToolError,
+    ToolInputs,
+    ToolOverBudget,
+    ToolPaused,
+    ToolResult,
+)
+from buddy.tools.search import (
+    MAX_QUERY_LENGTH,
+    NO_PROVIDER,
+    OVERFETCH,
+    SearchHit,
+    SearchProvider,
+    markdown_link,
+    markdown_text,
+    markdown_url,
+    query_from_objective,
+)
+from buddy.tools.web import (
+    MAX_TITLE_CHARS,
+    HostNotAllowed,
+    WebPolicy,
+    clip,
+    extract,
+    fetch,
+    host_in_scope,
+)
+
+_POLICY = WebPolicy()
+MAX_SOURCES = 10
+# Each source's text in the report (and in the saved state: ten of them fit one document).
+MAX_SOURCE_CHARS = 60_000
+SUMMARY_SENTENCES = 2  # per source
+
+_LEAD = re.compile(r"^\s*(research|find\s+out(\s+about)?)\s+", re.I)
+_SENTENCE = re.compile(r"[^.!?\n]{20,400}[.!?]")
+_WORD = re.compile(r"\w+")
+# A source's own headings go under its section's: "# Intro" in a page becomes "#### Intro".
+_HEADING = re.compile(r"^#{1,6}[ \t]+", re.M)
+# Markdown a source's text starts lines with, or wraps words in: not part of a sentence.
+_MARKUP = re.compile(r"^\s*(?:#{1,6}|[-*+]|\d+\.|>|\|)\s*|\*\*|__|`|\[([^\]]*)\]\([^)]*\)")
+
+
+class ResearchInputs(ToolInputs):
+    query: Annotated[str | None, Field(min_length=1, max_length=MAX_QUERY_LENGTH)] = None
+    max_sources: Annotated[int, Field(ge=1, le=MAX_SOURCES), INTEGRAL_FLOATS] = 3
+
+
+@dataclass
+class Source:
+    """A search result the research read, or tried to."""
+
+    n: int
+    url: str
+    title: str
+    snippet: str
+    status: str = "read"  # or "failed"
+    error: str | None = None
+    text: str = ""
+    words: int = 0
+    site_name: str | None = None
+    author: str | None = None
+    date: str | None = None
+
+
+@dataclass
+class Research:
+    """What a research has done: its search's results, the sources read, the hosts asked for."""
+
+    query: str
+    hits: list[SearchHit]
+    sources: dict[str, Source] = field(default_factory=dict)  # by URL
+    asked: list[str] = field(default_factory=list)  # hosts it paused for once already
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "query": self.query,
+            "hits": [asdict(h) for h in self.hits],
+            "sources": [asdict(s) for s in self.sources.values()],
+            "asked": list(self.asked),
+        }
+
+    @classmethod
+    def restored(cls, state: Mapping[str, Any] | None) -> Research | None:
+        if not state or "hits" not in state:
+            return None
+        sources = [Source(**s) for s in state.get("sources", [])]
+        return cls(
+            state["query"],
+            [SearchHit(**h) for h in state["hits"]],
+            {s.url: s for s in sources},
+            list(state.get("asked", [])),
+        )
+
+
+def research_query(objective: str) -> str:
+    """'Research the Firestore listener limits' → 'the Firestore listener limits'; 'compare
+    X and Y' is kept whole (the comparison is the question)."""
+    return query_from_objective(_LEAD.sub("", objective, count=1))
+
+
+def _host(url: str) -> str:
+    return (urlsplit(url).hostname or "").lower()
+
+
+def split(
+    hits: list[SearchHit], allowed_domains: tuple[str, ...], limit: int
+) -> tuple[list[SearchHit], list[SearchHit]]:
+    """The first `limit` hits inside the allowed domains, and the hits outside them that
+    rank above the last of those (or all of them, if fewer than `limit` are inside)."""
+    inside: list[SearchHit] = []
+    outside: list[SearchHit] = []
+    for hit in hits:
+        if len(inside) == limit:
+            break
+        (inside if host_in_scope(_host(hit.url), allowed_domains) else outside).append(hit)
+    return inside, outside
+
+
+class ResearchTool:
+    name = "research"
+    description = (
+        "Searches the web, reads the best results inside the allowed domains and writes a "
+        "report: a summary, a section per source and numbered citations."
+    )
+    intents = frozenset({RESEARCH})
+    input_model: ClassVar[type[ToolInputs]] = ResearchInputs
+    time_budget_seconds: ClassVar[float] = 240.0
+    isolated: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        provider: SearchProvider | None,
+        policy: WebPolicy = _POLICY,
+        cost_per_query: float = 0.002,
+        cost_per_page: float = 0.001,
+    ) -> None:
+        self.provider: SearchProvider = provider or NO_PROVIDER
+        self.policy = policy
+        self.cost_per_query = cost_per_query
+        self.cost_per_page = cost_per_page
+
+    @property
+    def unavailable_reason(self) -> str | None:
+        reason = self.provider.unavailable_reason
+        return f"{self.name} is not available: {reason}" if reason else None
+
+    def estimate_cost(self, inputs: ToolInputs) -> float:
+        sources = inputs.max_sources if isinstance(inputs, ResearchInputs) else 3
+        return self.cost_per_query + self.cost_per_page * sources
+
+    def run(self, context: ToolContext) -> ToolResult:
+        inputs = ResearchInputs.model_validate(context.inputs)
+        if (reason := self.unavailable_reason) is not None:
+            raise ToolError(reason)
+        research = Research.restored(context.checkpoint) or self._search(inputs, context)
+        inside, outside = split(research.hits, context.allowed_domains, inputs.max_sources)
+        wanted = list(dict.fromkeys(_host(h.url) for h in outside[: inputs.max_sources]))
+        if context.on_limit == "ask" and wanted and wanted != research.asked:
+            # Once per set of hosts: resumed without allowing them, it goes on without them.
+            research.asked = wanted
+            context.save(research.state())
+            raise ToolPaused(hosts=tuple(wanted))
+        self._read(research, inside, context)
+        return self._report(research, inside, outside)
+
+    def _search(self, inputs: ResearchInputs, context: ToolContext) -> Research:
+        query = (inputs.query or "").strip() or research_query(context.objective)
+        if not query:
+            raise ToolError("Nothing to research: give inputs.query or say what to find out")
+        context.check_cancelled()
+        try:
+            found = self.provider.search(
+                query, inputs.max_sources * OVERFETCH * 2, deadline=context.deadline
+            )
+        except ToolError:
+            context.check_stopped()  # a spent budget says so, rather than "timed out"
+            raise
+        hits = list({h.url: h for h in found}.values())  # one per URL, the provider's order
+        research = Research(query, hits)
+        context.save(research.state())
+        return research
+
+    def _read(self, research: Research, inside: list[SearchHit], context: ToolContext) -> None:
+        """Fetches each source not read yet; one that fails is noted, not retried."""
+        total = len(inside)
+        done = sum(1 for h in inside if h.url in research.sources)
+        context.report(done, total, "sources", f"sources {done}/{total}")
+        with self.policy.client() as client:
+            for hit in inside:
+                if hit.url in research.sources:
+                    continue
+                context.check_cancelled()  # a pause stops here, with the sources read saved
+                n = len(research.sources) + 1
+                try:
+                    content = extract(fetch(client, hit.url, context, self.policy))
+                except (ToolCancelled, ToolOverBudget, ToolPaused):
+                    raise
+                except HostNotAllowed as e:  # a redirect off the allowed domains
+                    source = Source(n, hit.url, hit.title, hit.snippet, "failed", str(e))
+                except ToolError as e:
+                    source = Source(n, hit.url, hit.title, hit.snippet, "failed", clip(str(e), 300))
+                else:
+                    source = Source(
+                        n,
+                        hit.url,
+                        clip(content.title, MAX_TITLE_CHARS) or hit.title,
+                        hit.snippet,
+                        text=content.text[:MAX_SOURCE_CHARS],
+                        words=content.words,
+                        site_name=content.site_name,
+                        author=content.author,
+                        date=content.date,
+                    )
+                research.sources[hit.url] = source
+                done += 1
+                context.report(done, total, "sources", f"sources {done}/{total}: {source.title}")
+                context.save(research.state())
+
+    def _report(
+        self, research: Research, inside: list[SearchHit], outside: list[SearchHit]
+    ) -> ToolResult:
+        sources = [research.sources[h.url] for h in inside]
+        # Numbered in the report's order, whatever order they were read in.
+        for number, source in enumerate(sources, 1):
+            source.n = number
+        read = [s for s in sources if s.status == "read"]
+        summary = _summary(research.query, read, len(sources), len(outside))
+        content = _markdown(research.query, summary, sources, outside)
+        pages = len(sources)
+        return ToolResult(
+            title=clip(f"Research: {research.query}", MAX_TITLE_CHARS),
+            summary=f"{len(read)} of {len(sources)} sources read for '{research.query}'"
+            + (f", {len(outside)} outside the allowed domains" if outside else ""),
+            content=content,
+            type="research_report",
+            format="markdown",
+            preview=summary[:1000],
+            data={
+                "query": research.query,
+                "summary": summary,
+                "sources": [{k: v for k, v in asdict(s).items() if k != "text"} for s in sources],
+                "out_of_scope": [
+                    {
+                        "rank": h.rank,
+                        "url": h.url,
+                        "title": h.title,
+                        "snippet": h.snippet,
+                        "host": _host(h.url),
+                    }
+                    for h in outside
+                ],
+            },
+            cost_usd=self.cost_per_query + self.cost_per_page * pages,
+        )
+
+
+def _sentences(text: str) -> list[str]:
+    lines = (_MARKUP.sub(lambda m: m.group(1) or " ", line) for line in text.splitlines())
+    return [m.group(0).strip() for line in lines for m in _SENTENCE.finditer(line)]
+
+
+def _lead(source: Source, terms: set[str]) -> str:
+    """The source's sentences that share the most words with the question, in text order."""
+    sentences = _sentences(source.text)[:200] or ([source.snippet] if source.snippet else [])
+    scored = sorted(
+        range(len(sentences)),
+        key=lambda i: -len(terms & {w.lower() for w in _WORD.findall(sentences[i])}),
+    )
+    chosen = sorted(scored[:SUMMARY_SENTENCES])
+    return " ".join(sentences[i] for i in chosen)
+
+
+def _summary(query: str, read: list[Source], tried: int, outside: int) -> str:
+    if not read:
+        why = "none of the results were inside the allowed domains"
+        if tried:
+            why = f"the {tried} sources inside the allowed domains could not be read"
+        hint = " (allow their hosts and retry)" if outside else ""
+        return f"No source could be read for '{query}': {why}{hint}."
+    terms = {w.lower() for w in _WORD.findall(query) if len(w) > 2}
+    return "\n\n".join(f"{_lead(s, terms)} [[{s.n}]]({markdown_url(s.url)})" for s in read)
+
+
+def _markdown(query: str, summary: str, sources: list[Source], outside: list[SearchHit]) -> str:
+    parts = [f"# Research: {markdown_text(query)}", "## Summary", summary, "## Sources"]
+    if not sources:
+        parts.append("No source inside the allowed domains.")
+    for s in sources:
+        about = " · ".join(x for x in (s.site_name, s.author, s.date) if x)
+        parts.append(f"### [{s.n}] {markdown_text(s.title)}")
+        parts.append(f"<{markdown_url(s.url)}>" + (f" · {markdown_text(about)}" if about else ""))
+        if s.status == "read":
+            parts.append(_HEADING.sub("#### ", s.text) or "(no text)")
+        else:
+            parts.append(f"Could not be read: {markdown_text(s.error or 'unknown error')}")
+    if outside:
+        parts.append("## Other results")
+        parts.append("Outside the allowed domains: listed, not read.")
+        parts.append(
+            "\n".join(
+                f"- {markdown_link(h.title, h.url)} ({_host(h.url)}) — {markdown_text(h.snippet)}"
+                for h in outside
+            )
+        )
+    parts.append("## References")
+    references = (f"{s.n}. {markdown_link(s.title, s.url)}" for s in sources)
+    parts.append("\n".join(references) or "None.")
+    return "\n\n".join(parts) + "\n"
