@@ -179,3 +179,114 @@ def test_finished_missions_feed_the_duration_statistics(
         return "finalize" in durations and "tool_execution:calculate" in durations
 
     wait_until(recorded, "the durations recorded", timeout=10)
+
+
+def _article(title: str, sentences: list[str]) -> str:
+    body = "".join(f"<p>{s}</p>" for s in sentences)
+    return (
+        f"<html lang='en'><head><title>{title}</title></head><body>"
+        f"<nav><a href='/'>Home</a></nav><article><h1>{title}</h1>{body}</article>"
+        f"<footer>Site footer</footer></body></html>"
+    )
+
+
+def test_research_mission_asks_for_a_host_then_reports_without_fetching_twice(
+    alice: User, site: LocalServer, watch: Callable[[str], MissionWatcher]
+) -> None:
+    """'research …' through the stack: the local SearXNG-shaped search, then the sources in
+    scope; a result on another host pauses the mission (on_limit ask) naming it; allowed and
+    resumed, the mission reads it too, searching and fetching nothing a second time, and the
+    report cites every source. Sub-step detail counts sources."""
+    tag = uuid.uuid4().hex[:8]
+    paths = [f"/r-{tag}/{name}" for name in ("listeners", "limits", "quotas")]
+    for path, topic in zip(paths, ("listeners", "limits", "quotas"), strict=True):
+        site.page(
+            path,
+            _article(
+                f"Realtime {topic}",
+                [
+                    f"The realtime {topic} of a database decide how many clients it serves.",
+                    f"Each of the {topic} is documented with its exact figure in the console.",
+                    "A long enough paragraph keeps the extractor from calling this navigation.",
+                ],
+            ),
+        )
+    elsewhere = f"http://localhost:{site.port}{paths[1]}"
+    site.json(
+        "/search",
+        {
+            "results": [
+                {"url": site.url(paths[0]), "title": "Listeners", "content": "about listeners"},
+                {"url": elsewhere, "title": "Limits", "content": "about limits"},
+                {"url": site.url(paths[2]), "title": "Quotas", "content": "about quotas"},
+            ]
+        },
+    )
+    mission_id, watcher = start_watched(
+        alice,
+        watch,
+        "research the realtime listener limits",
+        scope={"allowed_domains": ["127.0.0.1"]},
+        on_limit="ask",
+    )
+
+    def mission() -> dict:
+        return dict(alice.call("GET", f"/missions/{mission_id}").json())
+
+    wait_until(lambda: mission()["status"] == "paused", "the research paused")
+    reason = mission()["pause_reason"]
+    assert (reason["code"], reason["hosts"]) == ("out_of_scope", ["localhost"]), reason
+    assert not any(r.path.startswith(f"/r-{tag}/") for r in site.requests)  # asked first
+
+    patched = alice.call(
+        "PATCH",
+        f"/missions/{mission_id}",
+        json={"scope": {"allowed_domains": ["127.0.0.1", "localhost"]}},
+    )
+    assert patched.status_code == 200, patched.text
+    assert alice.call("POST", f"/missions/{mission_id}/resume").status_code == 202
+    final = watcher.wait_terminal()
+
+    assert final["status"] == "completed", final["execution_record"].get("error")
+    assert final["execution_record"]["tool_used"] == "research"
+    asked = [r for r in site.requests if r.path == "/search"]
+    assert [r.query["q"] for r in asked] == ["the realtime listener limits"]
+    fetched = [r.path for r in site.requests if r.path.startswith(f"/r-{tag}/")]
+    assert sorted(fetched) == sorted(paths)  # each source once
+    artifact = alice.call("GET", f"/missions/{mission_id}/artifact").json()
+    assert (artifact["type"], artifact["format"]) == ("research_report", "markdown")
+    assert [s["title"] for s in artifact["data"]["sources"]] == [
+        "Realtime listeners",
+        "Realtime limits",
+        "Realtime quotas",
+    ]
+    assert artifact["data"]["out_of_scope"] == []
+    assert "### [3] Realtime quotas" in artifact["content"]
+    assert f"[[1]]({site.url(paths[0])})" in artifact["data"]["summary"]
+    assert "Site footer" not in artifact["content"]
+    details = [(t["current_step"] or {}).get("detail") for t in watcher.trackers()]
+    assert any(d and d["unit"] == "sources" and d["total"] == 3 for d in details), details
+
+
+def test_research_without_asking_lists_results_outside_the_scope(
+    alice: User, site: LocalServer, watch: Callable[[str], MissionWatcher]
+) -> None:
+    tag = uuid.uuid4().hex[:8]
+    site.page(f"/o-{tag}", _article("Inside", ["An inside page about the listener limits."]))
+    site.json(
+        "/search",
+        {
+            "results": [
+                {"url": "https://firebase.example/limits", "title": "Outside", "content": "x"},
+                {"url": site.url(f"/o-{tag}"), "title": "Inside", "content": "y"},
+            ]
+        },
+    )
+    mission_id, watcher = start_watched(
+        alice, watch, "find out the listener limits", scope={"allowed_domains": ["127.0.0.1"]}
+    )
+    final = watcher.wait_terminal()
+    assert final["status"] == "completed", final["execution_record"].get("error")
+    data = alice.call("GET", f"/missions/{mission_id}/artifact").json()["data"]
+    assert [s["title"] for s in data["sources"]] == ["Inside"]
+    assert [(o["host"], o["snippet"]) for o in data["out_of_scope"]] == [("firebase.example", "x")]
