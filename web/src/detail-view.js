@@ -1,5 +1,6 @@
 // The selected mission's panel: its event log and its artifact.
 
+import { clearArtifactView, hasContent, renderArtifactView } from "./artifact-view.js";
 import { eventText } from "./format.js";
 
 export const EVENTS_SHOWN = 50;
@@ -35,13 +36,40 @@ export function renderEventLog(list, events) {
   if (atBottom) list.scrollTop = list.scrollHeight;
 }
 
+const artifactShown = new WeakMap(); // box → the artifact its body shows
+
+// Title, meta and summary at once; the preview until the content is rendered by its format
+// (and for good if that fails). Called on every snapshot: the content is rendered once.
 export function renderArtifact(box, artifact) {
   box.hidden = !artifact;
-  if (!artifact) return;
+  const body = box.querySelector(".artifact-body");
+  const preview = box.querySelector(".preview");
+  if (!artifact) {
+    if (artifactShown.has(box)) clearArtifactView(body);
+    artifactShown.delete(box);
+    return;
+  }
   box.querySelector(".title").textContent = artifact.title;
   box.querySelector(".artifact-meta").textContent = [artifact.type, artifact.tool]
     .filter(Boolean)
     .join(" · ");
   box.querySelector(".summary").textContent = artifact.summary;
-  box.querySelector(".preview").textContent = artifact.preview;
+  if (artifactShown.get(box) === artifact) return;
+  artifactShown.set(box, artifact);
+  preview.textContent = artifact.preview;
+  preview.hidden = false;
+  body.hidden = true;
+  clearArtifactView(body);
+  if (!hasContent(artifact)) return;
+  const onShown = () => {
+    body.hidden = false;
+    preview.hidden = true;
+  };
+  renderArtifactView(body, artifact, { onShown }).catch((error) => {
+    console.error("The artifact could not be rendered", error);
+    if (artifactShown.get(box) !== artifact) return;
+    clearArtifactView(body);
+    body.hidden = true;
+    preview.hidden = false;
+  });
 }
