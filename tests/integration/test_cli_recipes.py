@@ -16,6 +16,7 @@ BUILTINS = {
     "builtin-extract-page": "Extract a page",
     "builtin-calculate": "Calculate",
     "builtin-search-web": "Search the web",
+    "builtin-research": "Research a topic",
 }
 
 
@@ -28,9 +29,9 @@ def ran(buddy: Buddy, *args: str) -> tuple[str, str]:
     return made.group(1), done.stdout
 
 
-def test_recipe_list_shows_the_three_builtins_first(buddy: Buddy) -> None:
-    """`buddy recipe list` shows the three built-in recipes, marked built-in, before any of
-    the user's own."""
+def test_recipe_list_shows_the_builtins_first(buddy: Buddy) -> None:
+    """`buddy recipe list` shows the built-in recipes, marked built-in, before any of the
+    user's own."""
     done = buddy("recipe", "list")
     assert done.returncode == 0, done.stderr
     for recipe_id, name in BUILTINS.items():
@@ -38,8 +39,8 @@ def test_recipe_list_shows_the_three_builtins_first(buddy: Buddy) -> None:
             done.stdout
         )
     listed = json.loads(buddy("--json", "recipe", "list").stdout)["recipes"]
-    assert {r["recipe_id"] for r in listed[:3]} == set(BUILTINS)
-    assert all(r["builtin"] and r["owner_uid"] == "builtin" for r in listed[:3])
+    assert {r["recipe_id"] for r in listed[: len(BUILTINS)]} == set(BUILTINS)
+    assert all(r["builtin"] and r["owner_uid"] == "builtin" for r in listed[: len(BUILTINS)])
 
 
 def test_recipe_run_of_calculate_completes_with_42(buddy: Buddy) -> None:

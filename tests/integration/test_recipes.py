@@ -72,8 +72,13 @@ def test_versions_are_kept_in_firestore_and_only_the_owner_reads_them(
     assert recipe_of(alice, rid)["objective"] == "add {a} and {b}"
     assert recipe_of(alice, rid, "?version=1")["objective"] == "calculate {a}+{b}"
     listed = [r["recipe_id"] for r in alice.call("GET", "/recipes").json()["recipes"]]
-    assert listed[:3] == ["builtin-extract-page", "builtin-calculate", "builtin-search-web"]
-    assert listed[3:] == [rid]
+    assert listed[:4] == [
+        "builtin-extract-page",
+        "builtin-calculate",
+        "builtin-search-web",
+        "builtin-research",
+    ]
+    assert listed[4:] == [rid]
     assert bob.call("GET", f"/recipes/{rid}").status_code == 404
     assert rid not in bob.call("GET", "/recipes").text
     for path in (f"/recipes/{rid}", f"/recipes/{rid}/versions/1"):

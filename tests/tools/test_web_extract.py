@@ -70,7 +70,9 @@ def test_extracts_title_main_text_and_absolute_links(
 
     assert result.type == "web_page"
     assert result.title == "The Article"
-    assert "# Heading\n\nFirst paragraph with **bold** words.\n\nSecond paragraph." in result.content
+    assert (
+        "# Heading\n\nFirst paragraph with **bold** words.\n\nSecond paragraph." in result.content
+    )
     for absent in ("secretScript", "Site header", "Site footer", "color: red"):
         assert absent not in result.content
     assert result.data["links"] == [

@@ -78,6 +78,7 @@ def test_the_built_ins_are_readable_by_everyone_and_make_valid_bodies() -> None:
         "builtin-extract-page",
         "builtin-calculate",
         "builtin-search-web",
+        "builtin-research",
     ]
     for builtin in BUILTINS:
         recipe.check(builtin)

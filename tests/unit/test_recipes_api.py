@@ -10,6 +10,7 @@ import flask.testing
 import pytest
 
 from buddy import bootstrap
+from buddy.domain.recipe import BUILTINS
 
 from .fakes import FakeToolStats
 from .test_entrypoints import ALICE, BOB, client, error_of
@@ -68,7 +69,12 @@ def test_built_in_recipes_are_listed_for_every_user_before_their_own(
     mine = created(api)
     alice = api.get("/recipes", headers=ALICE).get_json()["recipes"]
     bob = api.get("/recipes", headers=BOB).get_json()["recipes"]
-    builtins = ["builtin-extract-page", "builtin-calculate", "builtin-search-web"]
+    builtins = [
+        "builtin-extract-page",
+        "builtin-calculate",
+        "builtin-search-web",
+        "builtin-research",
+    ]
     assert [r["recipe_id"] for r in alice] == [*builtins, mine["recipe_id"]]
     assert [r["recipe_id"] for r in bob] == builtins
     assert all(r["builtin"] and r["owner_uid"] == "builtin" for r in bob)
@@ -206,7 +212,7 @@ def test_a_recipe_that_could_not_make_a_mission_is_refused_when_saved(
     assert error_of(response) == (422, "validation_failed"), response.get_json()
     assert message in response.get_json()["error"]["message"]
     ids = [r["recipe_id"] for r in api.get("/recipes", headers=ALICE).get_json()["recipes"]]
-    assert len(ids) == 3  # the built-ins only: nothing was stored
+    assert len(ids) == len(BUILTINS)  # the built-ins only: nothing was stored
 
 
 def test_braces_are_written_double_and_come_out_single(api: flask.testing.FlaskClient) -> None:
@@ -496,7 +502,12 @@ def test_tool_statistics_separate_the_callers_missions_from_everyones(
     alice = tool(api.get("/stats/tools", headers=ALICE).get_json(), "calculate")
     bob_view = api.get("/stats/tools", headers=BOB).get_json()
     bob = tool(bob_view, "calculate")
-    assert [t["tool"] for t in bob_view["tools"]] == ["calculate", "research", "web_extract", "web_search"]
+    assert [t["tool"] for t in bob_view["tools"]] == [
+        "calculate",
+        "research",
+        "web_extract",
+        "web_search",
+    ]
     mine = alice["mine"]
     assert (mine["missions"], mine["completed"], mine["failed"], mine["cancelled"]) == (4, 3, 1, 0)
     assert mine["success_rate"] == 0.75

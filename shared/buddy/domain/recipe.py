@@ -415,5 +415,19 @@ BUILTINS: tuple[Recipe, ...] = (
         tool="web_search",
         inputs={"query": "{query}", "max_results": "{max_results}"},
     ),
+    _builtin(
+        "builtin-research",
+        name="Research a topic",
+        description="Search, read the best sources on one site, and write a cited report",
+        objective="Research {topic}",
+        params=(
+            Param("topic", "string", description="The question, e.g. Firestore listener limits"),
+            Param("site", "string", description="The site to read, e.g. firebase.google.com"),
+            Param("max_sources", "integer", False, 3, "How many sources to read (1-10)"),
+        ),
+        scope=RecipeScope(("{site}",)),
+        tool="research",
+        inputs={"query": "{topic}", "max_sources": "{max_sources}"},
+    ),
 )
 BUILTIN_IDS = {recipe.recipe_id: recipe for recipe in BUILTINS}

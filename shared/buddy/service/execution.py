@@ -246,9 +246,7 @@ class MissionRunner:
             message = f"{hosts} are outside the allowed domains — allow them to continue"
         else:
             message = f"{paused.host} is outside the allowed domains — allow it to continue"
-        failure = context.over_limit(
-            "out_of_scope", message, host=paused.host, hosts=paused.hosts
-        )
+        failure = context.over_limit("out_of_scope", message, host=paused.host, hosts=paused.hosts)
         assert isinstance(failure, StepPaused)  # a tool asks only for missions that ask
         return failure.reason
 
