@@ -282,3 +282,26 @@ def test_without_a_query_or_a_provider_it_says_what_is_missing(
 )
 def test_the_query_comes_from_the_objective(objective: str, query: str) -> None:
     assert research_query(objective) == query
+
+
+def test_the_summary_quotes_whole_sentences_as_text(
+    server: LocalServer, make_context: MakeContext
+) -> None:
+    """A sentence wrapped over lines in the page is quoted whole; one that looks like
+    Markdown (a link to javascript:) stays text in the summary."""
+    server.page(
+        "/wrapped",
+        "<html><head><title>Wrapped</title></head><body><article><h1>Wrapped</h1>"
+        "<p>The listener limits are\nwritten over two lines of the page source here.</p>"
+        "<p>Read [the limits](javascript:alert(1)) to see every listener limit documented.</p>"
+        "<p>Unrelated words follow, to make the page long enough to count as an article.</p>"
+        "</article></body></html>",
+    )
+    provider = ListProvider([hit(server.url("/wrapped"), "Wrapped", 1)])
+
+    result = ResearchTool(provider, LOOPBACK).run(make_context(objective="research limits"))
+
+    summary = result.data["summary"]
+    assert "The listener limits are written over two lines of the page source here." in summary
+    html = MarkdownIt("commonmark").render(summary)
+    assert 'href="javascript:' not in html and "[the limits](javascript:alert(1))" in html

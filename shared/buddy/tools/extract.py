@@ -17,12 +17,13 @@ log = logging.getLogger(__name__)
 
 # Markdown that is only markup: what is left of a line after these is its words.
 _MARKUP = re.compile(r"^\s*(?:#{1,6}\s|[-*+]\s|\d+\.\s|>\s?)|\*\*|__|`|~~|\|")
-_LINK = re.compile(r"!?\[([^\]]*)\]\([^)]*\)")
 _LANG = re.compile(r"^[A-Za-z]{2,3}(?:[-_][A-Za-z0-9]{2,8})*$")
-# A Markdown link as trafilatura writes them: [text](target) or [text](<target>).
+# A Markdown link as trafilatura writes them: [text](target) or [text](<target>), the text
+# perhaps with escaped brackets in it (an image, ![alt](src), is a link after its "!").
 _MD_LINK = re.compile(r"(?<!\\)\[((?:[^\]\\]|\\.)*)\]\((?:<([^>\n]*)>|([^)\s]*))\)")
 _SAFE_SCHEMES = ("http://", "https://", "mailto:")
 _SPACES = re.compile(r"(?<=\S) {2,}")
+_ESCAPED = re.compile(r"\\([\\`*_{}\[\]()#+\-.!|<>~])")
 
 
 @dataclass(frozen=True)
@@ -136,8 +137,9 @@ def safe_links(markdown: str) -> str:
 
 
 def plain(markdown: str) -> str:
-    """Markdown without its markup, for counting words."""
-    return "\n".join(_MARKUP.sub(" ", _LINK.sub(r"\1", line)) for line in markdown.splitlines())
+    """Markdown without its markup or escapes, for counting words and quoting sentences."""
+    lines = (_MARKUP.sub(" ", _MD_LINK.sub(r"\1", line)) for line in markdown.splitlines())
+    return _ESCAPED.sub(r"\1", "\n".join(lines))
 
 
 def language(tag: str | None) -> str | None:

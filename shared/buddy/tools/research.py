@@ -27,6 +27,7 @@ from buddy.tools.base import (
     ToolPaused,
     ToolResult,
 )
+from buddy.tools.extract import plain
 from buddy.tools.search import (
     MAX_QUERY_LENGTH,
     NO_PROVIDER,
@@ -55,12 +56,17 @@ MAX_SOURCE_CHARS = 60_000
 SUMMARY_SENTENCES = 2  # per source
 
 _LEAD = re.compile(r"^\s*(research|find\s+out(\s+about)?)\s+", re.I)
-_SENTENCE = re.compile(r"[^.!?\n]{20,400}[.!?]")
+# A sentence ends at . ! or ? before a space and a capital, a digit or an opening quote.
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'\u201c(])")
 _WORD = re.compile(r"\w+")
+# Words of a question that say nothing about what it is about.
+_STOPWORDS = frozenset({
+    "about", "also", "and", "are", "between", "does", "from", "have", "how", "into", "its",
+    "that", "the", "their", "there", "this", "what", "when", "where", "which", "who", "why",
+    "will", "with",
+})  # fmt: skip
 # A source's own headings go under its section's: "# Intro" in a page becomes "#### Intro".
 _HEADING = re.compile(r"^#{1,6}[ \t]+", re.M)
-# Markdown a source's text starts lines with, or wraps words in: not part of a sentence.
-_MARKUP = re.compile(r"^\s*(?:#{1,6}|[-*+]|\d+\.|>|\|)\s*|\*\*|__|`|\[([^\]]*)\]\([^)]*\)")
 
 
 class ResearchInputs(ToolInputs):
@@ -277,20 +283,50 @@ class ResearchTool:
         )
 
 
+def _paragraphs(markdown: str) -> list[str]:
+    """The prose of a Markdown text, a paragraph to a line: no headings, tables or code."""
+    paragraphs: list[str] = []
+    lines: list[str] = []
+    code = False
+    for line in [*markdown.splitlines(), ""]:
+        stripped = line.strip()
+        prose = stripped and not code and not stripped.startswith(("#", "|", "```"))
+        if stripped.startswith("```"):
+            code = not code
+        if prose:
+            lines.append(stripped)
+        elif lines:
+            paragraphs.append(" ".join(lines))
+            lines = []
+    return paragraphs
+
+
 def _sentences(text: str) -> list[str]:
-    lines = (_MARKUP.sub(lambda m: m.group(1) or " ", line) for line in text.splitlines())
-    return [m.group(0).strip() for line in lines for m in _SENTENCE.finditer(line)]
+    """A source's sentences, as plain text, in order (the first 200)."""
+    sentences: list[str] = []
+    for paragraph in _paragraphs(text):
+        for sentence in _SENTENCE_END.split(" ".join(plain(paragraph).split())):
+            if 20 <= len(sentence) <= 400 and sentence[-1] in ".!?":
+                sentences.append(sentence)
+        if len(sentences) >= 200:
+            break
+    return sentences[:200]
+
+
+def _terms(text: str) -> set[str]:
+    """The words of text, lower case, a plural's or possessive's "s" taken off (so that
+    "missions" meets "mission"); words of one or two letters left out."""
+    words = (w.lower() for w in _WORD.findall(text) if len(w) > 2)
+    return {w[:-1] if len(w) > 3 and w.endswith("s") and not w.endswith("ss") else w for w in words}
 
 
 def _lead(source: Source, terms: set[str]) -> str:
-    """The source's sentences that share the most words with the question, in text order."""
-    sentences = _sentences(source.text)[:200] or ([source.snippet] if source.snippet else [])
-    scored = sorted(
-        range(len(sentences)),
-        key=lambda i: -len(terms & {w.lower() for w in _WORD.findall(sentences[i])}),
-    )
+    """The source's sentences that share the most words with the question, in text order,
+    as Markdown that shows them as they are."""
+    sentences = _sentences(source.text) or ([source.snippet] if source.snippet else [])
+    scored = sorted(range(len(sentences)), key=lambda i: -len(terms & _terms(sentences[i])))
     chosen = sorted(scored[:SUMMARY_SENTENCES])
-    return " ".join(sentences[i] for i in chosen)
+    return " ".join(markdown_text(sentences[i]) for i in chosen)
 
 
 def _summary(query: str, read: list[Source], tried: int, outside: int) -> str:
@@ -300,7 +336,7 @@ def _summary(query: str, read: list[Source], tried: int, outside: int) -> str:
             why = f"the {tried} sources inside the allowed domains could not be read"
         hint = " (allow their hosts and retry)" if outside else ""
         return f"No source could be read for '{query}': {why}{hint}."
-    terms = {w.lower() for w in _WORD.findall(query) if len(w) > 2}
+    terms = _terms(query) - _STOPWORDS
     return "\n\n".join(f"{_lead(s, terms)} [[{s.n}]]({markdown_url(s.url)})" for s in read)
 
 
