@@ -11,6 +11,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+import httpx
+
 
 @dataclass(frozen=True)
 class Reply:
@@ -25,9 +27,19 @@ class Reply:
 
 @dataclass(frozen=True)
 class Received:
+    """One request as it came; header names match in any case, as in HTTP."""
+
     path: str
     query: dict[str, str]
-    headers: dict[str, str]
+    headers: httpx.Headers
+    method: str = "GET"
+    body: bytes = b""
+
+    def form(self) -> dict[str, str]:
+        return dict(parse_qsl(self.body.decode(), keep_blank_values=True))
+
+    def json(self) -> Any:
+        return json.loads(self.body)
 
 
 Route = Reply | Callable[[Received], Reply]
@@ -37,6 +49,7 @@ class LocalServer:
     """A threaded HTTP server on 127.0.0.1 whose routes each test registers."""
 
     def __init__(self) -> None:
+        # Keyed "METHOD /path".
         self.routes: dict[str, Route] = {}
         self.requests: list[Received] = []
         self._lock = threading.Lock()
@@ -64,22 +77,28 @@ class LocalServer:
         with self._lock:
             return [r.path for r in self.requests]
 
-    def route(self, path: str, reply: Route) -> None:
-        self.routes[path] = reply
+    def route(self, target: str, reply: Route) -> None:
+        """Answers target, "/path" for a GET or "METHOD /path", with reply."""
+        method, _, path = target.rpartition(" ")
+        self.routes[f"{method or 'GET'} {path}"] = reply
 
-    def page(self, path: str, html: str) -> None:
-        self.route(path, Reply(body=html))
+    def page(self, target: str, html: str) -> None:
+        self.route(target, Reply(body=html))
 
-    def redirect(self, path: str, location: str, status: int = 302) -> None:
-        self.route(path, Reply(status=status, headers={"Location": location}))
+    def redirect(self, target: str, location: str, status: int = 302) -> None:
+        self.route(target, Reply(status=status, headers={"Location": location}))
 
-    def json(self, path: str, payload: Any, status: int = 200, delay: float = 0.0) -> None:
+    def json(self, target: str, payload: Any, status: int = 200, delay: float = 0.0) -> None:
         body = json.dumps(payload)
-        self.route(path, Reply(status, body, "application/json", delay=delay))
+        self.route(target, Reply(status, body, "application/json", delay=delay))
 
-    def record(self, received: Received) -> None:
+    def answer(self, received: Received) -> Reply:
         with self._lock:
             self.requests.append(received)
+        route = self.routes.get(f"{received.method} {received.path}")
+        if route is None:
+            return Reply(404, "not found", "text/plain")
+        return route if isinstance(route, Reply) else route(received)
 
     def start(self) -> None:
         self._thread.start()
@@ -93,11 +112,22 @@ class LocalServer:
 def _handler_for(server: LocalServer) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
+            self._serve()
+
+        def do_POST(self) -> None:
+            self._serve()
+
+        def _serve(self) -> None:
             split = urlsplit(self.path)
-            received = Received(split.path, dict(parse_qsl(split.query)), dict(self.headers))
-            server.record(received)
-            route = server.routes.get(split.path, Reply(404, "not found", "text/plain"))
-            reply = route if isinstance(route, Reply) else route(received)
+            length = int(self.headers.get("Content-Length") or 0)
+            received = Received(
+                split.path,
+                dict(parse_qsl(split.query)),
+                httpx.Headers(self.headers.items()),
+                self.command,
+                self.rfile.read(length),
+            )
+            reply = server.answer(received)
             time.sleep(reply.delay)
             body = reply.body.encode() if isinstance(reply.body, str) else reply.body
             try:

@@ -11,14 +11,10 @@ from __future__ import annotations
 import base64
 import json
 import socket
-import threading
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -38,7 +34,7 @@ from buddy.tools.search import (
 )
 from buddy.tools.search_keys import SecretManagerKey
 
-from ..localserver import Reply
+from ..localserver import LocalServer, Received, Reply
 from ..rawserver import RawServer, read_request
 from .conftest import MakeContext
 
@@ -46,113 +42,6 @@ CONFIGURE = (
     "To search, set BUDDY_SEARCH_PROVIDER=searxng with BUDDY_SEARCH_URL, "
     "or brave/tavily with BUDDY_SEARCH_API_KEY"
 )
-
-
-# ---- a local API server: GET and POST, every request recorded ---------------------------
-
-
-@dataclass(frozen=True)
-class Call:
-    method: str
-    path: str
-    query: dict[str, str]
-    # Names in lower case.
-    headers: dict[str, str]
-    body: bytes
-
-    def form(self) -> dict[str, str]:
-        return dict(parse_qsl(self.body.decode(), keep_blank_values=True))
-
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-
-Answer = Reply | Callable[[Call], Reply]
-
-
-class ApiServer:
-    """A threaded HTTP server on 127.0.0.1 answering "METHOD /path" routes a test sets."""
-
-    def __init__(self) -> None:
-        self.routes: dict[str, Answer] = {}
-        self.calls: list[Call] = []
-        self._lock = threading.Lock()
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _api_handler(self))
-        self._httpd.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self._httpd.server_address[1]}"
-
-    def route(self, method_path: str, answer: Answer) -> None:
-        self.routes[method_path] = answer
-
-    def json(self, method_path: str, payload: Any, status: int = 200) -> None:
-        self.route(method_path, Reply(status, json.dumps(payload), "application/json"))
-
-    def answer(self, call: Call) -> Reply:
-        with self._lock:
-            self.calls.append(call)
-        route = self.routes.get(f"{call.method} {call.path}")
-        if route is None:
-            return Reply(404, "not found", "text/plain")
-        return route if isinstance(route, Reply) else route(call)
-
-    def __enter__(self) -> ApiServer:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        self._thread.join(timeout=5)
-
-
-def _api_handler(server: ApiServer) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            self._serve()
-
-        def do_POST(self) -> None:
-            self._serve()
-
-        def _serve(self) -> None:
-            split = urlsplit(self.path)
-            length = int(self.headers.get("Content-Length") or 0)
-            call = Call(
-                self.command,
-                split.path,
-                dict(parse_qsl(split.query)),
-                {k.lower(): v for k, v in self.headers.items()},
-                self.rfile.read(length),
-            )
-            reply = server.answer(call)
-            time.sleep(reply.delay)
-            body = reply.body.encode() if isinstance(reply.body, str) else reply.body
-            try:
-                self.send_response(reply.status)
-                self.send_header("Content-Type", reply.content_type)
-                self.send_header("Content-Length", str(len(body)))
-                for name, value in reply.headers.items():
-                    self.send_header(name, value)
-                self.end_headers()
-                self.wfile.write(body)
-            except (BrokenPipeError, ConnectionResetError):
-                pass
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    return Handler
-
-
-@pytest.fixture
-def api() -> Iterator[ApiServer]:
-    with ApiServer() as server:
-        yield server
 
 
 def urls(hits: list[SearchHit]) -> list[str]:
@@ -285,15 +174,15 @@ CHALLENGE_PAGE = """<!DOCTYPE html><html><head><title>DuckDuckGo</title></head><
 </form></body></html>"""
 
 
-def ddg(api: ApiServer, page: str, status: int = 200) -> DuckDuckGoProvider:
-    api.route("POST /html/", Reply(status, page))
-    return DuckDuckGoProvider(api.base_url, timeout=2)
+def ddg(server: LocalServer, page: str, status: int = 200) -> DuckDuckGoProvider:
+    server.route("POST /html/", Reply(status, page))
+    return DuckDuckGoProvider(server.base_url, timeout=2)
 
 
-def test_duckduckgo_reads_the_organic_results_in_order(api: ApiServer) -> None:
+def test_duckduckgo_reads_the_organic_results_in_order(server: LocalServer) -> None:
     """Ads and non-web targets are left out, redirect links are unwrapped, markup and
     entities become text, and the ranks count the results kept."""
-    hits = ddg(api, RESULTS_PAGE).search("python tutorial", 10)
+    hits = ddg(server, RESULTS_PAGE).search("python tutorial", 10)
 
     assert hits == [
         SearchHit(
@@ -315,33 +204,33 @@ def test_duckduckgo_reads_the_organic_results_in_order(api: ApiServer) -> None:
     ]
 
 
-def test_duckduckgo_is_asked_as_its_no_javascript_form_asks(api: ApiServer) -> None:
+def test_duckduckgo_is_asked_as_its_no_javascript_form_asks(server: LocalServer) -> None:
     """One POST to /html/ with the form's fields (the first page, no region), from a
     browser-like client that says where the form was."""
-    ddg(api, RESULTS_PAGE).search("python tutorial", 10)
+    ddg(server, RESULTS_PAGE).search("python tutorial", 10)
 
-    [call] = api.calls
+    [call] = server.requests
     assert (call.method, call.path) == ("POST", "/html/")
     assert call.form() == {"q": "python tutorial", "b": "", "kl": "wt-wt"}
     assert call.headers["content-type"] == "application/x-www-form-urlencoded"
-    assert call.headers["referer"] == f"{api.base_url}/"
+    assert call.headers["referer"] == f"{server.base_url}/"
     assert call.headers["user-agent"].startswith("Mozilla/5.0")
 
 
-def test_duckduckgo_limit_and_long_queries(api: ApiServer) -> None:
+def test_duckduckgo_limit_and_long_queries(server: LocalServer) -> None:
     """At most limit hits; a query past DuckDuckGo's 499 characters is cut to them."""
-    hits = ddg(api, RESULTS_PAGE).search("q" * 600, 2)
+    hits = ddg(server, RESULTS_PAGE).search("q" * 600, 2)
 
     assert urls(hits) == [
         "https://docs.python.org/3/tutorial/index.html",
         "https://www.w3schools.com/python/",
     ]
-    assert api.calls[0].form()["q"] == "q" * 499
+    assert server.requests[0].form()["q"] == "q" * 499
 
 
-def test_duckduckgo_no_results_is_an_empty_list(api: ApiServer) -> None:
+def test_duckduckgo_no_results_is_an_empty_list(server: LocalServer) -> None:
     """DuckDuckGo's "No results." page is no hits, not an error."""
-    assert ddg(api, NO_RESULTS_PAGE).search("zxqv wobble frobnicate", 10) == []
+    assert ddg(server, NO_RESULTS_PAGE).search("zxqv wobble frobnicate", 10) == []
 
 
 @pytest.mark.parametrize(
@@ -350,12 +239,12 @@ def test_duckduckgo_no_results_is_an_empty_list(api: ApiServer) -> None:
     ids=["challenge-202", "challenge-page", "forbidden", "too-many"],
 )
 def test_duckduckgo_bot_challenge_says_to_configure_another_provider(
-    api: ApiServer, status: int, how: str
+    server: LocalServer, status: int, how: str
 ) -> None:
     """DuckDuckGo's "are you a bot" answer (a 202 with its challenge, or the challenge page
     itself) and its blocks fail at once, not retried, naming the providers to configure."""
     with pytest.raises(ToolError) as error:
-        ddg(api, CHALLENGE_PAGE, status).search("python tutorial", 10)
+        ddg(server, CHALLENGE_PAGE, status).search("python tutorial", 10)
 
     message = str(error.value)
     assert message.startswith(
@@ -380,24 +269,24 @@ def test_duckduckgo_bot_challenge_says_to_configure_another_provider(
     ids=["http-503", "not-a-results-page", "bang-redirect"],
 )
 def test_duckduckgo_other_failures(
-    api: ApiServer, reply: Reply, message: str, transient: bool
+    server: LocalServer, reply: Reply, message: str, transient: bool
 ) -> None:
     """A server error may go away (the step retries it); a page that is not DuckDuckGo's
     results page is unreadable, not "no results"; a !bang's redirect is explained."""
-    api.route("POST /html/", reply)
+    server.route("POST /html/", reply)
 
     with pytest.raises(ToolError, match=message) as error:
-        DuckDuckGoProvider(api.base_url, timeout=2).search("q", 5)
+        DuckDuckGoProvider(server.base_url, timeout=2).search("q", 5)
 
     assert error.value.transient is transient
 
 
 def test_duckduckgo_through_the_tool_makes_a_markdown_artifact(
-    api: ApiServer, make_context: MakeContext
+    server: LocalServer, make_context: MakeContext
 ) -> None:
     """web_search on DuckDuckGo: in-scope results as a numbered Markdown list, the provider
     named in the data."""
-    tool = WebSearchTool(ddg(api, RESULTS_PAGE))
+    tool = WebSearchTool(ddg(server, RESULTS_PAGE))
 
     result = tool.run(make_context("find python tutorial", allowed_domains=("python.org",)))
 
@@ -461,19 +350,19 @@ BRAVE_BAD_TOKEN = {
 }
 
 
-def brave_api(call: Call) -> Reply:
+def brave_api(call: Received) -> Reply:
     """Brave's answer: the results for the right X-Subscription-Token, 422 otherwise."""
     if call.headers.get("x-subscription-token") != BRAVE_KEY:
         return Reply(422, json.dumps(BRAVE_BAD_TOKEN), "application/json")
     return Reply(200, json.dumps(BRAVE_ANSWER), "application/json")
 
 
-def test_brave_reads_web_results_with_the_key_in_its_header(api: ApiServer) -> None:
+def test_brave_reads_web_results_with_the_key_in_its_header(server: LocalServer) -> None:
     """GET /res/v1/web/search with the key in X-Subscription-Token; web.results become hits,
     their markup stripped, non-web URLs left out."""
-    api.route("GET /res/v1/web/search", brave_api)
+    server.route("GET /res/v1/web/search", brave_api)
 
-    hits = BraveProvider(BRAVE_KEY, api.base_url, timeout=2).search("python tutorial", 30)
+    hits = BraveProvider(BRAVE_KEY, server.base_url, timeout=2).search("python tutorial", 30)
 
     assert hits == [
         SearchHit(
@@ -492,7 +381,7 @@ def test_brave_reads_web_results_with_the_key_in_its_header(api: ApiServer) -> N
             2,
         ),
     ]
-    [call] = api.calls
+    [call] = server.requests
     assert call.query == {
         "q": "python tutorial",
         "count": "20",  # Brave's most
@@ -502,11 +391,11 @@ def test_brave_reads_web_results_with_the_key_in_its_header(api: ApiServer) -> N
     assert call.headers["accept"] == "application/json"
 
 
-def test_brave_without_web_results_is_an_empty_list(api: ApiServer) -> None:
+def test_brave_without_web_results_is_an_empty_list(server: LocalServer) -> None:
     """An answer with no "web" section has no hits."""
-    api.json("GET /res/v1/web/search", {"type": "search", "query": {"original": "q"}})
+    server.json("GET /res/v1/web/search", {"type": "search", "query": {"original": "q"}})
 
-    assert BraveProvider(BRAVE_KEY, api.base_url, timeout=2).search("q", 5) == []
+    assert BraveProvider(BRAVE_KEY, server.base_url, timeout=2).search("q", 5) == []
 
 
 @pytest.mark.parametrize(
@@ -529,12 +418,14 @@ def test_brave_without_web_results_is_an_empty_list(api: ApiServer) -> None:
     ],
     ids=["wrong-key", "unauthorized", "rate-limited", "http-502"],
 )
-def test_brave_refusals(api: ApiServer, reply: Reply | None, message: str, transient: bool) -> None:
+def test_brave_refusals(
+    server: LocalServer, reply: Reply | None, message: str, transient: bool
+) -> None:
     """A refused key says which variable to check; a rate limit and a 5xx may go away."""
-    api.route("GET /res/v1/web/search", reply or brave_api)
+    server.route("GET /res/v1/web/search", reply or brave_api)
 
     with pytest.raises(ToolError, match=message) as error:
-        BraveProvider("wrong-key", api.base_url, timeout=2).search("q", 5)
+        BraveProvider("wrong-key", server.base_url, timeout=2).search("q", 5)
 
     assert error.value.transient is transient
 
@@ -570,7 +461,7 @@ TAVILY_ANSWER = {
 }
 
 
-def tavily_api(call: Call) -> Reply:
+def tavily_api(call: Received) -> Reply:
     """Tavily's answer for the right Bearer key, 401 with its error detail otherwise."""
     if call.headers.get("authorization") != f"Bearer {TAVILY_KEY}":
         detail = {"detail": {"error": "Unauthorized: missing or invalid API key."}}
@@ -578,12 +469,12 @@ def tavily_api(call: Call) -> Reply:
     return Reply(200, json.dumps(TAVILY_ANSWER), "application/json")
 
 
-def test_tavily_posts_the_query_with_the_key_as_a_bearer_token(api: ApiServer) -> None:
+def test_tavily_posts_the_query_with_the_key_as_a_bearer_token(server: LocalServer) -> None:
     """POST /search with a JSON body and Authorization: Bearer; results keep Tavily's
     order and scores (a score that is not a number counts as 0)."""
-    api.route("POST /search", tavily_api)
+    server.route("POST /search", tavily_api)
 
-    hits = TavilyProvider(TAVILY_KEY, api.base_url, timeout=2).search("python tutorial", 15)
+    hits = TavilyProvider(TAVILY_KEY, server.base_url, timeout=2).search("python tutorial", 15)
 
     assert [(h.url, h.score, h.rank) for h in hits] == [
         ("https://www.learnpython.org/", 0.81, 1),
@@ -591,7 +482,7 @@ def test_tavily_posts_the_query_with_the_key_as_a_bearer_token(api: ApiServer) -
         ("https://odd.example/", 0.0, 3),
     ]
     assert hits[1].snippet == "Python is an easy to learn, powerful programming language."
-    [call] = api.calls
+    [call] = server.requests
     assert call.headers["content-type"] == "application/json"
     assert call.json() == {
         "query": "python tutorial",
@@ -603,11 +494,11 @@ def test_tavily_posts_the_query_with_the_key_as_a_bearer_token(api: ApiServer) -
 
 
 def test_tavily_results_through_the_tool_are_ranked_by_score(
-    api: ApiServer, make_context: MakeContext
+    server: LocalServer, make_context: MakeContext
 ) -> None:
     """The tool puts Tavily's best-scored result first and keeps its provider rank."""
-    api.route("POST /search", tavily_api)
-    tool = WebSearchTool(TavilyProvider(TAVILY_KEY, api.base_url, timeout=2))
+    server.route("POST /search", tavily_api)
+    tool = WebSearchTool(TavilyProvider(TAVILY_KEY, server.base_url, timeout=2))
 
     result = tool.run(make_context(inputs={"query": "python tutorial"}, allowed_domains=()))
 
@@ -644,13 +535,13 @@ def test_tavily_results_through_the_tool_are_ranked_by_score(
     ids=["wrong-key", "plan-limit", "bad-request", "rate-limited", "http-500"],
 )
 def test_tavily_refusals(
-    api: ApiServer, reply: Reply | None, message: str, transient: bool
+    server: LocalServer, reply: Reply | None, message: str, transient: bool
 ) -> None:
     """Tavily's refusals in words, retried only when they may go away."""
-    api.route("POST /search", reply or tavily_api)
+    server.route("POST /search", reply or tavily_api)
 
     with pytest.raises(ToolError, match=message) as error:
-        TavilyProvider("wrong-key", api.base_url, timeout=2).search("q", 5)
+        TavilyProvider("wrong-key", server.base_url, timeout=2).search("q", 5)
 
     assert error.value.transient is transient
 
@@ -672,7 +563,7 @@ def access_answer(key: str) -> Reply:
 
 
 @pytest.fixture
-def service_account(api: ApiServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def service_account(server: LocalServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Application Default Credentials from a service-account file whose token endpoint is
     the local server (as GOOGLE_APPLICATION_CREDENTIALS points to one off Google Cloud)."""
     private_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -688,17 +579,17 @@ def service_account(api: ApiServer, tmp_path: Path, monkeypatch: pytest.MonkeyPa
         "private_key": pem,
         "client_email": "buddy-worker@buddy-prod.iam.gserviceaccount.com",
         "client_id": "1",
-        "token_uri": f"{api.base_url}/token",
+        "token_uri": f"{server.base_url}/token",
     }
     path = tmp_path / "service-account.json"
     path.write_text(json.dumps(info))
     monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(path))
     token = {"access_token": ACCESS_TOKEN, "expires_in": 3600, "token_type": "Bearer"}
-    api.json("POST /token", token)
+    server.json("POST /token", token)
 
 
-def secret_manager_api(key: str) -> Callable[[Call], Reply]:
-    def answer(call: Call) -> Reply:
+def secret_manager_api(key: str) -> Callable[[Received], Reply]:
+    def answer(call: Received) -> Reply:
         if call.headers.get("authorization") != f"Bearer {ACCESS_TOKEN}":
             return Reply(401, '{"error": {"code": 401}}', "application/json")
         return access_answer(key)
@@ -707,18 +598,18 @@ def secret_manager_api(key: str) -> Callable[[Call], Reply]:
 
 
 @pytest.mark.usefixtures("service_account")
-def test_a_key_in_secret_manager_is_read_once_with_default_credentials(api: ApiServer) -> None:
+def test_a_key_in_secret_manager_is_read_once_with_default_credentials(server: LocalServer) -> None:
     """BUDDY_SEARCH_API_KEY_SECRET: the first search gets a token for the default credentials,
     reads the version through :access and searches with its payload; later searches reuse it."""
-    api.route(ACCESS, secret_manager_api(BRAVE_KEY))
-    api.route("GET /res/v1/web/search", brave_api)
+    server.route(ACCESS, secret_manager_api(BRAVE_KEY))
+    server.route("GET /res/v1/web/search", brave_api)
     settings = Settings(
-        search_provider="brave", search_url=api.base_url, search_api_key_secret=SECRET
+        search_provider="brave", search_url=server.base_url, search_api_key_secret=SECRET
     )
-    provider = provider_from_settings(settings, secret_manager_url=api.base_url)
+    provider = provider_from_settings(settings, secret_manager_url=server.base_url)
 
     assert provider.unavailable_reason is None
-    assert not api.calls  # nothing is read before the first search
+    assert not server.requests  # nothing is read before the first search
     first = provider.search("python tutorial", 5)
     second = provider.search("python tutorial", 5)
 
@@ -730,13 +621,13 @@ def test_a_key_in_secret_manager_is_read_once_with_default_credentials(api: ApiS
             "https://www.learnpython.org/",
         ]
     )
-    assert [f"{c.method} {c.path}" for c in api.calls] == [
+    assert [f"{c.method} {c.path}" for c in server.requests] == [
         "POST /token",
         ACCESS,
         "GET /res/v1/web/search",
         "GET /res/v1/web/search",
     ]
-    grant = api.calls[0].form()
+    grant = server.requests[0].form()
     assert grant["grant_type"] == "urn:ietf:params:oauth:grant-type:jwt-bearer"
 
 
@@ -749,21 +640,21 @@ def test_a_key_in_secret_manager_is_read_once_with_default_credentials(api: ApiS
     ids=["forbidden", "missing"],
 )
 def test_a_secret_that_cannot_be_read_says_why_and_is_tried_again(
-    api: ApiServer, status: int, message: str
+    server: LocalServer, status: int, message: str
 ) -> None:
     """A refused or missing secret fails the search with what to fix, and is not remembered:
     once the permission is granted, the next search reads it."""
-    api.route(ACCESS, Reply(status, '{"error": {}}', "application/json"))
-    api.route("GET /res/v1/web/search", brave_api)
-    key = SecretManagerKey(SECRET, base_url=api.base_url, token=lambda: ACCESS_TOKEN)
-    provider = BraveProvider(key, api.base_url, timeout=2)
+    server.route(ACCESS, Reply(status, '{"error": {}}', "application/json"))
+    server.route("GET /res/v1/web/search", brave_api)
+    key = SecretManagerKey(SECRET, base_url=server.base_url, token=lambda: ACCESS_TOKEN)
+    provider = BraveProvider(key, server.base_url, timeout=2)
 
     with pytest.raises(ToolError, match=message) as error:
         provider.search("q", 5)
     assert error.value.transient is False
     assert SECRET in str(error.value)
 
-    api.route(ACCESS, access_answer(BRAVE_KEY))
+    server.route(ACCESS, access_answer(BRAVE_KEY))
     assert len(provider.search("q", 5)) == 2
 
 
@@ -775,22 +666,24 @@ def test_a_secret_that_cannot_be_read_says_why_and_is_tried_again(
     ],
     ids=["not-base64", "empty"],
 )
-def test_an_unusable_secret_payload_is_an_error(api: ApiServer, reply: Reply, message: str) -> None:
+def test_an_unusable_secret_payload_is_an_error(
+    server: LocalServer, reply: Reply, message: str
+) -> None:
     """A payload that is not base64, or holds nothing, is no key."""
-    api.route(ACCESS, reply)
-    key = SecretManagerKey(SECRET, base_url=api.base_url, token=lambda: ACCESS_TOKEN)
+    server.route(ACCESS, reply)
+    key = SecretManagerKey(SECRET, base_url=server.base_url, token=lambda: ACCESS_TOKEN)
 
     with pytest.raises(ToolError, match=message):
         key.get(time.monotonic() + 2)
 
 
 def test_no_google_credentials_says_what_to_set(
-    api: ApiServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    server: LocalServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     """Off Google Cloud with no credentials file, reading the secret says where a key can
     come from instead."""
     monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(tmp_path / "missing.json"))
-    key = SecretManagerKey(SECRET, base_url=api.base_url)
+    key = SecretManagerKey(SECRET, base_url=server.base_url)
 
     with pytest.raises(ToolError, match="BUDDY_SEARCH_API_KEY"):
         key.get(time.monotonic() + 2)
