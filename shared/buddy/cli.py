@@ -288,6 +288,11 @@ def pause_line(snapshot: Snapshot) -> str:
     return f"Paused{f' at {step}' if step else ''}: {reason.get('message') or 'no reason given'}"
 
 
+def wanted_hosts(reason: dict[str, Any]) -> list[str]:
+    """The hosts an out-of-scope pause asks to allow (a research may want several)."""
+    return [str(h) for h in reason.get("hosts") or ([reason["host"]] if reason.get("host") else [])]
+
+
 def continue_hint(
     mission_id: str, reason: dict[str, Any] | None, allowed_domains: list[str] | None = None
 ) -> str:
@@ -298,8 +303,8 @@ def continue_hint(
         needed = reason.get("needed_usd")
         budget = dollars(needed) if needed is not None else "N"
         return f"To continue: buddy edit {mission_id} --budget {budget} && {resume}"
-    if reason.get("code") == "out_of_scope" and reason.get("host"):
-        domains = [*(allowed_domains or []), reason["host"]]
+    if reason.get("code") == "out_of_scope" and wanted_hosts(reason):
+        domains = [*(allowed_domains or []), *wanted_hosts(reason)]
         flags = " ".join(f"--domain {domain}" for domain in dict.fromkeys(domains))
         return f"To continue: buddy edit {mission_id} {flags} && {resume}"
     return f"To continue: {resume} (or buddy cancel {mission_id})"
@@ -692,13 +697,13 @@ def _lift(client: BuddyClient, paused: Snapshot, as_json: bool) -> bool:
             return False
         client.modify(mission_id, budget_usd=budget)
         done = f"Budget raised to ${dollars(budget)}"
-    elif reason.get("code") == "out_of_scope" and reason.get("host"):
-        host = str(reason["host"])
-        if not _confirm(f"Allow {host} and resume?"):
+    elif reason.get("code") == "out_of_scope" and (hosts := wanted_hosts(reason)):
+        named = ", ".join(hosts)
+        if not _confirm(f"Allow {named} and resume?"):
             return False
         domains = client.get(mission_id)["scope"]["allowed_domains"]
-        client.modify(mission_id, allowed_domains=[*domains, host])
-        done = f"Allowed {host}"
+        client.modify(mission_id, allowed_domains=list(dict.fromkeys([*domains, *hosts])))
+        done = f"Allowed {named}"
     else:
         return False  # its owner paused it: resuming is theirs to say
     client.resume(mission_id)

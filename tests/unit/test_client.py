@@ -864,6 +864,31 @@ def test_cli_scope_pause_asks_to_allow_the_host_on_top_of_the_domains(
     ]
 
 
+def test_cli_a_pause_for_several_hosts_asks_to_allow_them_all(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A research that wants two hosts asks once for both; yes adds both."""
+    api = FakeApi(status="paused")
+    pause = paused_doc("out_of_scope", host="a.test", hosts=["a.test", "b.test"])
+    client = client_with(api, listener=FakeListener([pause], AFTER_RESUME))
+    result = invoke(monkeypatch, client, ["watch", "m_1"], terminal=True, answer="\n")
+    assert result.exit_code == 0, result.output
+    assert "Allow a.test, b.test and resume? [Y/n]: " in result.output
+    domains = ["example.com", "a.test", "b.test"]
+    assert api.changes()[0] == ("PATCH", "/missions/m_1", {"scope": {"allowed_domains": domains}})
+    declined = invoke(
+        monkeypatch,
+        client_with(FakeApi(status="running"), listener=FakeListener([pause])),
+        ["watch", "m_1"],
+        terminal=True,
+        answer="n\n",
+    )
+    assert declined.output.splitlines()[-1] == (
+        "To continue: buddy edit m_1 --domain example.com --domain a.test --domain b.test"
+        " && buddy resume m_1 --watch"
+    )
+
+
 def test_cli_an_owners_pause_is_not_asked_about(monkeypatch: pytest.MonkeyPatch) -> None:
     """A pause its owner asked for is theirs to resume: no question, exit 4."""
     api = FakeApi(status="paused")
