@@ -3,6 +3,7 @@ from a list (the providers themselves are tested against servers shaped like the
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from dataclasses import replace
@@ -11,6 +12,7 @@ from typing import Any
 import pytest
 from markdown_it import MarkdownIt
 
+from buddy.domain.sizes import DOCUMENT_BUDGET, document_size
 from buddy.tools import ToolContext, ToolError, ToolPaused
 from buddy.tools.research import ResearchTool, research_query
 from buddy.tools.search import SearchHit
@@ -115,7 +117,8 @@ def test_reads_the_top_sources_in_scope_and_writes_a_cited_report(
     assert "billed per document read" in result.content  # the source's own text
     assert "Copyright footer" not in result.content  # boilerplate is not
     summary = result.data["summary"]
-    assert f"[[1]]({sites['listeners']})" in summary and f"[[2]]({sites['limits']})" in summary
+    assert f"[\\[1\\]]({sites['listeners']})" in summary
+    assert f"[\\[2\\]]({sites['limits']})" in summary
     # The summary picks the sentences sharing most words with the question.
     assert "realtime listener limit of one million" in summary
     assert f"1. [Listeners]({sites['listeners']})" in result.content
@@ -166,7 +169,7 @@ def test_nothing_in_scope_says_so_and_lists_the_results(
 
     assert server.paths == []
     assert "none of the results were inside the allowed domains" in result.data["summary"]
-    assert "allow their hosts and retry" in result.data["summary"]
+    assert "clone the mission with their hosts allowed" in result.data["summary"]
     assert len(result.data["out_of_scope"]) == 1
 
 
@@ -305,3 +308,172 @@ def test_the_summary_quotes_whole_sentences_as_text(
     assert "The listener limits are written over two lines of the page source here." in summary
     html = MarkdownIt("commonmark").render(summary)
     assert 'href="javascript:' not in html and "[the limits](javascript:alert(1))" in html
+
+
+def big_page(title: str, char: str = "界") -> str:
+    """A page of about 300 KB of three-byte characters in sentences."""
+    sentence = f"{char * 40} limits {char * 40}. "
+    paragraphs = "".join(f"<p>{sentence * 25}</p>" for _ in range(40))
+    head = f"<html><head><title>{title}</title></head>"
+    return f"{head}<body><article>{paragraphs}</article></body></html>"
+
+
+def test_ten_large_sources_fit_one_document_saved_and_reported_with_their_references(
+    server: LocalServer, make_context: MakeContext
+) -> None:
+    """Ten pages of multi-byte text: what is saved fits a Firestore document, and the report
+    fits one too, References and all (each source's text gets its share)."""
+    for n in range(10):
+        server.page(f"/big{n}", big_page(f"Big {n}"))
+    provider = ListProvider([hit(server.url(f"/big{n}"), f"Big {n}", n + 1) for n in range(10)])
+    context, saved = saving(make_context(objective="research limits", inputs={"max_sources": 10}))
+
+    result = ResearchTool(provider, LOOPBACK).run(context)
+
+    assert document_size("missions/m/private/checkpoint", saved[-1]) < DOCUMENT_BUDGET
+    assert len(result.content.encode()) < DOCUMENT_BUDGET - 64 * 1024
+    assert result.content.rstrip().endswith(f"10. [Big 9]({server.url('/big9')})")
+    assert [s["status"] for s in result.data["sources"]] == ["read"] * 10
+
+
+def test_a_source_cut_inside_a_code_block_leaves_the_report_whole(
+    server: LocalServer, make_context: MakeContext
+) -> None:
+    """A page that is one long code block, cut to its share, is closed again: the sections
+    after it are still sections, and its comment lines were not made headings."""
+    code = "\n".join(f"# step {i}\nrun --thing {'x' * 60}" for i in range(2000))
+    server.page(
+        "/code",
+        "<html><head><title>Code</title></head><body><article><h1>Code</h1>"
+        "<p>A long listing follows, explained in one sentence here.</p>"
+        f"<pre><code>{code}</code></pre>"
+        "</article></body></html>",
+    )
+    server.page("/after", article("After", LIMITS))
+    provider = ListProvider(
+        [hit(server.url("/code"), "Code", 1), hit(server.url("/after"), "After", 2)]
+    )
+
+    result = ResearchTool(provider, LOOPBACK).run(make_context(objective="research limits"))
+
+    html = MarkdownIt("commonmark").render(result.content)
+    headings = re.findall(r"<h[1-6]>(.*?)</h[1-6]>", html)
+    assert "[2] After" in headings and "References" in headings
+    assert "#### step" not in result.content
+
+
+def test_result_hosts_are_what_a_fetch_checks_and_show_as_text(
+    server: LocalServer, make_context: MakeContext
+) -> None:
+    """An IDN host is compared in its ASCII form, a result with no host is left out, and a
+    host cannot put markup into the list of other results."""
+    server.page("/in", article("In", LIMITS))
+    provider = ListProvider(
+        [
+            hit("http://müller.example/page", "IDN", 1),
+            hit("http:///no-host", "No host", 2),
+            hit("http://a*b*c.example/x", "Starred", 3),
+            hit(server.url("/in"), "In", 4),
+        ]
+    )
+    context = make_context(
+        objective="research limits", allowed_domains=("127.0.0.1", "xn--mller-kva.example")
+    )
+    context, saved = saving(replace(context, on_limit="ask"))
+
+    with pytest.raises(ToolPaused) as paused:
+        ResearchTool(provider, LOOPBACK).run(context)
+
+    assert paused.value.hosts == ("a*b*c.example",)  # the IDN is in scope; no-host is gone
+    result = ResearchTool(provider, LOOPBACK).run(replace(context, checkpoint=saved[-1]))
+    assert [s["title"] for s in result.data["sources"]][-1] == "In"
+    assert "(a\\*b\\*c.example)" in result.content
+    assert "No host" not in result.content
+
+
+def test_a_failed_source_is_tried_again_and_an_off_scope_redirect_asks(
+    server: LocalServer, sites: dict[str, str], make_context: MakeContext
+) -> None:
+    """A source that failed (a 503) is fetched again by the resumed mission; a redirect to
+    another host, for a mission that asks, pauses for that host."""
+    busy = iter([Reply(status=503, body="busy"), Reply(body=article("Busy", LIMITS))])
+    server.route("/busy", lambda _: next(busy))
+    server.redirect("/moved", sites["elsewhere"])
+    provider = ListProvider(
+        [hit(server.url("/busy"), "Busy", 1), hit(server.url("/moved"), "Moved", 2)]
+    )
+    context, saved = saving(replace(make_context(objective="research limits"), on_limit="ask"))
+
+    with pytest.raises(ToolPaused) as paused:
+        ResearchTool(provider, LOOPBACK).run(context)
+
+    assert paused.value.hosts == ("localhost",)
+    allowed = replace(context, allowed_domains=("127.0.0.1", "localhost"), checkpoint=saved[-1])
+    result = ResearchTool(provider, LOOPBACK).run(allowed)
+    assert [s["status"] for s in result.data["sources"]] == ["read", "read"]
+    assert server.paths.count("/busy") == 2
+
+
+def test_allowing_some_hosts_asks_only_about_hosts_not_asked_before(
+    sites: dict[str, str], make_context: MakeContext
+) -> None:
+    provider = ListProvider(
+        [hit(f"http://o{n}.example/", f"O{n}", n) for n in range(1, 5)]
+        + [hit(sites["limits"], "In", 5)]
+    )
+    tool = ResearchTool(provider, LOOPBACK)
+    context, saved = saving(
+        replace(
+            make_context(objective="research limits", inputs={"max_sources": 3}), on_limit="ask"
+        )
+    )
+    with pytest.raises(ToolPaused) as first:
+        tool.run(context)
+    assert first.value.hosts == ("o1.example", "o2.example", "o3.example")
+
+    allowed = ("127.0.0.1", "o1.example")
+    with pytest.raises(ToolPaused) as second:
+        tool.run(replace(context, allowed_domains=allowed, checkpoint=saved[-1]))
+
+    assert second.value.hosts == ("o4.example",)
+
+
+def test_results_of_one_page_are_one_source(
+    server: LocalServer, sites: dict[str, str], make_context: MakeContext
+) -> None:
+    """Two results differing by a fragment are one source (the first, best ranked, kept);
+    a result redirecting to a page already read is not read as another source."""
+    server.redirect("/again", "/limits")
+    provider = ListProvider(
+        [
+            hit(sites["limits"] + "#top", "First", 1),
+            hit(sites["limits"] + "#bottom", "A worse duplicate", 2),
+            hit(server.url("/again"), "Redirects to it", 3),
+        ]
+    )
+
+    result = ResearchTool(provider, LOOPBACK).run(make_context(objective="research limits"))
+
+    sources = result.data["sources"]
+    assert [(s["title"], s["status"]) for s in sources] == [
+        ("Limits", "read"),
+        ("Redirects to it", "failed"),
+    ]
+    assert "the same page as another source" in sources[1]["error"]
+    assert server.paths.count("/limits") == 2  # the first read, and the redirect's end
+
+
+def test_many_results_outside_the_scope_keep_the_data_small(
+    sites: dict[str, str], make_context: MakeContext
+) -> None:
+    provider = ListProvider(
+        [hit(f"https://o{n}.example/", f"O{n}", n, snippet="s" * 1000) for n in range(60)]
+    )
+
+    result = ResearchTool(provider, LOOPBACK).run(
+        make_context(objective="research limits", inputs={"max_sources": 10})
+    )
+
+    assert len(result.data["out_of_scope"]) == 20
+    assert all(len(o["snippet"]) <= 300 for o in result.data["out_of_scope"])
+    assert len(json.dumps(result.data)) < 64 * 1024

@@ -816,3 +816,20 @@ def test_a_provider_deadline_shorter_than_its_timeout_wins() -> None:
             provider.search("q", 5, deadline=time.monotonic() + 0.5)
 
     assert time.monotonic() - started < 2
+
+
+def test_a_score_past_a_floats_range_counts_as_zero(server: LocalServer) -> None:
+    """A provider's score of 10**400 (JSON has no bound on integers) or 1e400 is no crash."""
+    huge = "1" + "0" * 400
+    body = (
+        '{"results": [{"url": "https://a.example/", "title": "A", "score": ' + huge + "},"
+        '{"url": "https://b.example/", "title": "B", "score": 1e400}]}'
+    )
+    server.route("/search", Reply(200, body, "application/json"))
+
+    hits = SearxngProvider(server.base_url, timeout=2).search("q", 5)
+
+    assert [(h.url, h.score) for h in hits] == [
+        ("https://a.example/", 0.0),
+        ("https://b.example/", 0.0),
+    ]

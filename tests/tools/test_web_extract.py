@@ -10,8 +10,10 @@ import zlib
 from dataclasses import replace
 
 import pytest
+from markdown_it import MarkdownIt
 from pydantic import ValidationError
 
+from buddy.domain.sizes import DOCUMENT_BUDGET, document_size
 from buddy.tools import ToolCancelled, ToolContext, ToolError, ToolOverBudget, ToolPaused
 from buddy.tools import web as web_module
 from buddy.tools.web import (
@@ -170,7 +172,8 @@ def test_a_page_of_too_many_elements_gets_the_basic_extractor(
          "Only heading", "# Only heading\n\nBody"),
         ("<html><body><article><p>In article</p></article><p>Outside</p></body></html>",
          "application/xhtml+xml", None, "In article"),
-        ("plain   text\n\n  as is", "text/plain; charset=utf-8", None, "plain   text\n\n  as is"),
+        ("plain   text\n\n  as is", "text/plain; charset=utf-8", None,
+         "```text\nplain   text\n\n  as is\n```"),
     ],
     ids=["title-from-h1", "article-preferred-over-body", "plain-text-kept-as-is"],
 )  # fmt: skip
@@ -189,7 +192,7 @@ def test_extraction_variants(
     result = tool().run(make_context(inputs={"url": server.url("/p")}))
 
     assert result.title == (title or server.url("/p"))
-    assert result.content.endswith(f"{server.url('/p')}\n\n{text}")
+    assert result.content.endswith(f"]({server.url('/p')})\n\n{text}")
 
 
 def test_url_is_taken_from_the_objective(server: LocalServer, make_context: MakeContext) -> None:
@@ -226,7 +229,7 @@ def test_follows_same_host_links_breadth_first(
         (2, 3, "pages", "pages 2/3"),
         (3, 3, "pages", "pages 3/3"),
     ]
-    assert "## A\n" + server.url("/a") in result.content
+    assert f"## A\n[{server.url('/a')}]({server.url('/a')})" in result.content
     # The words of the pages' main text as trafilatura reads it: "Start text" and its three
     # links, "A text", "B text".
     assert result.summary == "Start: 9 words from 3 page(s)"
@@ -877,7 +880,7 @@ def test_bytes_past_content_length_are_ignored(make_context: MakeContext) -> Non
     with RawServer(answer(reply, b"hello and more")) as raw:
         result = tool().run(make_context(inputs={"url": raw.url("/")}))
 
-    assert result.content.endswith("\n\nhello")
+    assert result.content.endswith("\n\n```text\nhello\n```")
 
 
 def test_proxy_settings_in_the_environment_are_ignored(
@@ -1085,3 +1088,45 @@ def test_strings_from_a_hostile_page_are_clipped(
     assert len(result.data["links"]) == 20
     assert all(len(link["text"]) <= 200 for link in result.data["links"])
     assert result.data["links"][0]["url"] == server.url("/p0")  # the bad ones are dropped
+
+
+def test_a_crawl_of_link_heavy_pages_saves_a_state_that_fits_one_document(
+    server: LocalServer, make_context: MakeContext
+) -> None:
+    """Ten pages sharing a 400-link sidebar of long URLs: the saved state keeps the links a
+    result shows and the queue the attempts left can reach, and fits Firestore's 1 MiB."""
+    sidebar = "".join(f'<a href="/p/{i}/{"x" * 300}">link {i}</a>' for i in range(400))
+    for n in range(12):
+        server.page(
+            f"/p/{n}/{'x' * 300}", f"<html><body><nav>{sidebar}</nav><p>page {n}</p></body></html>"
+        )
+    server.page("/", f"<html><body><nav>{sidebar}</nav><p>start</p></body></html>")
+    saved: list[dict] = []
+    context = replace(
+        make_context(inputs={"url": server.url("/"), "max_pages": 10}), save=saved.append
+    )
+
+    tool().run(context)
+
+    assert document_size("missions/m/private/checkpoint", saved[-1]) < DOCUMENT_BUDGET
+    assert len(saved[-1]["queue"]) <= saved[-1]["attempts_left"]
+
+
+def test_text_the_basic_extractor_keeps_cannot_be_markdown(
+    server: LocalServer, make_context: MakeContext
+) -> None:
+    """A page for the basic extractor (too many elements) whose text reads like Markdown
+    links and headings: its lines come out escaped, shown as they are."""
+    filler = "<span>w</span>" * 31_000
+    html = (
+        "<html><body><p>[Sign in again](javascript:alert(1))</p><p># Not a heading</p>"
+        f"<p>&lt;img src=x onerror=alert(1)&gt;</p>{filler}</body></html>"
+    )
+    server.page("/many", html)
+
+    result = tool().run(make_context(inputs={"url": server.url("/many")}))
+
+    rendered = MarkdownIt("commonmark").render(result.content)
+    assert 'href="javascript:' not in rendered and "<img" not in rendered
+    assert "<h1>Not a heading</h1>" not in rendered
+    assert "[Sign in again](javascript:alert(1))" in rendered

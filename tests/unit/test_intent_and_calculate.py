@@ -24,6 +24,7 @@ from buddy.tools.calculate import ALLOWED, CalculateTool, evaluate
         ("research the Firestore realtime listener limits", "research", 0.75),
         ("Find out how Cloud Run scales", "research", 0.75),
         ("compare Firestore and Datastore", "research", 0.75),
+        ("search for research on sleep", "search", 0.7),
         ("what is 3/4", "calculate", 0.95),
         ("what is the answer", "calculate", 0.4),
         ("hello there", "unknown", 0.1),
@@ -39,6 +40,7 @@ from buddy.tools.calculate import ALLOWED, CalculateTool, evaluate
         "research",
         "find-out-is-research",
         "compare-is-research",
+        "research-later-in-a-search",
         "fraction",
         "calc-verb-only",
         "unknown",
@@ -358,3 +360,15 @@ def test_a_series_names_the_expression_that_failed() -> None:
         CalculateTool().run(ToolContext("calculate 1+1; 1/0; 2+2", {}))
     with pytest.raises(ToolError, match="At most 50 expressions"):
         CalculateTool().run(ToolContext("calculate " + "; ".join(["1"] * 51), {}))
+
+
+def test_a_research_objective_goes_to_research_unless_its_owner_picked_web_search() -> None:
+    """research serves the research intent first; web_search serves it too, so an owner who
+    picks it for "research …" gets a search (as before research existed), not a report."""
+    from buddy.tools import default_registry
+
+    registry = default_registry()
+    research = registry.for_intent("research")
+    assert research is not None and research.name == "research"
+    web_search = registry.get("web_search")
+    assert web_search is not None and "research" in web_search.intents

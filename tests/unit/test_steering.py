@@ -17,7 +17,7 @@ from buddy.schemas import CreateMission
 from buddy.service.execution import Outcome
 from buddy.service.missions import MissionService
 from buddy.service.stages import STAGE_NAMES
-from buddy.tools import ToolContext, ToolInputs, ToolPaused, ToolRegistry, ToolResult
+from buddy.tools import ToolContext, ToolError, ToolInputs, ToolPaused, ToolRegistry, ToolResult
 from buddy.tools.calculate import CalculateTool
 
 from .fakes import FakeClock, FakeMissionStore, FakePublisher, FakeTool
@@ -459,3 +459,26 @@ def test_steering_another_users_mission_is_not_found(app: bootstrap.App) -> None
     ):
         with pytest.raises(MissionNotFound):
             steer()
+
+
+def test_a_tool_that_fails_keeps_what_it_saved_and_a_retry_carries_on_from_there(
+    make_app: Callable[..., bootstrap.App], store: FakeMissionStore
+) -> None:
+    """A long tool failing after two items leaves its saved state with the failure; the
+    retried mission hands it back, so the two items are not worked again."""
+
+    def fail_at_third(n: int) -> None:
+        if n == 3 and len(items.worked) == 3:
+            raise ToolError("the third item is broken")
+
+    items = Items(total=5, on_item=fail_at_third)
+    app = runner_with(make_app, items)
+    mission_id = launched(app, "count items", tool="items")
+    assert app.runner.run(mission_id) == Outcome.FAILED
+    error = store.missions[mission_id].record.error
+    assert error is not None and "the third item is broken" in error.message
+    assert store.checkpoints[mission_id] == {"done": 2}
+
+    app.missions.retry("alice", mission_id)
+    assert app.runner.run(mission_id) == Outcome.COMPLETED
+    assert items.worked == [1, 2, 3, 3, 4, 5]

@@ -18,7 +18,8 @@ _CALC_VERBS = re.compile(r"^\s*(calculate|compute|evaluate|what is|what's|how mu
 _EXTRACT_VERBS = re.compile(r"\b(extract|summari[sz]e|read|scrape|fetch|get the)\b", re.I)
 _SEARCH_VERBS = re.compile(r"\b(find|search|look up|lookup|discover|list)\b", re.I)
 # Before the search verbs: "find out" is research, "find" alone a search.
-_RESEARCH_VERBS = re.compile(r"\b(research|find out|compare)\b", re.I)
+# At the start only: "search for research on sleep" is a search.
+_RESEARCH_VERBS = re.compile(r"^\s*(please\s+)?(research|find\s+out|compare)\b", re.I)
 
 
 class IntentClassifier(Protocol):

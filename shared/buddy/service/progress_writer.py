@@ -173,6 +173,7 @@ class ProgressWriter:
         with self._lock:
             self._rejected = reason
             self._pending, self._staged = Effects(), Effects()
+            self._checkpoint = None  # perhaps what was refused: the failure must be written
             step = self.tracker.current_step
             blamed = self._effects_of or (step.step_name if step else "finalize")
             message = f"Could not save {blamed}'s result: {reason}"

@@ -49,8 +49,9 @@ def default_registry(
         [
             CalculateTool(),
             WebExtractTool(policy),
-            WebSearchTool(search),
+            # Before web_search, which serves research objectives too when picked.
             ResearchTool(search, policy),
+            WebSearchTool(search),
         ]
     )
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Annotated, Any, ClassVar
-from urllib.parse import urlsplit
+from typing import Annotated, Any, ClassVar, Literal
+from urllib.parse import urldefrag
 
 from pydantic import Field
 
@@ -28,15 +28,19 @@ from buddy.tools.base import (
     ToolResult,
 )
 from buddy.tools.extract import plain
+from buddy.tools.markdown import (
+    clip_markdown,
+    demote_headings,
+    fenced,
+    markdown_link,
+    markdown_text,
+)
 from buddy.tools.search import (
     MAX_QUERY_LENGTH,
     NO_PROVIDER,
     OVERFETCH,
     SearchHit,
     SearchProvider,
-    markdown_link,
-    markdown_text,
-    markdown_url,
     query_from_objective,
 )
 from buddy.tools.web import (
@@ -47,15 +51,20 @@ from buddy.tools.web import (
     extract,
     fetch,
     host_in_scope,
+    host_of,
 )
 
 _POLICY = WebPolicy()
 MAX_SOURCES = 10
-# Each source's text in the report (and in the saved state: ten of them fit one document).
-MAX_SOURCE_CHARS = 60_000
+# Each source's text in the report and in the saved state, in UTF-8 bytes: ten of them, the
+# search's results and the rest of either fit one Firestore document (1 MiB).
+MAX_SOURCE_BYTES = 64 * 1024
+# Results listed from outside the allowed domains, and their snippets' length there.
+MAX_OUTSIDE = 20
+MAX_OUTSIDE_SNIPPET = 300
 SUMMARY_SENTENCES = 2  # per source
 
-_LEAD = re.compile(r"^\s*(research|find\s+out(\s+about)?)\s+", re.I)
+_LEAD = re.compile(r"^\s*(please\s+)?(research|find\s+out(\s+about)?)\s+", re.I)
 # A sentence ends at . ! or ? before a space and a capital, a digit or an opening quote.
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'\u201c(])")
 _WORD = re.compile(r"\w+")
@@ -65,8 +74,6 @@ _STOPWORDS = frozenset({
     "that", "the", "their", "there", "this", "what", "when", "where", "which", "who", "why",
     "will", "with",
 })  # fmt: skip
-# A source's own headings go under its section's: "# Intro" in a page becomes "#### Intro".
-_HEADING = re.compile(r"^#{1,6}[ \t]+", re.M)
 
 
 class ResearchInputs(ToolInputs):
@@ -82,7 +89,7 @@ class Source:
     url: str
     title: str
     snippet: str
-    status: str = "read"  # or "failed"
+    status: Literal["read", "failed"] = "read"
     error: str | None = None
     text: str = ""
     words: int = 0
@@ -98,7 +105,7 @@ class Research:
     query: str
     hits: list[SearchHit]
     sources: dict[str, Source] = field(default_factory=dict)  # by URL
-    asked: list[str] = field(default_factory=list)  # hosts it paused for once already
+    asked: list[str] = field(default_factory=list)  # every host it has paused for
 
     def state(self) -> dict[str, Any]:
         return {
@@ -127,10 +134,6 @@ def research_query(objective: str) -> str:
     return query_from_objective(_LEAD.sub("", objective, count=1))
 
 
-def _host(url: str) -> str:
-    return (urlsplit(url).hostname or "").lower()
-
-
 def split(
     hits: list[SearchHit], allowed_domains: tuple[str, ...], limit: int
 ) -> tuple[list[SearchHit], list[SearchHit]]:
@@ -141,7 +144,7 @@ def split(
     for hit in hits:
         if len(inside) == limit:
             break
-        (inside if host_in_scope(_host(hit.url), allowed_domains) else outside).append(hit)
+        (inside if host_in_scope(host_of(hit.url), allowed_domains) else outside).append(hit)
     return inside, outside
 
 
@@ -183,14 +186,19 @@ class ResearchTool:
             raise ToolError(reason)
         research = Research.restored(context.checkpoint) or self._search(inputs, context)
         inside, outside = split(research.hits, context.allowed_domains, inputs.max_sources)
-        wanted = list(dict.fromkeys(_host(h.url) for h in outside[: inputs.max_sources]))
-        if context.on_limit == "ask" and wanted and wanted != research.asked:
-            # Once per set of hosts: resumed without allowing them, it goes on without them.
-            research.asked = wanted
-            context.save(research.state())
-            raise ToolPaused(hosts=tuple(wanted))
+        hosts = dict.fromkeys(host_of(h.url) for h in outside[: inputs.max_sources])
+        self._ask(research, [h for h in hosts if h not in research.asked], context)
         self._read(research, inside, context)
         return self._report(research, inside, outside)
+
+    def _ask(self, research: Research, hosts: list[str], context: ToolContext) -> None:
+        """With on_limit "ask", pauses for hosts it has not asked about before: resumed
+        without allowing them, it goes on without them."""
+        if context.on_limit != "ask" or not hosts:
+            return
+        research.asked.extend(hosts)
+        context.save(research.state())
+        raise ToolPaused(hosts=tuple(hosts))
 
     def _search(self, inputs: ResearchInputs, context: ToolContext) -> Research:
         query = (inputs.query or "").strip() or research_query(context.objective)
@@ -204,46 +212,72 @@ class ResearchTool:
         except ToolError:
             context.check_stopped()  # a spent budget says so, rather than "timed out"
             raise
-        hits = list({h.url: h for h in found}.values())  # one per URL, the provider's order
-        research = Research(query, hits)
+        # One per page (a fragment names no other page), the first and best of each kept; a
+        # result with no host it could be fetched from is no source.
+        hits: dict[str, SearchHit] = {}
+        for hit in found:
+            if host_of(hit.url):
+                hits.setdefault(urldefrag(hit.url).url, hit)
+        research = Research(query, list(hits.values()))
         context.save(research.state())
         return research
 
     def _read(self, research: Research, inside: list[SearchHit], context: ToolContext) -> None:
-        """Fetches each source not read yet; one that fails is noted, not retried."""
+        """Fetches each source not read yet. One that fails is noted, and tried again by a
+        resumed or retried mission; a redirect off the allowed domains asks, as a result
+        there would."""
         total = len(inside)
-        done = sum(1 for h in inside if h.url in research.sources)
+        done = sum(1 for h in inside if self._read_already(research, h))
         context.report(done, total, "sources", f"sources {done}/{total}")
         with self.policy.client() as client:
             for hit in inside:
-                if hit.url in research.sources:
+                if self._read_already(research, hit):
                     continue
                 context.check_cancelled()  # a pause stops here, with the sources read saved
-                n = len(research.sources) + 1
-                try:
-                    content = extract(fetch(client, hit.url, context, self.policy))
-                except (ToolCancelled, ToolOverBudget, ToolPaused):
-                    raise
-                except HostNotAllowed as e:  # a redirect off the allowed domains
-                    source = Source(n, hit.url, hit.title, hit.snippet, "failed", str(e))
-                except ToolError as e:
-                    source = Source(n, hit.url, hit.title, hit.snippet, "failed", clip(str(e), 300))
-                else:
-                    source = Source(
-                        n,
-                        hit.url,
-                        clip(content.title, MAX_TITLE_CHARS) or hit.title,
-                        hit.snippet,
-                        text=content.text[:MAX_SOURCE_CHARS],
-                        words=content.words,
-                        site_name=content.site_name,
-                        author=content.author,
-                        date=content.date,
-                    )
+                source = self._source(client, hit, research, context)
                 research.sources[hit.url] = source
                 done += 1
                 context.report(done, total, "sources", f"sources {done}/{total}: {source.title}")
                 context.save(research.state())
+
+    @staticmethod
+    def _read_already(research: Research, hit: SearchHit) -> bool:
+        source = research.sources.get(hit.url)
+        return source is not None and source.status == "read"
+
+    def _source(
+        self, client: Any, hit: SearchHit, research: Research, context: ToolContext
+    ) -> Source:
+        n = len(research.sources) + 1
+        try:
+            page = fetch(client, hit.url, context, self.policy)
+            final = urldefrag(page.url).url
+            read = (s for s in research.sources.values() if s.status == "read")
+            if any(urldefrag(s.url).url == final for s in read):
+                raise ToolError(f"the same page as another source ({final})")
+            content = extract(page)
+        except (ToolCancelled, ToolOverBudget, ToolPaused):
+            raise
+        except HostNotAllowed as e:  # a redirect off the allowed domains
+            if e.host not in research.asked:
+                self._ask(research, [e.host], context)
+            return Source(n, hit.url, hit.title, hit.snippet, "failed", clip(str(e), 300))
+        except ToolError as e:
+            return Source(n, hit.url, hit.title, hit.snippet, "failed", clip(str(e), 300))
+        text, _ = clip_markdown(content.text, MAX_SOURCE_BYTES)
+        if not content.markdown:  # a text/plain page, shown verbatim
+            text = fenced(text)
+        return Source(
+            n,
+            page.url,
+            clip(content.title, MAX_TITLE_CHARS) or hit.title,
+            hit.snippet,
+            text=text,
+            words=content.words,
+            site_name=content.site_name,
+            author=content.author,
+            date=content.date,
+        )
 
     def _report(
         self, research: Research, inside: list[SearchHit], outside: list[SearchHit]
@@ -268,15 +302,16 @@ class ResearchTool:
                 "query": research.query,
                 "summary": summary,
                 "sources": [{k: v for k, v in asdict(s).items() if k != "text"} for s in sources],
+                # The first of them: all are in the content; the data stays small.
                 "out_of_scope": [
                     {
                         "rank": h.rank,
                         "url": h.url,
                         "title": h.title,
-                        "snippet": h.snippet,
-                        "host": _host(h.url),
+                        "snippet": clip(h.snippet, MAX_OUTSIDE_SNIPPET),
+                        "host": host_of(h.url),
                     }
-                    for h in outside
+                    for h in outside[:MAX_OUTSIDE]
                 ],
             },
             cost_usd=self.cost_per_query + self.cost_per_page * pages,
@@ -334,10 +369,10 @@ def _summary(query: str, read: list[Source], tried: int, outside: int) -> str:
         why = "none of the results were inside the allowed domains"
         if tried:
             why = f"the {tried} sources inside the allowed domains could not be read"
-        hint = " (allow their hosts and retry)" if outside else ""
+        hint = " (clone the mission with their hosts allowed, or ask: on_limit)" if outside else ""
         return f"No source could be read for '{query}': {why}{hint}."
     terms = _terms(query) - _STOPWORDS
-    return "\n\n".join(f"{_lead(s, terms)} [[{s.n}]]({markdown_url(s.url)})" for s in read)
+    return "\n\n".join(f"{_lead(s, terms)} {markdown_link(f'[{s.n}]', s.url)}" for s in read)
 
 
 def _markdown(query: str, summary: str, sources: list[Source], outside: list[SearchHit]) -> str:
@@ -347,9 +382,10 @@ def _markdown(query: str, summary: str, sources: list[Source], outside: list[Sea
     for s in sources:
         about = " · ".join(x for x in (s.site_name, s.author, s.date) if x)
         parts.append(f"### [{s.n}] {markdown_text(s.title)}")
-        parts.append(f"<{markdown_url(s.url)}>" + (f" · {markdown_text(about)}" if about else ""))
+        parts.append(markdown_link(s.url, s.url) + (f" · {markdown_text(about)}" if about else ""))
         if s.status == "read":
-            parts.append(_HEADING.sub("#### ", s.text) or "(no text)")
+            # The source's own headings under its section's: "# Intro" becomes "#### Intro".
+            parts.append(demote_headings(s.text) or "(no text)")
         else:
             parts.append(f"Could not be read: {markdown_text(s.error or 'unknown error')}")
     if outside:
@@ -357,7 +393,8 @@ def _markdown(query: str, summary: str, sources: list[Source], outside: list[Sea
         parts.append("Outside the allowed domains: listed, not read.")
         parts.append(
             "\n".join(
-                f"- {markdown_link(h.title, h.url)} ({_host(h.url)}) — {markdown_text(h.snippet)}"
+                f"- {markdown_link(h.title, h.url)} ({markdown_text(host_of(h.url))}) — "
+                + markdown_text(h.snippet)
                 for h in outside
             )
         )

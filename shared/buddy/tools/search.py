@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import re
 from typing import Annotated, Any, ClassVar
-from urllib.parse import quote, urlsplit
 
 from pydantic import Field
 
-from buddy.domain.intent import SEARCH
+from buddy.domain.intent import RESEARCH, SEARCH
 from buddy.tools.base import INTEGRAL_FLOATS, ToolContext, ToolError, ToolInputs, ToolResult
+from buddy.tools.markdown import markdown_link, markdown_text
 from buddy.tools.search_providers import (
     DEFAULT_PROVIDER,
     NO_PROVIDER,
@@ -29,7 +29,7 @@ from buddy.tools.search_providers import (
     UnconfiguredProvider,
     provider_from_settings,
 )
-from buddy.tools.web import host_in_scope
+from buddy.tools.web import host_in_scope, host_of
 
 MAX_QUERY_LENGTH = 500
 # Providers return whole pages of results; scope filtering then discards some of them.
@@ -76,40 +76,12 @@ def rank(hits: list[SearchHit], allowed_domains: tuple[str, ...], limit: int) ->
     Each hit keeps the rank its provider gave it.
     """
     if allowed_domains:
-        hits = [h for h in hits if host_in_scope(urlsplit(h.url).hostname or "", allowed_domains)]
+        hits = [h for h in hits if host_in_scope(host_of(h.url), allowed_domains)]
     ranked: dict[str, SearchHit] = {}
     # sorted() is stable: equal scores keep the provider's order.
     for hit in sorted(hits, key=lambda h: -h.score):
         ranked.setdefault(hit.url, hit)
     return list(ranked.values())[:limit]
-
-
-# What starts Markdown's inline syntax (emphasis, code, links, images, raw HTML, strikethrough)
-# wherever it stands; "!" needs a "[" after it, which is escaped.
-_INLINE = re.compile(r"([\\`*_\[\]<~])")
-# An entity reference ("&lt;") is decoded by Markdown, so "&" before one is escaped.
-_ENTITY = re.compile(r"&(?=#?\w+;)")
-# What starts a block at the beginning of a line: heading, quote, list item, rule, setext.
-_BLOCK = re.compile(r"^(?:([#>+=-])|(\d{1,9})([.)]))")
-
-
-def markdown_text(text: str) -> str:
-    """Untrusted one-line text as Markdown that shows exactly that text: it cannot become a
-    link, an image, HTML or a heading."""
-    text = _ENTITY.sub(r"\\&", _INLINE.sub(r"\\\1", " ".join(text.split())))
-    return _BLOCK.sub(lambda m: f"\\{m[1]}" if m[1] else f"{m[2]}\\{m[3]}", text)
-
-
-def markdown_url(url: str) -> str:
-    """A URL as a Markdown link destination: what would end or break it percent-encoded
-    (parentheses, spaces, angle brackets, backslashes, non-ASCII)."""
-    encoded = quote(url, safe="/:?#[]@!$&'*+,;=%~")
-    return _ENTITY.sub(r"\\&", encoded)
-
-
-def markdown_link(title: str, url: str) -> str:
-    """[title](url), the title shown as given (or the URL when there is none)."""
-    return f"[{markdown_text(title or url)}]({markdown_url(url)})"
 
 
 def markdown_list(hits: list[SearchHit]) -> str:
@@ -124,7 +96,8 @@ def markdown_list(hits: list[SearchHit]) -> str:
 class WebSearchTool:
     name = "web_search"
     description = "Searches the web and lists the best results, within the allowed domains if any."
-    intents = frozenset({SEARCH})
+    # A research objective too, when its owner picks this tool: the results, not a report.
+    intents = frozenset({SEARCH, RESEARCH})
     input_model: ClassVar[type[ToolInputs]] = WebSearchInputs
     time_budget_seconds: ClassVar[float] = 30.0
     isolated: ClassVar[bool] = False

@@ -434,7 +434,11 @@ def _score(value: Any) -> float:
     """The provider's score when it is a finite number, else 0."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         return 0.0
-    return float(value) if math.isfinite(value) else 0.0
+    try:
+        score = float(value)  # an int past a float's range (10**400) raises
+    except OverflowError:
+        return 0.0
+    return score if math.isfinite(score) else 0.0
 
 
 def _is_web_url(url: str) -> bool:

@@ -47,6 +47,13 @@ from buddy.tools.bounded_http import (
     resolve,
 )
 from buddy.tools.extract import extract_html
+from buddy.tools.markdown import (
+    clip_markdown,
+    escaped_lines,
+    fence_for,
+    markdown_link,
+    markdown_text,
+)
 
 log = logging.getLogger(__name__)
 
@@ -168,6 +175,8 @@ class PageContent:
     site_name: str | None = None
     language: str | None = None
     words: int = 0
+    # False for a text/plain page: its text is shown verbatim, not read as Markdown.
+    markdown: bool = True
 
     def metadata(self) -> dict[str, str | None]:
         return {
@@ -507,6 +516,16 @@ def _links(tree: LexborHTMLParser, page_url: str) -> tuple[Link, ...]:
     return tuple(links.values())
 
 
+def _shown(content: PageContent, limit: int) -> str:
+    """A page's text as Markdown, at most `limit` characters of it: a text/plain page's
+    verbatim, in a code block (one copy of it: pages are up to 2 MiB)."""
+    text = content.text[:limit]
+    if content.markdown:
+        return text
+    fence = fence_for(text)
+    return f"{fence}text\n{text}\n{fence}"
+
+
 def basic_text(tree: LexborHTMLParser) -> str:
     """The text of <main>, <article> or <body>, without navigation, header and footer: the
     extractor before trafilatura, kept for pages that one cannot read (see extract)."""
@@ -524,7 +543,8 @@ def extract(page: FetchedPage) -> PageContent:
     it finds no content in, and markup nested past its recursion get the basic extractor.
     """
     if page.content_type == "text/plain":
-        return PageContent(title="", text=page.text, links=(), words=_word_count(page.text))
+        words = _word_count(page.text)
+        return PageContent(title="", text=page.text, links=(), words=words, markdown=False)
     tree = LexborHTMLParser(page.text)
     title = next((t for t in (_node_text(tree.css_first(tag)) for tag in ("title", "h1")) if t), "")
     # Links come from the whole page, navigation included: that is where the next pages are.
@@ -536,7 +556,9 @@ def extract(page: FetchedPage) -> PageContent:
         found = extract_html(page.text, page.url, lang)
     if found is None:
         text = basic_text(tree)
-        return PageContent(clip(title, MAX_TITLE_CHARS), text, links, words=_word_count(text))
+        # Lines of the page's text, each shown as it is: no character of it can be Markdown.
+        words = _word_count(text)
+        return PageContent(clip(title, MAX_TITLE_CHARS), escaped_lines(text), links, words=words)
     return PageContent(
         title=clip(title or found.title, MAX_TITLE_CHARS),
         text=found.markdown,
@@ -562,8 +584,13 @@ def _element_count(tree: LexborHTMLParser) -> int:
     return count
 
 
-def _host(url: str) -> str:
-    return (urlsplit(url).hostname or "").lower()
+def host_of(url: str) -> str:
+    """The host a fetch of url checks and connects to (an IDN in its ASCII form), lower
+    case; "" for what is not a URL with a host."""
+    try:
+        return httpx.URL(url).raw_host.decode("ascii").lower()
+    except (httpx.InvalidURL, UnicodeError, TypeError):
+        return ""
 
 
 def _word_count(text: str) -> int:
@@ -581,7 +608,7 @@ def _skip_reason(error: Exception) -> str:
     return f"unexpected {type(error).__name__}"
 
 
-_METADATA = ("author", "date", "site_name", "language")
+_METADATA = ("author", "date", "site_name", "language", "markdown")
 # A crawl's saved state keeps this much of its pages' text: it must fit one document.
 CHECKPOINT_TEXT_BYTES = 700 * 1024
 
@@ -607,36 +634,45 @@ class Crawl:
         self.pages.append(page)
         self.seen.add(urldefrag(page.url).url)
         # Same host as the first page, which passed the scope check; fetch re-checks anyway.
-        start_host = _host(self.pages[0].url)
+        start_host = host_of(self.pages[0].url)
         for link in page.content.links:
-            if link.url not in self.seen and _host(link.url) == start_host:
+            if link.url not in self.seen and host_of(link.url) == start_host:
                 self.seen.add(link.url)
                 self.queue.append(link.url)
 
     def state(self) -> dict[str, Any]:
-        """Plain data (maps in lists, never lists in lists: Firestore stores no such thing),
-        with the pages' text cut to fit a document together."""
+        """Plain data (maps in lists, never lists in lists: Firestore stores no such thing)
+        that fits one document: the pages' text cut to CHECKPOINT_TEXT_BYTES together, the
+        links a result shows of each page, and only the queue the attempts left can reach
+        (ten pages of a thousand links each would be megabytes)."""
         room = CHECKPOINT_TEXT_BYTES
         pages = []
         for page in self.pages:
-            text = page.content.text.encode("utf-8")[: max(room, 0)].decode("utf-8", "ignore")
+            text, _ = clip_markdown(page.content.text, max(room, 0))
             room -= len(text.encode("utf-8"))
+            links = page.content.links[:MAX_RESULT_LINKS]
             pages.append(
                 {
                     "url": page.url,
                     "title": page.content.title,
                     "text": text,
-                    "links": [{"url": k.url, "text": k.text} for k in page.content.links],
+                    "links": [{"url": k.url, "text": k.text} for k in links],
                     **{key: getattr(page.content, key) for key in _METADATA},
                     "words": page.words,
                     "truncated": page.truncated,
                 }
             )
+        queue = list(self.queue)[: max(self.attempts_left, 0)]
         return {
             "pages": pages,
             "skipped": [{"url": s.url, "reason": s.reason} for s in self.skipped],
-            "queue": list(self.queue),
-            "seen": sorted(self.seen),
+            "queue": queue,
+            # What must not be queued again: what was read, skipped or is queued.
+            "seen": sorted(
+                {urldefrag(p.url).url for p in self.pages}
+                | {s.url for s in self.skipped}
+                | set(queue)
+            ),
             "attempts_left": self.attempts_left,
             "total": self.total,
         }
@@ -653,7 +689,7 @@ class Crawl:
                     p["text"],
                     tuple(Link(**k) for k in p["links"]),
                     # Checkpoints saved before pages had metadata have none.
-                    **{key: p.get(key) for key in _METADATA},
+                    **{key: p[key] for key in _METADATA if key in p},
                     words=p["words"],
                 ),
                 p["words"],
@@ -758,7 +794,8 @@ class WebExtractTool:
         room = MAX_CONTENT_CHARS - len(skipped_note)  # the note must survive the cut
         sections = [
             # Each text clipped first: no page's whole text is copied just to be cut.
-            f"## {p.content.title or p.url}\n{p.url}\n\n{p.content.text[:room]}"
+            f"## {markdown_text(p.content.title or p.url)}\n{markdown_link(p.url, p.url)}\n\n"
+            + _shown(p.content, room)
             + (f"\n\n{page_cut}" if p.truncated else "")
             for p in pages
         ]
