@@ -221,6 +221,42 @@ def test_an_extracted_page_shows_as_markdown_with_its_table_charted(
     bars_drawn(page, chart)
 
 
+def test_a_research_asking_for_two_hosts_is_allowed_from_its_card_and_reports(
+    open_dashboard: Callable[[], Page], site: LocalServer
+) -> None:
+    """A research whose results sit on two other hosts pauses asking for both; "Allow … and
+    resume" adds both and the report comes back with its citations linked."""
+    tag = uuid.uuid4().hex[:8]
+    path = f"/research-{tag}"
+    site.page(path, PAGE_WITH_A_TABLE)
+    # Two other names of this machine's loopback: the same local site on two more hosts.
+    hosts = ["localhost", "127.1"]
+    site.json(
+        "/search",
+        {
+            "results": [
+                {"url": f"http://{host}:{site.port}{path}?{n}", "title": f"Source {n}"}
+                for n, host in enumerate(hosts, 1)
+            ]
+        },
+    )
+    page = open_dashboard()
+    page.get_by_label("Ask me").check()
+    mission_id = propose(page, f"research listener limits {tag}", domains="127.0.0.1")
+    launch(page, mission_id)
+    paused = card(page, "paused", mission_id)
+    expect(paused).to_have_attribute("data-status", "paused", timeout=20_000)
+    paused.get_by_role("button", name="Allow localhost, 127.1 and resume").click()
+    expect(card(page, "pipeline", mission_id)).to_have_attribute(
+        "data-status", "completed", timeout=20_000
+    )
+
+    body = open_artifact(page, mission_id, f"Research: listener limits {tag}")
+    citations = body.locator("a", has_text="[2]")
+    expect(citations.first).to_have_attribute("href", f"http://127.1:{site.port}{path}?2")
+    expect(body.locator("h3")).to_have_count(2)
+
+
 def test_markdown_shows_headings_lists_links_and_tables_with_a_chart_for_numbers(
     open_dashboard: Callable[[], Page], db: firestore.Client
 ) -> None:

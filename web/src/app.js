@@ -726,7 +726,8 @@ async function liftPause(form, card) {
     changes = { budget_usd: form.querySelector(".lift-budget").valueAsNumber };
   } else {
     const domains = mission.scope?.allowed_domains ?? [];
-    changes = { scope: { allowed_domains: [...new Set([...domains, form.dataset.host])] } };
+    const hosts = JSON.parse(form.dataset.hosts);
+    changes = { scope: { allowed_domains: [...new Set([...domains, ...hosts])] } };
   }
   await runAction(id, "lift", card, async () => {
     await api.modify(id, changes);

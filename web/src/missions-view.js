@@ -187,6 +187,11 @@ function input(type, value, attributes = {}) {
   return node;
 }
 
+// The hosts an out-of-scope pause asks to allow (a research may want several).
+export function wantedHosts(reason) {
+  return reason?.hosts?.length ? reason.hosts : reason?.host ? [reason.host] : [];
+}
+
 // The way out of a pause, by its reason: raise the budget to what it needs, or allow the host
 // it wants to reach; a pause its owner asked for is lifted with Resume alone.
 function renderLift(region, mission, idBase) {
@@ -194,9 +199,9 @@ function renderLift(region, mission, idBase) {
   const code = reason?.code;
   const liftable =
     (code === "budget_exceeded" && reason.needed_usd != null) ||
-    (code === "out_of_scope" && Boolean(reason.host));
+    (code === "out_of_scope" && wantedHosts(reason).length > 0);
   const wanted = liftable ? reason : null;
-  const key = wanted ? JSON.stringify([code, wanted.needed_usd, wanted.host]) : "";
+  const key = wanted ? JSON.stringify([code, wanted.needed_usd, wantedHosts(wanted)]) : "";
   if (region.dataset.key === key) return;
   region.dataset.key = key;
   if (!wanted) {
@@ -222,8 +227,8 @@ function renderLift(region, mission, idBase) {
     // Described by the card's error too, where a refusal of the new budget shows.
     form.append(field(idBase, "lift-budget", "New budget (USD)", budget, hint), submit);
   } else {
-    form.dataset.host = wanted.host;
-    submit.textContent = `Allow ${wanted.host} and resume`;
+    form.dataset.hosts = JSON.stringify(wantedHosts(wanted));
+    submit.textContent = `Allow ${wantedHosts(wanted).join(", ")} and resume`;
     form.append(submit);
   }
   submit.setAttribute("aria-describedby", `${idBase}-objective`);
