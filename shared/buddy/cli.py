@@ -324,7 +324,9 @@ SHOWN_LINES = 40
 _SHOWN_CHARS = 20_000
 # C0 and C1 control characters and DEL: ESC starts terminal sequences (colours, cursor moves,
 # OSC 8 links, OSC 52 clipboard writes), CR overwrites a line, BS erases. Newline and tab stay.
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+# And the bidirectional overrides and isolates, which show "invoice_\u202efdp.exe" as
+# "invoice_exe.pdf".
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 # A number as tables write one: 1,234 · -12.5% · $3 · 4.2e3.
 _NUMBER = re.compile(r"[-+]?[$€£]?\d[\d,]*(\.\d+)?([eE][-+]?\d+)?%?")
 

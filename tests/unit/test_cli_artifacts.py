@@ -197,8 +197,9 @@ def rich_renders(renderable: Any) -> str:
         ("ab\x08\x08xy", "abxy"),
         ("8-bit \x9b31m csi, \x9d osc, del \x7f, nul \x00", "8-bit 31m csi,  osc, del , nul "),
         ("keeps\ttabs\nand newlines", "keeps\ttabs\nand newlines"),
+        ("invoice_\u202efdp.exe and \u2066x\u2069", "invoice_fdp.exe and x"),
     ],
-    ids=["csi", "osc8", "osc52", "cr-overwrite", "crlf", "backspace", "c1-del-nul", "kept"],
+    ids=["csi", "osc8", "osc52", "cr-overwrite", "crlf", "backspace", "c1-del-nul", "kept", "bidi"],
 )
 def test_printable_drops_control_characters_but_newlines_and_tabs(hostile: str, safe: str) -> None:
     """ESC (so every CSI/OSC sequence), BEL, BS, C1 codes, DEL and NUL go; a CR becomes a
