@@ -307,11 +307,6 @@ class BraveProvider(_KeyedProvider):
     key_variable = "BRAVE_API_KEY"
     max_results = 20  # its `count` goes up to 20
 
-    def __init__(
-        self, key: ApiKey | str, base_url: str = BRAVE_URL, timeout: float = SEARCH_TIMEOUT
-    ) -> None:
-        super().__init__(key, base_url, timeout)
-
     def _ask(self, query: str, limit: int, deadline: float) -> Answer:
         return self._exchange(
             "GET",
@@ -360,11 +355,6 @@ class TavilyProvider(_KeyedProvider):
     label = "Tavily"
     key_variable = "TAVILY_API_KEY"
     max_results = 20
-
-    def __init__(
-        self, key: ApiKey | str, base_url: str = TAVILY_URL, timeout: float = SEARCH_TIMEOUT
-    ) -> None:
-        super().__init__(key, base_url, timeout)
 
     def _ask(self, query: str, limit: int, deadline: float) -> Answer:
         return self._exchange(
