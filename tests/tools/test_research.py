@@ -477,3 +477,27 @@ def test_many_results_outside_the_scope_keep_the_data_small(
     assert len(result.data["out_of_scope"]) == 20
     assert all(len(o["snippet"]) <= 300 for o in result.data["out_of_scope"])
     assert len(json.dumps(result.data)) < 64 * 1024
+
+
+def test_offline_a_research_fails_at_once_saying_what_to_configure(
+    monkeypatch: pytest.MonkeyPatch, make_context: MakeContext
+) -> None:
+    """No network (every name lookup fails): the default provider's search fails the tool,
+    not retried, with the providers to configure; nothing was saved to resume from."""
+    import socket
+
+    from buddy.config import Settings
+    from buddy.tools.search import provider_from_settings
+
+    def no_network(*args: object, **kwargs: object) -> object:
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_network)
+    context, saved = saving(make_context(objective="research the listener limits"))
+
+    with pytest.raises(ToolError) as error:
+        ResearchTool(provider_from_settings(Settings()), LOOPBACK).run(context)
+
+    assert "Cannot reach the search provider DuckDuckGo" in str(error.value)
+    assert "BUDDY_SEARCH_PROVIDER" in str(error.value)
+    assert error.value.transient is False and saved == []

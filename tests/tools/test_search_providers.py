@@ -707,13 +707,15 @@ LABELS = {
 
 @pytest.mark.parametrize("name", PROVIDERS)
 def test_an_unresolvable_host_fails_at_once_with_what_to_configure(name: str) -> None:
-    """A name that does not resolve (offline, or no such host) fails in well under a second,
-    not retried, saying what to configure."""
+    """A name that does not resolve (offline, or no such host) fails at once, without
+    waiting for the provider's timeout and not retried, saying what to configure."""
     started = time.monotonic()
     with pytest.raises(ToolError) as error:
         PROVIDERS[name]("https://search.invalid").search("python", 5)
 
-    assert time.monotonic() - started < 1
+    # Sooner than the provider's 7 s timeout would end it (the lookup's own failure, not a
+    # wait); a generous bound, as these machines are shared.
+    assert time.monotonic() - started < 5
     assert str(error.value).startswith(
         f"Cannot reach the search provider {LABELS[name]} (search.invalid): this machine looks "
         "offline, or the provider is blocked. "
@@ -735,15 +737,15 @@ def offline(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.mark.usefixtures("offline")
 def test_the_default_provider_offline_fails_the_tool_at_once(make_context: MakeContext) -> None:
-    """With no configuration on an offline machine, web_search fails in well under a second
-    with the words to configure another provider."""
+    """With no configuration on an offline machine, web_search fails at once with the words
+    to configure another provider."""
     tool = WebSearchTool(provider_from_settings(Settings()))
     started = time.monotonic()
 
     with pytest.raises(ToolError) as error:
         tool.run(make_context("find python tutorials"))
 
-    assert time.monotonic() - started < 1
+    assert time.monotonic() - started < 5  # no wait for the 7 s timeout, no retry
     assert str(error.value) == (
         "Cannot reach the search provider DuckDuckGo (html.duckduckgo.com): this machine looks "
         f"offline, or the provider is blocked. {CONFIGURE}"
