@@ -264,8 +264,10 @@ def test_research_mission_asks_for_a_host_then_reports_without_fetching_twice(
     assert "### [3] Realtime quotas" in artifact["content"]
     assert f"[\\[1\\]]({site.url(paths[0])})" in artifact["data"]["summary"]
     assert "Site footer" not in artifact["content"]
-    details = [(t["current_step"] or {}).get("detail") for t in watcher.trackers()]
-    assert any(d and d["unit"] == "sources" and d["total"] == 3 for d in details), details
+    # Sub-step detail, as the log keeps it (the latest in-step update of each write wins; a
+    # listener may see none of them when three local pages take less than a write interval).
+    progress = [e["message"] for e in events_of(alice, mission_id) if e["type"] == "step_progress"]
+    assert any(m.startswith("sources 3/3") for m in progress), progress
 
 
 def test_research_without_asking_lists_results_outside_the_scope(
