@@ -501,3 +501,26 @@ def test_offline_a_research_fails_at_once_saying_what_to_configure(
     assert "Cannot reach the search provider DuckDuckGo" in str(error.value)
     assert "BUDDY_SEARCH_PROVIDER" in str(error.value)
     assert error.value.transient is False and saved == []
+
+
+def test_a_resumed_research_finds_a_redirected_source_it_read(
+    server: LocalServer, sites: dict[str, str], make_context: MakeContext
+) -> None:
+    """A result that redirected (or had a fragment) is remembered by the result's URL: the
+    resumed run neither reads it again nor loses it."""
+    server.redirect("/moved", "/limits")
+    provider = ListProvider(
+        [hit(server.url("/moved"), "Moved", 1), hit(sites["listeners"] + "#part", "Frag", 2)]
+    )
+    tool = ResearchTool(provider, LOOPBACK)
+    context, saved = saving(make_context(objective="research limits"))
+    with pytest.raises(ToolPaused):
+        tool.run(replace(context, paused=lambda: "/limits" in server.paths))
+
+    result = tool.run(replace(context, checkpoint=saved[-1]))
+
+    assert server.paths.count("/limits") == 1 and server.paths.count("/moved") == 1
+    assert [s["url"] for s in result.data["sources"]] == [
+        sites["limits"],
+        sites["listeners"] + "#part",
+    ]

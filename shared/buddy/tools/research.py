@@ -104,14 +104,15 @@ class Research:
 
     query: str
     hits: list[SearchHit]
-    sources: dict[str, Source] = field(default_factory=dict)  # by URL
+    # By the URL of the result read (a source's own URL is where it led: a redirect's end).
+    sources: dict[str, Source] = field(default_factory=dict)
     asked: list[str] = field(default_factory=list)  # every host it has paused for
 
     def state(self) -> dict[str, Any]:
         return {
             "query": self.query,
             "hits": [asdict(h) for h in self.hits],
-            "sources": [asdict(s) for s in self.sources.values()],
+            "sources": [{"result": url, **asdict(s)} for url, s in self.sources.items()],
             "asked": list(self.asked),
         }
 
@@ -119,11 +120,15 @@ class Research:
     def restored(cls, state: Mapping[str, Any] | None) -> Research | None:
         if not state or "hits" not in state:
             return None
-        sources = [Source(**s) for s in state.get("sources", [])]
+        sources = {}
+        for saved in state.get("sources", []):
+            fields = dict(saved)
+            result = str(fields.pop("result", fields["url"]))
+            sources[result] = Source(**fields)
         return cls(
             state["query"],
             [SearchHit(**h) for h in state["hits"]],
-            {s.url: s for s in sources},
+            sources,
             list(state.get("asked", [])),
         )
 
