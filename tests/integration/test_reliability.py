@@ -218,7 +218,8 @@ def test_cancel_at_each_step_and_racing_completion(
     the cancel's own answer shows running (or, for the tool's step, at its start when the
     running tool noticed the cancel and stopped) with steps 1..j completed, its percent, and
     an artifact only if artifact_creation completed; or, when the worker reached the end
-    first (always for a cancel during finalize), completed with every step.
+    first (always for a cancel during finalize), completed with every step — and a cancel
+    answered 409 found it completed already.
 
     Which boundary is timing: the worker learns of a cancel from its own writes, at most one
     per progress interval, and a loaded emulator may take seconds to record the cancel (one
@@ -240,8 +241,11 @@ def test_cancel_at_each_step_and_racing_completion(
                 [(s, m, w) for s, (m, w) in zip(STEP_NAMES, runs, strict=True)],
             )
         )
-    assert [status for status, _ in answers] == [200] * len(runs)
-    for (mission_id, watcher), (_, landed) in zip(runs, answers, strict=True):
+    # 409: the mission had ended before the cancel was recorded (it then must have completed).
+    assert {status for status, _ in answers} <= {200, 409}, answers
+    for (mission_id, watcher), (status, landed) in zip(runs, answers, strict=True):
+        if status == 409:
+            landed = "finalize"
         index = STEP_NAMES.index(landed)
         final = watcher.wait_terminal(timeout=60)
         types = [e["type"] for e in events_of(alice, mission_id)]
