@@ -275,11 +275,7 @@ class SearxngProvider(_HttpProvider):
         return super()._refusal(answer)
 
     def _parse(self, body: bytes) -> list[SearchHit]:
-        results = json.loads(body)["results"]
-        return [
-            _hit(item.get("url"), item.get("title"), item.get("content"), item.get("score"))
-            for item in results
-        ]
+        return _scored_results(body)
 
 
 class _KeyedProvider(_HttpProvider):
@@ -386,11 +382,7 @@ class TavilyProvider(_KeyedProvider):
         return super()._refusal(answer)
 
     def _parse(self, body: bytes) -> list[SearchHit]:
-        results = json.loads(body)["results"]
-        return [
-            _hit(item.get("url"), item.get("title"), item.get("content"), item.get("score"))
-            for item in results
-        ]
+        return _scored_results(body)
 
 
 def _tavily_detail(body: bytes) -> str:
@@ -418,6 +410,15 @@ def _html_text(value: Any) -> str:
         return ""
     fragment = LexborHTMLParser(f"<body>{value}</body>").body
     return fragment.text(deep=True, separator="", strip=False) if fragment else ""
+
+
+def _scored_results(body: bytes) -> list[SearchHit]:
+    """The hits of an answer shaped {"results": [{url, title, content, score}]} (SearXNG's
+    and Tavily's alike)."""
+    return [
+        _hit(item.get("url"), item.get("title"), item.get("content"), item.get("score"))
+        for item in json.loads(body)["results"]
+    ]
 
 
 def _score(value: Any) -> float:
