@@ -15,6 +15,7 @@ import contextlib
 import json
 import os
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -24,10 +25,10 @@ import time
 import urllib.request
 import zipfile
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from buddy.config import LOCAL_HOST, LocalPorts
+from buddy.config import LOCAL_HOST, LOCAL_USER_UID, LocalPorts
 
 ROOT = Path(__file__).resolve().parents[2]
 CACHE = ROOT / ".cache"
@@ -51,6 +52,14 @@ CHROMIUM_FLAGS = [
     "--disable-sync",
     "--no-first-run",
 ]
+# Where the local stack keeps the emulators' data between runs (gitignored).
+DATA = ROOT / ".emulator-data"
+# A function process that exits is started again within this many seconds.
+RESTART_SECONDS = 2.0
+# How long a function may take to finish what it is doing when the stack stops.
+STOP_SECONDS = 3.0
+# How long firebase-tools may take to save the data and stop once asked.
+EXPORT_SECONDS = 60
 # How often the local stack sweeps, standing in for Cloud Scheduler.
 SWEEP_EVERY_SECONDS = float(os.environ.get("BUDDY_SWEEP_EVERY_SECONDS", "30"))
 
@@ -79,7 +88,21 @@ def emulator_binary_env() -> dict[str, str]:
     return env
 
 
-def configure(ports: LocalPorts | None = None) -> None:
+@dataclass(frozen=True)
+class Place:
+    """Where a stack keeps what firebase-tools runs with. The default is the checkout itself;
+    a second stack beside it (the restart tests) gets a folder of its own, with a copy of the
+    dashboard, so that it changes nothing the first one serves."""
+
+    firebase_config: Path = LOCAL_FIREBASE_CONFIG
+    public: Path = DASHBOARD_CONFIG.parent
+
+    @classmethod
+    def beside(cls, folder: Path) -> Place:
+        return cls(folder / "firebase.json", folder / "public")
+
+
+def configure(ports: LocalPorts | None = None, place: Place = Place()) -> None:
     """Writes what firebase-tools and the dashboard read, from the one source of ports:
     firebase.local.json (firebase.json plus the emulators) and web/public/buddy-config.json."""
     ports = ports or LocalPorts.from_env()
@@ -92,7 +115,11 @@ def configure(ports: LocalPorts | None = None) -> None:
         "ui": {"enabled": False},  # it would be downloaded, and this machine is offline
         "singleProjectMode": True,
     }
-    LOCAL_FIREBASE_CONFIG.write_text(json.dumps(config, indent=2) + "\n")
+    if place != Place():
+        shutil.copytree(DASHBOARD_CONFIG.parent, place.public, dirs_exist_ok=True)
+        config["firestore"] = {k: str(ROOT / v) for k, v in config["firestore"].items()}
+        config["hosting"]["public"] = str(place.public)
+    place.firebase_config.write_text(json.dumps(config, indent=2) + "\n")
     dashboard = {
         "apiUrl": ports.url("api"),
         "useEmulators": True,
@@ -100,8 +127,10 @@ def configure(ports: LocalPorts | None = None) -> None:
             "auth": ports.url("auth"),
             "firestore": {"host": LOCAL_HOST, "port": ports.firestore},
         },
+        # The one user the CLI and the dashboard share locally until someone signs in.
+        "localUser": {"uid": LOCAL_USER_UID},
     }
-    DASHBOARD_CONFIG.write_text(json.dumps(dashboard, indent=2) + "\n")
+    (place.public / DASHBOARD_CONFIG.name).write_text(json.dumps(dashboard, indent=2) + "\n")
 
 
 def wait_for_port(port: int, timeout: float = 90.0, host: str = LOCAL_HOST) -> None:
@@ -135,10 +164,16 @@ class Function:
     target: str
     port: int
     process: subprocess.Popen[bytes] | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    log_path: Path | None = None
 
     @property
     def url(self) -> str:
         return f"http://{LOCAL_HOST}:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process else None
 
     @property
     def command(self) -> list[str]:
@@ -158,21 +193,31 @@ class Function:
         ]
 
     def start(self, env: Mapping[str, str] | None = None, log_path: Path | None = None) -> None:
-        output = open(log_path, "ab") if log_path else None  # noqa: SIM115 - lives with the process
+        """Starts the process and waits until it listens."""
+        self.spawn(env, log_path)
+        wait_for_port(self.port, timeout=30)
+
+    def spawn(self, env: Mapping[str, str] | None = None, log_path: Path | None = None) -> None:
+        """Starts the process (again, with the last env and log when given none)."""
+        self.env = dict(env if env is not None else self.env)
+        self.log_path = log_path or self.log_path
+        output = open(self.log_path, "ab") if self.log_path else None  # noqa: SIM115
         self.process = subprocess.Popen(
             self.command,
-            env={**os.environ, **(env or {})},
+            env={**os.environ, **self.env},
             stdout=output,
             stderr=output,
             start_new_session=True,
         )
-        wait_for_port(self.port, timeout=30)
+        if output:
+            output.close()  # the process has its own copy
 
-    def stop(self) -> None:
+    def stop(self, grace: float = 10) -> None:
+        """SIGTERM, and SIGKILL if it has not exited after `grace` seconds."""
         if self.process and self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGTERM)
             try:
-                self.process.wait(timeout=10)
+                self.process.wait(timeout=grace)
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
@@ -230,28 +275,117 @@ def set_up_pubsub(worker_url: str, dead_letter_url: str) -> None:
     )
 
 
-def up() -> int:
-    from buddy.config import Settings
+def exit_reason(code: int) -> str:
+    return f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit status {code}"
 
-    settings = Settings.from_env()
-    project = settings.project_id
-    ports = LocalPorts.from_env()
-    configure(ports)
-    emulators = subprocess.Popen(
+
+class Supervisor(threading.Thread):
+    """Starts a function again when its process exits, as Cloud Functions starts a new
+    instance: within RESTART_SECONDS, and says so. One that dies again soon after a restart
+    waits a little longer each time in a row, never longer than that."""
+
+    def __init__(self, functions: list[Function]) -> None:
+        super().__init__(name="supervisor", daemon=True)
+        self.functions = functions
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        started = {f.target: time.monotonic() for f in self.functions}
+        dead_since: dict[str, float] = {}
+        streak = {f.target: 0 for f in self.functions}
+        while not self.stopped.wait(0.1):
+            for function in self.functions:
+                process, now = function.process, time.monotonic()
+                if process is None or process.poll() is None:
+                    continue
+                name = function.target
+                if name not in dead_since:
+                    # What it started (functions-framework's server processes) goes with it.
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(process.pid, signal.SIGKILL)
+                    dead_since[name] = now
+                    lived = now - started[name]
+                    streak[name] = streak[name] + 1 if lived < 10 else 0
+                    say(f"{name} (pid {process.pid}) stopped: {exit_reason(process.returncode)}")
+                delay = min(RESTART_SECONDS - 0.5, 0.25 * 2 ** streak[name]) if streak[name] else 0
+                if now - dead_since[name] < delay:
+                    continue
+                function.spawn()
+                took = time.monotonic() - dead_since.pop(name)
+                started[name] = time.monotonic()
+                say(f"{name} restarted as pid {function.pid} after {took:.1f}s")
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self.join(timeout=5)
+
+
+def say(line: str) -> None:
+    """One line of the stack's own log, timestamped, on stderr."""
+    print(f"{time.strftime('%H:%M:%S')} » {line}", file=sys.stderr, flush=True)
+
+
+def resume_interrupted() -> None:
+    """Missions a stop interrupted (running, or queued in a Pub/Sub emulator that forgot its
+    messages) are sent to the worker again now that it is back."""
+    from buddy import bootstrap
+
+    done = bootstrap.app().recovery.restarted()
+    if done["republished"] or done["failed"] or done["cancelled"]:
+        say(f"missions interrupted by the last stop: {done}")
+
+
+def start_emulators(project: str, place: Place, data: Path, fresh: bool) -> subprocess.Popen[bytes]:
+    """firebase-tools with this stack's config, importing the data the last clean stop saved
+    (unless fresh) and saving it again when it stops."""
+    if fresh and data.exists():
+        previous = data.with_name(data.name + ".previous")
+        shutil.rmtree(previous, ignore_errors=True)
+        data.rename(previous)
+        say(f"starting empty; the data saved last is kept in {previous}")
+    # firebase-tools skips an --import folder that does not exist yet (the first start).
+    kept = [] if fresh else ["--import", str(data)]
+    return subprocess.Popen(
         [
             "firebase",
             "emulators:start",
             "--config",
-            LOCAL_FIREBASE_CONFIG.name,
+            str(place.firebase_config),
             "--only",
             EMULATORS,
             "--project",
             project,
+            *kept,
+            "--export-on-exit",
+            str(data),
         ],
         cwd=ROOT,
         env={**os.environ, **emulator_binary_env()},
         start_new_session=True,
     )
+
+
+def stop_emulators(emulators: subprocess.Popen[bytes], data: Path) -> None:
+    """Ctrl-C for firebase-tools: it saves the emulators' data, then stops them."""
+    if emulators.poll() is not None:
+        return
+    say(f"saving the emulators' data to {data}")
+    os.killpg(emulators.pid, signal.SIGINT)
+    try:
+        emulators.wait(timeout=EXPORT_SECONDS)
+    except subprocess.TimeoutExpired:
+        say(f"the emulators did not stop within {EXPORT_SECONDS}s: killed, nothing saved")
+        os.killpg(emulators.pid, signal.SIGKILL)
+        emulators.wait()
+
+
+def up(data: Path = DATA, fresh: bool = False, place: Place = Place()) -> int:
+    from buddy.config import Settings
+
+    settings = Settings.from_env()
+    project = settings.project_id
+    ports = LocalPorts.from_env()
+    configure(ports, place)
     functions = [
         Function("api", ports.api),
         Function("worker", ports.worker),
@@ -259,14 +393,19 @@ def up() -> int:
         Function("dead_letter", ports.dead_letter),
         Function("scheduler", ports.scheduler),
     ]
-    stopping = False
+    stopping = threading.Event()
+    tickers: list[Ticker] = []
+    supervisor = Supervisor(functions)
 
     def stop(*_: object) -> None:
-        nonlocal stopping
-        stopping = True
+        if not stopping.is_set() and not supervisor.is_alive():
+            stopping.set()
+            raise KeyboardInterrupt  # still starting: stop waiting for it
+        stopping.set()
 
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
+    emulators = start_emulators(project, place, data, fresh)
     try:
         shown = {"Firestore": "firestore", "Pub/Sub": "pubsub", "Auth": "auth"}
         shown["Dashboard (Hosting)"] = "hosting"
@@ -278,41 +417,57 @@ def up() -> int:
             function.start(local)
         set_up_pubsub(functions[1].url, functions[3].url)
         wait_for_http(functions[0].url + "/healthz")
+        supervisor.start()
+        resume_interrupted()
         print("\nBuddy Missions is up (Ctrl-C stops everything):", flush=True)
         for label, name in shown.items():
             print(f"  {label:<20} {ports.url(name)}")
         print(f"  {'HTTP API':<20} {functions[0].url}")
-        print(f"  {'Stage worker':<20} {functions[1].url}")
+        print(f"  {'Stage worker':<20} {functions[1].url} (pid {functions[1].pid})")
         print(f"  {'Dead letters':<20} {functions[3].url}")
         tick = settings.scheduler_tick_seconds
         print(f"  {'Sweeper':<20} {functions[2].url} (every {SWEEP_EVERY_SECONDS:g}s)")
-        print(f"  {'Scheduler':<20} {functions[4].url} (every {tick:g}s)", flush=True)
+        print(f"  {'Scheduler':<20} {functions[4].url} (every {tick:g}s)")
+        print(f"  {'Data':<20} {data} (saved on Ctrl-C; --fresh starts empty)", flush=True)
         tickers = [
             Ticker(functions[2].url, "sweep", SWEEP_EVERY_SECONDS),
             Ticker(functions[4].url, "tick", tick),
         ]
         for ticker in tickers:
             ticker.start()
-        while not stopping and emulators.poll() is None:
-            time.sleep(0.5)
+        while not stopping.is_set() and emulators.poll() is None:
+            stopping.wait(0.5)
+        if not stopping.is_set():
+            say(f"the emulators stopped ({exit_reason(emulators.returncode or 0)})")
+        return 0 if stopping.is_set() else 1
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        say("stopping")
         for ticker in tickers:
             ticker.stop()
-        return 0 if stopping else 1
-    finally:
-        print("\nStopping…", flush=True)
+        supervisor.stopped.set()
+        if supervisor.is_alive():
+            supervisor.join(timeout=5)
+        # The functions first: nothing writes to the emulators while they save their data.
+        # A worker gets a moment to finish a quick step; a longer one resumes after a restart.
         for function in functions:
-            function.stop()
-        if emulators.poll() is None:
-            os.killpg(emulators.pid, signal.SIGINT)
-            try:
-                emulators.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(emulators.pid, signal.SIGKILL)
+            function.stop(grace=STOP_SECONDS)
+        stop_emulators(emulators, data)
+        say("stopped")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m buddy.devstack")
     parser.add_argument("command", choices=["up", "configure", "emulator-env"])
+    parser.add_argument("--fresh", action="store_true", help="start with no data (up)")
+    parser.add_argument("--data", type=Path, default=DATA, help="where data is kept (up)")
+    parser.add_argument(
+        "--beside",
+        type=Path,
+        metavar="DIR",
+        help="a second stack on other ports (BUDDY_*_PORT): its config in DIR (up)",
+    )
     args = parser.parse_args(argv)
     if args.command == "configure":
         configure()
@@ -327,7 +482,8 @@ def main(argv: list[str] | None = None) -> int:
         for name, value in exports.items():
             print(f"export {name}={shlex.quote(value)}")
         return 0
-    return up()
+    place = Place.beside(args.beside) if args.beside else Place()
+    return up(args.data.resolve(), args.fresh, place)
 
 
 if __name__ == "__main__":

@@ -525,6 +525,38 @@ def test_sweeper_gives_up_after_its_bound_and_honours_cancels(
     assert publisher.published == []
 
 
+def test_after_a_restart_every_running_and_queued_mission_is_taken_up_at_once(
+    store: FakeMissionStore, publisher: FakePublisher, clock: FakeClock, recovery: Recovery
+) -> None:
+    """The local stack stopped mid-run and started again: a run whose lease has not run out
+    yet is resumed now (its lease let go, so a worker takes it without waiting), a fresh
+    queued one is sent again, a cancelled one ends, paused and finished ones stay as they are."""
+    running = seed_mission(store, mission_id="m_running", status="running")
+    store.put(replace(store.missions[running], lease_expires_at=clock.now + timedelta(seconds=50)))
+    queued = seed_mission(store, mission_id="m_queued", status="queued")
+    store.put(replace(store.missions[queued], queued_at=clock.now - timedelta(seconds=5)))
+    cancelled = seed_mission(store, mission_id="m_cancel", status="running")
+    lease = clock.now + timedelta(seconds=50)
+    store.put(replace(store.missions[cancelled], lease_expires_at=lease, cancel_requested=True))
+    untouched = {
+        mid: store.missions[mid]
+        for mid in (
+            seed_mission(store, mission_id="m_paused", status="paused"),
+            seed_mission(store, mission_id="m_done", status="completed"),
+            seed_mission(store, mission_id="m_proposed", status="proposed"),
+        )
+    }
+
+    assert recovery.restarted() == {"republished": 2, "failed": 0, "cancelled": 1, "skipped": 0}
+    assert sorted(publisher.published) == [queued, running]
+    resumed = store.missions[running]
+    assert (resumed.status, resumed.record.recoveries) == (Status.RUNNING, 1)
+    assert not resumed.lease_live(clock.now)
+    assert store.missions[queued].queued_at == clock.now
+    assert store.missions[cancelled].status == Status.CANCELLED
+    assert {mid: store.missions[mid] for mid in untouched} == untouched
+
+
 @pytest.mark.parametrize(
     ("status", "lease_in", "ends"),
     [

@@ -433,14 +433,18 @@ def cancel_stalled(mission: Mission, now: datetime) -> Change:
     return ended(mission, Status.CANCELLED, now, cancelled_event(mission, how))
 
 
-def recovered(mission: Mission, now: datetime) -> Change:
-    """Sent to a worker again; a queued one counts its wait afresh from now."""
+def recovered(mission: Mission, now: datetime, orphaned: bool = False) -> Change:
+    """Sent to a worker again; a queued one counts its wait afresh from now. An orphaned one's
+    worker is known to be gone (the local stack restarted): its lease is let go, so the next
+    delivery takes over at once instead of waiting it out."""
     record = mission.record
     again = replace(
         mission, updated_at=now, execution_record=replace(record, recoveries=record.recoveries + 1)
     )
     if mission.status == Status.QUEUED:
         again = replace(again, queued_at=now)
+    elif orphaned:
+        again = replace(again, lease_expires_at=now)
     return Change(again)
 
 

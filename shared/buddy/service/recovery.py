@@ -69,6 +69,19 @@ class Recovery:
             log.info("swept a mission", extra={"mission_id": mission.mission_id, "action": action})
         return done
 
+    def restarted(self) -> dict[str, int]:
+        """The local stack started again: no worker outlived the stop and the Pub/Sub emulator
+        forgot its messages, so every running or queued mission is sent again now (a recovery
+        each, or ended as a sweep would) rather than once its lease or queue wait runs out."""
+        now = self.clock()
+        later = now + timedelta(days=1)  # past every lease and queue wait
+        done = {"republished": 0, "failed": 0, "cancelled": 0, "skipped": 0}
+        for mission in self.store.stalled(later) + self.store.queued_before(later):
+            action = self._recover(mission.mission_id, now, orphaned=True)
+            done[action] += 1
+            log.info("resumed after a restart", extra={"mission_id": mission.mission_id})
+        return done
+
     def _expire(self, mission_id: str, now: datetime) -> str:
         """Fails a mission whose pause expired, unless its owner answered meanwhile."""
 
@@ -92,12 +105,16 @@ class Recovery:
         deadline = now - timedelta(seconds=self.queue_timeout_seconds)
         return mission.status == Status.QUEUED and (mission.queued_at or now) <= deadline
 
-    def _recover(self, mission_id: str, now: datetime) -> str:
+    def _recover(self, mission_id: str, now: datetime, orphaned: bool = False) -> str:
         outcome = "skipped"
 
         def decide(mission: Mission) -> Change:
             nonlocal outcome
-            stalled, stuck = lifecycle.stalled(mission, now), self._stuck(mission, now)
+            if orphaned:
+                stalled = mission.status == Status.RUNNING
+                stuck = mission.status == Status.QUEUED
+            else:
+                stalled, stuck = lifecycle.stalled(mission, now), self._stuck(mission, now)
             if not (stalled or stuck):
                 outcome = "skipped"  # a worker got to it meanwhile
                 return Change()
@@ -111,7 +128,7 @@ class Recovery:
                 message = f"Stalled: {what}, and {recoveries} recoveries did not help"
                 return lifecycle.give_up(mission, now, "stalled", message)
             outcome = "republished"
-            return lifecycle.recovered(mission, now)
+            return lifecycle.recovered(mission, now, orphaned)
 
         try:
             self.store.apply(mission_id, decide)
