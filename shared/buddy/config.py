@@ -21,6 +21,8 @@ DEAD_LETTER_TOPIC = "mission-executions-dead"
 MAX_DELIVERY_ATTEMPTS = 5
 MAX_BODY_BYTES = 64 * 1024
 LOCAL_HOST = "127.0.0.1"
+# Locally, the CLI and the dashboard act as this Auth-emulator user until someone signs in.
+LOCAL_USER_UID = "local-user"
 
 
 @dataclass(frozen=True)
