@@ -8,6 +8,9 @@
     buddy recipe run calculate --param expression=6*7   # a recipe, by id or name
     buddy rate m_123 5 --comment "spot on"
     buddy stats                            # per tool: outcomes, ratings, what selection learned
+    buddy login                            # sign in in the dashboard; the CLI acts as that account
+    buddy whoami                           # who the commands act as, on which project
+    buddy open m_123                       # that mission in the dashboard, as the same account
 
 Exit status: 0 done (mission completed), 1 mission failed or an API error, 2 mission cancelled
 (or a usage error), 3 API unreachable, 4 mission paused (waiting for you: edit and resume it),
@@ -26,17 +29,21 @@ prints the commands that would, and exits 4.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import itertools
 import json
+import os
 import re
 import sys
 import time
+import webbrowser
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated, Any, TypeVar
+from urllib.parse import quote, urlencode
 
 import typer
 from rich.console import Console, RenderableType
@@ -48,6 +55,8 @@ from rich.table import Column, Table
 from rich.text import Text
 from typer.exceptions import TyperException
 
+from buddy import accounts
+from buddy import login as browser_login
 from buddy.client import (
     PAUSED,
     TERMINAL,
@@ -87,6 +96,7 @@ app = typer.Typer(
 @dataclass
 class Options:
     api_url: str | None = None
+    project: str | None = None
     debug: bool = False
     json: bool = False
 
@@ -725,7 +735,7 @@ def _confirm(question: str) -> bool:
 
 
 def _client() -> BuddyClient:
-    return BuddyClient.from_env(api_url=OPTIONS.api_url)
+    return BuddyClient.from_env(api_url=OPTIONS.api_url, project=OPTIONS.project)
 
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -765,18 +775,28 @@ def _options(
         str | None,
         typer.Option("--api-url", envvar="BUDDY_API_URL", help="The API's base URL."),
     ] = None,
+    project: Annotated[
+        str | None,
+        typer.Option(
+            "--project",
+            help="The Firebase project (default: BUDDY_PROJECT_ID, GOOGLE_CLOUD_PROJECT or "
+            "GCLOUD_PROJECT, else the one signed in to last, else demo-buddy).",
+        ),
+    ] = None,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
     as_json: Json = False,
 ) -> None:
     """Run Buddy Missions and watch their progress live.
 
-    Locally, signs in anonymously on the Auth emulator (cached in ~/.config/buddy);
-    elsewhere, set BUDDY_ID_TOKEN.
+    Acts as the account `buddy login` signed in to the project (stored in ~/.config/buddy);
+    locally (a demo- project), until someone signs in, as the local user the dashboard uses
+    too. BUDDY_ID_TOKEN, when set, wins over both.
 
     Exit status: 0 completed, 1 failed or error, 2 cancelled, 3 API unreachable,
     4 paused (waiting for you), 130 Ctrl-C.
     """
-    OPTIONS.api_url, OPTIONS.debug, OPTIONS.json = api_url, debug, as_json
+    OPTIONS.api_url, OPTIONS.project = api_url, project
+    OPTIONS.debug, OPTIONS.json = debug, as_json
 
 
 def _create(
@@ -1635,6 +1655,123 @@ def stats(as_json: Json = False) -> int:
             _say("  selection: not adjusted by ratings yet")
         for adjustment in adjustments:
             _say(f"  selection for {adjustment_line(adjustment)}")
+    return 0
+
+
+# ---- accounts -----------------------------------------------------------------------------------
+
+NoBrowser = Annotated[
+    bool, typer.Option("--no-browser", help="Print the URL only; open no browser.")
+]
+NO_BROWSER = "No browser could be opened here: open the URL yourself."
+
+
+def dashboard_link(dashboard: str, uid: str, mission_id: str | None = None) -> str:
+    """`<dashboard>/?as=<uid>#m=<mission>`: the page signs in as (locally) or asks for (in
+    production) that account, then shows the mission."""
+    link = dashboard.rstrip("/") + "/" + (f"?{urlencode({'as': uid})}" if uid else "")
+    return link + (f"#m={quote(mission_id, safe='')}" if mission_id else "")
+
+
+def _target() -> tuple[accounts.Credentials, str]:
+    """The credentials file, and the project the commands are for."""
+    credentials = accounts.Credentials(accounts.credentials_path())
+    return credentials, accounts.target_project(credentials, os.environ, OPTIONS.project)
+
+
+@app.command()
+@_handled
+def login(
+    no_browser: NoBrowser = False,
+    dashboard: Annotated[
+        str | None,
+        typer.Option(
+            "--dashboard-url",
+            help="Where to sign in (default: BUDDY_DASHBOARD_URL, else the dashboard of the "
+            "last sign-in, the local one for a demo- project, else https://PROJECT.web.app).",
+        ),
+    ] = None,
+    timeout: Annotated[
+        float, typer.Option("--timeout", min=1, help="Seconds to wait for the browser.")
+    ] = browser_login.DEFAULT_TIMEOUT_SECONDS,
+) -> int:
+    """Sign in in the dashboard (your browser) and let the CLI act as that account.
+
+    The account is stored for its project, which becomes the current one; its ID token is
+    refreshed as it expires, until `buddy logout`. Exit status: 0 signed in, 1 cancelled in
+    the browser or timed out.
+    """
+    credentials, project = _target()
+    url = accounts.dashboard_url(project, credentials.account(project), given=dashboard)
+    signed_in = browser_login.login(credentials, url, _say, timeout, open_browser=not no_browser)
+    account = signed_in.account
+    _say(f"Signed in as {account.name} (uid {account.uid}) to project {signed_in.project}.")
+    return 0
+
+
+WHOSE = {
+    "BUDDY_ID_TOKEN": "the ID token in BUDDY_ID_TOKEN",
+    "buddy login": "buddy login",
+    "local user": "the local user, shared with the dashboard (buddy login for another account)",
+}
+
+
+@app.command()
+@_handled
+def whoami(as_json: Json = False) -> int:
+    """Who the commands act as: the account, its project, its API and dashboard."""
+    credentials, project = _target()
+    me = accounts.identity(project, credentials)
+    stored = credentials.account(project)
+    try:
+        api: str | None = accounts.api_url(project, stored, given=OPTIONS.api_url)
+    except accounts.NotConfigured:
+        api = None
+    dashboard = accounts.dashboard_url(project, stored)
+    if as_json or OPTIONS.json:
+        _json({**dataclasses.asdict(me), "api_url": api, "dashboard_url": dashboard})
+        return 0
+    _say(f"Signed in as {me.name} (uid {me.uid or 'unknown'}) to project {project}")
+    provider = f" ({me.provider})" if me.provider and me.source == "buddy login" else ""
+    _say(f"  through    {WHOSE[me.source]}{provider}")
+    _say(f"  API        {api or 'none known: pass --api-url'}")
+    _say(f"  dashboard  {dashboard}")
+    return 0
+
+
+@app.command()
+@_handled
+def logout() -> int:
+    """Forget the sign-in to the project on this computer."""
+    credentials, project = _target()
+    removed = credentials.remove(project)
+    if removed is None:
+        _say(f"Not signed in to {project}.")
+    else:
+        _say(f"Signed out of {project} ({removed.name}).")
+    if os.environ.get("BUDDY_ID_TOKEN"):
+        _say("BUDDY_ID_TOKEN is still set: commands act as its user.", "yellow")
+    elif accounts.is_local(project):
+        _say("Commands on it act as the local user until you buddy login again.")
+    return 0
+
+
+@app.command("open")
+@_handled
+def open_dashboard(
+    mission_id: Annotated[str | None, typer.Argument(help="A mission to show there.")] = None,
+    no_browser: NoBrowser = False,
+) -> int:
+    """Open the dashboard as the account the commands use, showing MISSION if given."""
+    credentials, project = _target()
+    me = accounts.identity(project, credentials)
+    if mission_id is not None:
+        _client().get(mission_id)  # a mission not found (or not yours) is said here
+    dashboard = accounts.dashboard_url(project, credentials.account(project))
+    url = dashboard_link(dashboard, me.uid, mission_id)
+    _say(url)
+    if not no_browser and not webbrowser.open(url):
+        _say(NO_BROWSER, to=errors)
     return 0
 
 

@@ -9,6 +9,10 @@
     for snapshot in client.watch(mission["mission_id"]):
         print(snapshot["progress_percent"], snapshot["status"])
 
+`from_env` acts as the user of BUDDY_ID_TOKEN if set, else as the account `buddy login` stored
+for the project, its ID token refreshed as it expires, else locally (a demo- project) as the
+local user the dashboard uses too (see buddy.accounts).
+
 Lifecycle calls go through the HTTP API; `watch` listens to the mission's Firestore document
 (a realtime listener, no polling; see buddy.adapters.firestore_listener). Every failure is a
 `BuddyError`, its message meant for a person.
@@ -32,15 +36,11 @@ from (`tool_stats` shows what it learned):
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
 import queue
 import time
 from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import httpx
@@ -52,8 +52,6 @@ from buddy.domain.mission import Status, iso
 _LOCAL = LocalPorts.from_env()
 DEFAULT_API_URL = _LOCAL.url("api")
 DEFAULT_PROJECT_ID = PROJECT_ID
-DEFAULT_AUTH_EMULATOR = _LOCAL.address("auth")
-DEFAULT_FIRESTORE_EMULATOR = _LOCAL.address("firestore")
 TERMINAL = frozenset(status.value for status in TERMINAL_STATUSES)
 # Not terminal, but nothing happens until its owner acts: where a watch stops by default.
 PAUSED = Status.PAUSED.value
@@ -255,86 +253,13 @@ def snapshot_of(doc: Mapping[str, Any]) -> Snapshot:
     }
 
 
-def credentials_path(env: Mapping[str, str] = os.environ) -> Path:
-    base = env.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
-    return Path(base) / "buddy" / "credentials.json"
+class TokenSource(Protocol):
+    """Where a client gets its ID tokens when none is given (buddy.accounts.Session)."""
 
-
-@dataclass
-class EmulatorAuth:
-    """An anonymous user of the Auth emulator, cached on disk so that every command of one
-    person acts as the same user (and so sees the same missions)."""
-
-    host: str = DEFAULT_AUTH_EMULATOR
-    path: Path | None = None
-    timeout: float = 10.0
-    http: httpx.Client | None = None
-
-    def __post_init__(self) -> None:
-        self.path = self.path or credentials_path()
-
-    def token(self) -> str:
-        cached = self._load()
-        return cached["idToken"] if cached else self._save(self._sign_up())
+    def token(self) -> str: ...
 
     def renew(self) -> str:
-        """A fresh token for the same user when the refresh token still works, else a new user
-        (the emulator forgets its users when it restarts)."""
-        cached = self._load()
-        if cached and cached.get("refreshToken"):
-            with contextlib.suppress(BuddyError):
-                return self._save(self._refresh(cached["refreshToken"]))
-        return self._save(self._sign_up())
-
-    def _sign_up(self) -> dict[str, str]:
-        body = self._post(
-            "identitytoolkit.googleapis.com/v1/accounts:signUp", json={"returnSecureToken": True}
-        )
-        return {k: body[k] for k in ("idToken", "refreshToken", "localId")}
-
-    def _refresh(self, refresh_token: str) -> dict[str, str]:
-        body = self._post(
-            "securetoken.googleapis.com/v1/token",
-            data={"grant_type": "refresh_token", "refresh_token": refresh_token},
-        )
-        return {
-            "idToken": body["id_token"],
-            "refreshToken": body["refresh_token"],
-            "localId": body["user_id"],
-        }
-
-    def _post(self, path: str, **kwargs: Any) -> dict[str, Any]:
-        url = f"http://{self.host}/{path}"
-        try:
-            post = self.http.post if self.http else httpx.post
-            response = post(url, params={"key": "local"}, timeout=self.timeout, **kwargs)
-        except httpx.TransportError:
-            raise ApiUnreachable(
-                f"cannot reach the Auth emulator at {self.host} — start it with scripts/run.sh"
-            ) from None
-        if not response.is_success:
-            raise NotAuthenticated(f"the Auth emulator refused to sign in: {response.text[:200]}")
-        return dict(response.json())
-
-    def _load(self) -> dict[str, str] | None:
-        assert self.path is not None
-        try:
-            data = json.loads(self.path.read_text())
-        except (OSError, ValueError):
-            return None
-        return data if isinstance(data, dict) and data.get("idToken") else None
-
-    def _save(self, credentials: dict[str, str]) -> str:
-        assert self.path is not None
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        # Written 0600 from the start (tokens), then swapped in whole.
-        temporary = self.path.with_suffix(".tmp")
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as out:
-            json.dump(credentials, out)
-        os.chmod(temporary, 0o600)
-        os.replace(temporary, self.path)
-        return credentials["idToken"]
+        """A new token, after the API refused the last one."""
 
 
 class BuddyClient:
@@ -347,7 +272,7 @@ class BuddyClient:
         project_id: str = DEFAULT_PROJECT_ID,
         listener: MissionListener | None = None,
         *,
-        auth: EmulatorAuth | None = None,
+        auth: TokenSource | None = None,
         http: httpx.Client | None = None,
     ) -> None:
         self.api_url = api_url.rstrip("/")
@@ -361,25 +286,24 @@ class BuddyClient:
 
     @classmethod
     def from_env(
-        cls, env: Mapping[str, str] = os.environ, api_url: str | None = None
+        cls,
+        env: Mapping[str, str] = os.environ,
+        api_url: str | None = None,
+        project: str | None = None,
     ) -> BuddyClient:
-        """Production: BUDDY_ID_TOKEN. Locally: an anonymous Auth-emulator user, cached."""
+        """A client for the project (`project`, else the environment's, else the one signed in
+        to last, else demo-buddy; see buddy.accounts), acting as BUDDY_ID_TOKEN's user if set,
+        else as the account `buddy login` stored for it, else locally as the local user."""
+        from buddy import accounts  # it builds on this module's errors
+
+        credentials = accounts.Credentials(accounts.credentials_path(env))
+        target = accounts.target_project(credentials, env, project)
+        stored = credentials.account(target)
+        url = accounts.api_url(target, stored, env, api_url)
         token = env.get("BUDDY_ID_TOKEN") or None
-        auth = None
-        if token is None:
-            host = env.get("FIREBASE_AUTH_EMULATOR_HOST") or DEFAULT_AUTH_EMULATOR
-            auth = EmulatorAuth(host, credentials_path(env))
-        project = (
-            env.get("BUDDY_PROJECT_ID")
-            or env.get("GOOGLE_CLOUD_PROJECT")
-            or env.get("GCLOUD_PROJECT")
-            or DEFAULT_PROJECT_ID
-        )
-        url = api_url or env.get("BUDDY_API_URL") or DEFAULT_API_URL
-        client = cls(url, token, project, auth=auth)
-        # Local use needs no emulator variables in the shell: the stack's defaults apply.
-        local = DEFAULT_FIRESTORE_EMULATOR if token is None else None
-        client.firestore_emulator = env.get("FIRESTORE_EMULATOR_HOST") or local
+        session = None if token else accounts.Session(target, credentials, env)
+        client = cls(url, token, target, auth=session)
+        client.firestore_emulator = accounts.firestore_emulator(target, stored, env)
         return client
 
     def close(self) -> None:
@@ -746,7 +670,7 @@ class BuddyClient:
     def _call(self, method: str, path: str, mission_id: str | None = None, **kwargs: Any) -> Any:
         response = self._send(method, path, **kwargs)
         if response.status_code == 401 and self._auth is not None:
-            # A cached emulator token can expire or outlive the emulator: renew once.
+            # A stored token can be revoked, or outlive the emulator that issued it: renew once.
             self._token = self._auth.renew()
             response = self._send(method, path, **kwargs)
         if not response.is_success:
@@ -763,7 +687,7 @@ class BuddyClient:
     def _current_token(self) -> str:
         if self._token is None:
             if self._auth is None:
-                raise NotAuthenticated("no ID token: set BUDDY_ID_TOKEN")
+                raise NotAuthenticated("no ID token: run `buddy login`, or set BUDDY_ID_TOKEN")
             self._token = self._auth.token()
         return self._token
 

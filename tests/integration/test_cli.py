@@ -1,5 +1,6 @@
 """The `buddy` CLI and BuddyClient against the real stack: the CLI runs as a subprocess, each
-test with its own config directory and so its own anonymous Auth-emulator user."""
+test with its own config directory and its own local user (BUDDY_LOCAL_UID), so its own
+missions."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import re
 import socket
 import subprocess
 import sys
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,6 +18,7 @@ import pytest
 import requests
 
 from buddy.client import BuddyClient
+from buddy.config import PROJECT_ID
 from buddy.devstack import Function
 
 from .conftest import Stack, User
@@ -26,6 +29,7 @@ Buddy = Callable[..., subprocess.CompletedProcess[str]]
 @pytest.fixture
 def buddy(stack: Stack, tmp_path: Path) -> Buddy:
     """Runs `python -m buddy.cli ARGS` as this test's user; returns the finished process."""
+    local_uid = f"cli-{uuid.uuid4().hex[:12]}"
 
     def run(
         *args: str, api_url: str | None = None, timeout: float = 90
@@ -34,15 +38,19 @@ def buddy(stack: Stack, tmp_path: Path) -> Buddy:
             **os.environ,
             "BUDDY_API_URL": api_url or stack.api_url,
             "XDG_CONFIG_HOME": str(tmp_path),
+            # Nobody signed in: the CLI acts as the local user, one of this test's own.
+            "BUDDY_LOCAL_UID": local_uid,
             "NO_COLOR": "1",
         }
-        env.pop("BUDDY_ID_TOKEN", None)  # sign in on the Auth emulator, cached in tmp_path
+        env.pop("BUDDY_ID_TOKEN", None)
         # As in a person's shell: no emulator variables; the local stack's defaults apply.
         for name in (
             "FIRESTORE_EMULATOR_HOST",
             "FIREBASE_AUTH_EMULATOR_HOST",
             "PUBSUB_EMULATOR_HOST",
             "GCLOUD_PROJECT",
+            "GOOGLE_CLOUD_PROJECT",
+            "BUDDY_PROJECT_ID",
         ):
             env.pop(name, None)
         return subprocess.run(
@@ -59,8 +67,9 @@ def buddy(stack: Stack, tmp_path: Path) -> Buddy:
 
 
 def cli_token(tmp_path: Path) -> str:
-    """The ID token the CLI cached for this test's user."""
-    return str(json.loads((tmp_path / "buddy" / "credentials.json").read_text())["idToken"])
+    """The ID token the CLI stored for this test's user (of the local project)."""
+    stored = json.loads((tmp_path / "buddy" / "credentials.json").read_text())
+    return str(stored["accounts"][PROJECT_ID]["id_token"])
 
 
 def created(buddy: Buddy, *args: str) -> dict:

@@ -1,5 +1,5 @@
 """`buddy recipe`, `buddy rate` and `buddy stats` against the real stack: the CLI as a
-subprocess, each test as its own anonymous Auth-emulator user (see test_cli)."""
+subprocess, each test as a local user of its own (see test_cli)."""
 
 from __future__ import annotations
 

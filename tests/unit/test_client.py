@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import socket
-import stat
 import subprocess
 import sys
 import threading
@@ -21,18 +20,17 @@ import typer
 from typer.testing import CliRunner
 
 from buddy import cli
+from buddy.accounts import Session
 from buddy.client import (
     ApiUnreachable,
     BuddyClient,
     BuddyError,
     Conflict,
-    EmulatorAuth,
     InvalidRequest,
     MissionNotFound,
     NotAuthenticated,
     RateLimited,
     ServiceUnavailable,
-    credentials_path,
 )
 
 Handler = Callable[[httpx.Request], httpx.Response]
@@ -169,7 +167,9 @@ def test_create_sends_the_documented_body() -> None:
     }
 
 
-class FakeAuth(EmulatorAuth):
+class FakeAuth:
+    """A token source (as buddy.accounts.Session is) whose renewals are counted."""
+
     def __init__(self) -> None:
         self.renewals = 0
 
@@ -200,41 +200,18 @@ def test_a_rejected_cached_token_is_renewed_once() -> None:
     assert tokens[2:] == ["Bearer fixed"]
 
 
-def test_emulator_sign_in_is_cached_0600_and_refreshed_for_the_same_user(tmp_path: Path) -> None:
-    """Sign-up happens once; the cache file is private; renew() refreshes the same user."""
-    calls: list[str] = []
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        calls.append(request.url.path)
-        if request.url.path.endswith("accounts:signUp"):
-            assert json.loads(request.content) == {"returnSecureToken": True}
-            return httpx.Response(200, json={"idToken": "i1", "refreshToken": "r1", "localId": "u"})
-        assert request.content == b"grant_type=refresh_token&refresh_token=r1"
-        return httpx.Response(200, json={"id_token": "i2", "refresh_token": "r2", "user_id": "u"})
-
-    path = credentials_path({"XDG_CONFIG_HOME": str(tmp_path)})
-    assert path == tmp_path / "buddy" / "credentials.json"
-    http = httpx.Client(transport=httpx.MockTransport(handler))
-    assert EmulatorAuth("auth.test", path, http=http).token() == "i1"
-    assert EmulatorAuth("auth.test", path, http=http).token() == "i1"  # from the cache
-    assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert EmulatorAuth("auth.test", path, http=http).renew() == "i2"
-    assert json.loads(path.read_text()) == {"idToken": "i2", "refreshToken": "r2", "localId": "u"}
-    assert calls == [
-        "/identitytoolkit.googleapis.com/v1/accounts:signUp",
-        "/securetoken.googleapis.com/v1/token",
-    ]
-
-
 def test_from_env_reads_the_documented_variables(tmp_path: Path) -> None:
     """from_env takes the URL, token and project from the environment, else local defaults."""
+    config = {"XDG_CONFIG_HOME": str(tmp_path)}
     given = BuddyClient.from_env(
-        {"BUDDY_API_URL": "http://x:1/", "BUDDY_ID_TOKEN": "tok", "GCLOUD_PROJECT": "p"}
+        {**config, "BUDDY_API_URL": "http://x:1/", "BUDDY_ID_TOKEN": "tok", "GCLOUD_PROJECT": "p"}
     )
     assert (given.api_url, given._current_token(), given.project_id) == ("http://x:1", "tok", "p")
-    local = BuddyClient.from_env({"XDG_CONFIG_HOME": str(tmp_path)})
+    assert given._auth is None and given.firestore_emulator is None  # Firestore, as the user
+    local = BuddyClient.from_env(config)
     assert (local.api_url, local.project_id) == ("http://127.0.0.1:5001", "demo-buddy")
-    assert local._auth is not None and local._auth.host == "127.0.0.1:9099"
+    assert local.firestore_emulator == "127.0.0.1:8080"
+    assert isinstance(local._auth, Session) and local._auth.project == "demo-buddy"
 
 
 # Rendering
