@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import requests
 from google.cloud import firestore
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, Route, expect, sync_playwright
 
 from buddy.config import LocalPorts
 from buddy.devstack import CHROMIUM, CHROMIUM_FLAGS, Function, Ticker, set_up_pubsub, wait_for_http
@@ -328,18 +328,29 @@ def browser() -> Iterator[Browser]:
         chromium.close()
 
 
+def without_local_user(route: Route) -> None:
+    """Serves the real buddy-config.json minus `localUser`: nobody is signed in on its own."""
+    response = route.fetch()
+    config = response.json()
+    config.pop("localUser", None)
+    route.fulfill(response=response, json=config)
+
+
 @pytest.fixture
 def open_dashboard(browser: Browser, stack: Stack) -> Iterator[Callable[[], Page]]:
-    """Opens the dashboard in a fresh browser profile: a new anonymous user each time."""
+    """Opens the dashboard in a fresh browser profile: a new anonymous user each time, signed
+    in as a person would, with "Try it without an account"."""
     contexts = []
 
     def open_page(timezone_id: str | None = None) -> Page:
         zone = {"timezone_id": timezone_id} if timezone_id else {}
         context = browser.new_context(viewport={"width": 1280, "height": 900}, **zone)
         contexts.append(context)
+        context.route("**/buddy-config.json", without_local_user)
         page = context.new_page()
         page.add_init_script(RECORD_PROGRESS)
         page.goto(f"{DASHBOARD}?api={stack.api_url}")
+        page.click("#signin-anonymous", timeout=20_000)
         expect(page.locator("#auth-status")).to_contain_text("Signed in", timeout=20_000)
         expect(page.locator("#connection")).to_contain_text("live", timeout=20_000)
         return page

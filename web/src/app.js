@@ -2,12 +2,7 @@
 // every change goes through the HTTP API. The selected mission lives in the URL hash.
 
 import { initializeApp } from "firebase/app";
-import {
-  connectAuthEmulator,
-  getAuth,
-  onAuthStateChanged,
-  signInAnonymously,
-} from "firebase/auth";
+import { connectAuthEmulator, getAuth } from "firebase/auth";
 import {
   collection,
   connectFirestoreEmulator,
@@ -21,6 +16,7 @@ import {
 } from "firebase/firestore";
 
 import { createApi } from "./api.js";
+import { watchSignIn } from "./auth-view.js";
 import { renderArtifact, renderEventLog } from "./detail-view.js";
 import { createFeedbackWidget } from "./feedback-view.js";
 import { createSchedulesPanel } from "./schedules-view.js";
@@ -119,6 +115,8 @@ async function loadConfig() {
     useEmulators: Boolean(config.useEmulators),
     // Written by the local stack from its one list of ports (buddy.config.LocalPorts).
     emulators: config.emulators,
+    // The user the CLI and the dashboard share locally until someone signs in.
+    localUser: config.useEmulators ? (config.localUser ?? null) : null,
   };
 }
 
@@ -161,23 +159,10 @@ async function main() {
   window.addEventListener("hashchange", () => select(idFromHash()));
   setInterval(tick, 1000);
 
-  onAuthStateChanged(auth, (user) => {
-    if (!user) {
-      $("#auth-status").textContent = "Signing in…";
-      signInAnonymously(auth).catch((error) => {
-        $("#auth-status").textContent = `Sign-in failed: ${error.message}`;
-      });
-      return;
-    }
-    startSession(user);
-  });
+  watchSignIn({ auth, config, onSignedIn: startSession, onSignedOut: stopSession });
 }
 
 function startSession(user) {
-  const anonymous = user.isAnonymous ? " (anonymous)" : "";
-  const status = $("#auth-status");
-  status.textContent = `Signed in${anonymous} · uid ${user.uid.slice(0, 6)}…`;
-  status.title = `uid ${user.uid}`;
   if (state.uid === user.uid) return;
   state.stopMissions?.();
   state.stopSchedules?.();
@@ -192,6 +177,28 @@ function startSession(user) {
   stats.refresh();
   state.selectedId = null; // re-subscribes the detail listeners for this user
   select(idFromHash());
+}
+
+// Signed out: nothing of the last user stays on the page or keeps listening.
+function stopSession() {
+  state.stopMissions?.();
+  state.stopSchedules?.();
+  Object.assign(state, {
+    uid: null,
+    loaded: false,
+    missions: [],
+    statuses: new Map(),
+    stopMissions: null,
+    stopSchedules: null,
+  });
+  state.pending.clear();
+  state.errors.clear();
+  schedules.clear();
+  recipes.clear();
+  stats.clear();
+  state.selectedId = undefined; // unlike any selection: select() stops the detail listeners
+  select(null);
+  setConnection("signed out", "idle");
 }
 
 // ---- listeners --------------------------------------------------------------------------
@@ -592,7 +599,7 @@ function wireCreateForm() {
 }
 
 function wireMissionActions() {
-  $("main").addEventListener("click", (event) => {
+  $("#main").addEventListener("click", (event) => {
     const link = event.target.closest("a.artifact-link");
     if (link && !(event.ctrlKey || event.metaKey || event.shiftKey)) {
       event.preventDefault();
@@ -626,7 +633,7 @@ function wireMissionActions() {
     else runAction(id, action, card, () => api[action](id));
   });
 
-  $("main").addEventListener("submit", (event) => {
+  $("#main").addEventListener("submit", (event) => {
     const form = event.target;
     const card = form.closest("article.mission");
     if (!card) return;
@@ -636,7 +643,7 @@ function wireMissionActions() {
     else if (form.classList.contains("save-recipe-form")) saveAsRecipe(form, card);
   });
 
-  $("main").addEventListener("keydown", (event) => {
+  $("#main").addEventListener("keydown", (event) => {
     if (event.key !== "Escape") return;
     const editor = event.target.closest?.("article.mission .editor");
     if (editor) closeEditorAndReturn(editor.closest("article.mission"));
