@@ -163,6 +163,25 @@ def start_worker(stack: Stack) -> Iterator[Callable[..., Function]]:
         worker.stop()
 
 
+def shell_env(config_home: Path, local_uid: str) -> dict[str, str]:
+    """A person's shell for `buddy`: no emulator variables or project (the local stack's
+    defaults apply), nobody signed in yet, their own config folder and local user."""
+    env = {k: v for k, v in os.environ.items() if k not in NOT_IN_A_SHELL}
+    return {**env, "XDG_CONFIG_HOME": str(config_home), "BUDDY_LOCAL_UID": local_uid}
+
+
+NOT_IN_A_SHELL = {
+    "BUDDY_API_URL",
+    "BUDDY_ID_TOKEN",
+    "FIRESTORE_EMULATOR_HOST",
+    "FIREBASE_AUTH_EMULATOR_HOST",
+    "PUBSUB_EMULATOR_HOST",
+    "GCLOUD_PROJECT",
+    "GOOGLE_CLOUD_PROJECT",
+    "BUDDY_PROJECT_ID",
+}
+
+
 @pytest.fixture(scope="session")
 def db() -> firestore.Client:
     return firestore.Client(project=os.environ.get("GCLOUD_PROJECT", "demo-buddy"))

@@ -21,7 +21,7 @@ from buddy.client import BuddyClient
 from buddy.config import PROJECT_ID
 from buddy.devstack import Function
 
-from .conftest import Stack, User
+from .conftest import Stack, User, shell_env
 
 Buddy = Callable[..., subprocess.CompletedProcess[str]]
 
@@ -34,25 +34,9 @@ def buddy(stack: Stack, tmp_path: Path) -> Buddy:
     def run(
         *args: str, api_url: str | None = None, timeout: float = 90
     ) -> subprocess.CompletedProcess[str]:
-        env = {
-            **os.environ,
-            "BUDDY_API_URL": api_url or stack.api_url,
-            "XDG_CONFIG_HOME": str(tmp_path),
-            # Nobody signed in: the CLI acts as the local user, one of this test's own.
-            "BUDDY_LOCAL_UID": local_uid,
-            "NO_COLOR": "1",
-        }
-        env.pop("BUDDY_ID_TOKEN", None)
-        # As in a person's shell: no emulator variables; the local stack's defaults apply.
-        for name in (
-            "FIRESTORE_EMULATOR_HOST",
-            "FIREBASE_AUTH_EMULATOR_HOST",
-            "PUBSUB_EMULATOR_HOST",
-            "GCLOUD_PROJECT",
-            "GOOGLE_CLOUD_PROJECT",
-            "BUDDY_PROJECT_ID",
-        ):
-            env.pop(name, None)
+        # Nobody signed in: the CLI acts as the local user, one of this test's own.
+        env = shell_env(tmp_path, local_uid)
+        env.update(BUDDY_API_URL=api_url or stack.api_url, NO_COLOR="1")
         return subprocess.run(
             [sys.executable, "-m", "buddy.cli", *args],
             env=env,

@@ -6,7 +6,6 @@ links to it, and the stored token is refreshed when it expires."""
 from __future__ import annotations
 
 import json
-import os
 import queue
 import re
 import stat
@@ -25,7 +24,7 @@ from playwright.sync_api import Browser, BrowserContext, Page, expect
 
 from buddy.config import PROJECT_ID
 
-from .conftest import DASHBOARD, Stack, User, sign_up
+from .conftest import DASHBOARD, Stack, User, shell_env, sign_up
 
 PASSWORD = "correct-horse-9"
 REFUSED = "Refused: this sign-in did not come from your `buddy login` (state mismatch)"
@@ -114,19 +113,8 @@ class Cli:
 
 @pytest.fixture
 def cli(stack: Stack, tmp_path: Path) -> Cli:
-    env = {**os.environ, "XDG_CONFIG_HOME": str(tmp_path), "NO_COLOR": "1"}
-    env["BUDDY_LOCAL_UID"] = f"cli-login-{uuid.uuid4().hex[:12]}"
-    for name in (
-        "BUDDY_API_URL",
-        "BUDDY_ID_TOKEN",
-        "FIRESTORE_EMULATOR_HOST",
-        "FIREBASE_AUTH_EMULATOR_HOST",
-        "PUBSUB_EMULATOR_HOST",
-        "GCLOUD_PROJECT",
-        "GOOGLE_CLOUD_PROJECT",
-        "BUDDY_PROJECT_ID",
-    ):
-        env.pop(name, None)
+    env = shell_env(tmp_path, f"cli-login-{uuid.uuid4().hex[:12]}")
+    env["NO_COLOR"] = "1"
     return Cli(env, tmp_path)
 
 
