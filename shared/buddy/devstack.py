@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import os
 import shlex
@@ -26,6 +27,7 @@ import urllib.request
 import zipfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 from buddy.config import LOCAL_HOST, LOCAL_USER_UID, LocalPorts
@@ -133,13 +135,31 @@ def configure(ports: LocalPorts | None = None, place: Place = Place()) -> None:
     (place.public / DASHBOARD_CONFIG.name).write_text(json.dumps(dashboard, indent=2) + "\n")
 
 
-def wait_for_port(port: int, timeout: float = 90.0, host: str = LOCAL_HOST) -> None:
+class StackFailed(Exception):
+    """A part of the local stack did not come up; the message says which and why."""
+
+
+def listening(port: int, host: str = LOCAL_HOST) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((host, port)) == 0
+
+
+def wait_for_port(
+    port: int,
+    timeout: float = 90.0,
+    host: str = LOCAL_HOST,
+    process: subprocess.Popen[bytes] | None = None,
+) -> None:
+    """Until something listens on the port; StackFailed at once if `process`, which should
+    be the one to listen, exits first."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        with socket.socket() as sock:
-            sock.settimeout(0.5)
-            if sock.connect_ex((host, port)) == 0:
-                return
+        if process is not None and process.poll() is not None:
+            why = exit_reason(process.returncode)
+            raise StackFailed(f"the process that should listen on {port} exited ({why})")
+        if listening(port, host):
+            return
         time.sleep(0.2)
     raise TimeoutError(f"nothing listens on {host}:{port} after {timeout:.0f}s")
 
@@ -195,7 +215,7 @@ class Function:
     def start(self, env: Mapping[str, str] | None = None, log_path: Path | None = None) -> None:
         """Starts the process and waits until it listens."""
         self.spawn(env, log_path)
-        wait_for_port(self.port, timeout=30)
+        wait_for_port(self.port, timeout=30, process=self.process)
 
     def spawn(self, env: Mapping[str, str] | None = None, log_path: Path | None = None) -> None:
         """Starts the process (again, with the last env and log when given none)."""
@@ -325,56 +345,74 @@ def say(line: str) -> None:
     print(f"{time.strftime('%H:%M:%S')} » {line}", file=sys.stderr, flush=True)
 
 
-def resume_interrupted() -> None:
+def resume_interrupted(booted: datetime) -> None:
     """Missions a stop interrupted (running, or queued in a Pub/Sub emulator that forgot its
     messages) are sent to the worker again now that it is back."""
     from buddy import bootstrap
 
-    done = bootstrap.app().recovery.restarted()
+    try:
+        done = bootstrap.app().recovery.restarted(booted)
+    except Exception as e:  # the sweeper tries again within SWEEP_EVERY_SECONDS + a lease
+        say(f"could not look for missions a stop interrupted: {e}")
+        return
     if done["republished"] or done["failed"] or done["cancelled"]:
         say(f"missions interrupted by the last stop: {done}")
 
 
+def ports_in_use(ports: LocalPorts) -> list[str]:
+    """The stack's ports something else already listens on (another scripts/run.sh?)."""
+    names = [f.name for f in dataclasses.fields(ports)]
+    return [f"{name} ({getattr(ports, name)})" for name in names if listening(getattr(ports, name))]
+
+
 def start_emulators(project: str, place: Place, data: Path, fresh: bool) -> subprocess.Popen[bytes]:
-    """firebase-tools with this stack's config, importing the data the last clean stop saved
-    (unless fresh) and saving it again when it stops."""
+    """firebase-tools with this stack's config and the data the last clean stop saved
+    (unless fresh: that data is moved aside)."""
     if fresh and data.exists():
         previous = data.with_name(data.name + ".previous")
         shutil.rmtree(previous, ignore_errors=True)
         data.rename(previous)
         say(f"starting empty; the data saved last is kept in {previous}")
-    # firebase-tools skips an --import folder that does not exist yet (the first start).
-    kept = [] if fresh else ["--import", str(data)]
+    saved = (data / "firebase-export-metadata.json").is_file()
+    command = ["firebase", "emulators:start", "--config", str(place.firebase_config)]
+    command += ["--only", EMULATORS, "--project", project]
     return subprocess.Popen(
-        [
-            "firebase",
-            "emulators:start",
-            "--config",
-            str(place.firebase_config),
-            "--only",
-            EMULATORS,
-            "--project",
-            project,
-            *kept,
-            "--export-on-exit",
-            str(data),
-        ],
+        [*command, *(["--import", str(data)] if saved else [])],
         cwd=ROOT,
         env={**os.environ, **emulator_binary_env()},
         start_new_session=True,
     )
 
 
-def stop_emulators(emulators: subprocess.Popen[bytes], data: Path) -> None:
-    """Ctrl-C for firebase-tools: it saves the emulators' data, then stops them."""
+def save_data(project: str, place: Place, data: Path) -> None:
+    """The running emulators' data into `data` (firebase-tools writes it aside, then swaps it
+    in: a failed save leaves the last one)."""
+    say(f"saving the emulators' data to {data}")
+    command = ["firebase", "emulators:export", str(data), "--force"]
+    command += ["--config", str(place.firebase_config), "--project", project]
+    began = time.monotonic()
+    try:
+        done = subprocess.run(
+            command, cwd=ROOT, capture_output=True, text=True, timeout=EXPORT_SECONDS
+        )
+    except subprocess.TimeoutExpired:
+        say(f"saving took over {EXPORT_SECONDS}s: not saved, the data saved last stays")
+        return
+    if done.returncode != 0:
+        said = (done.stdout + done.stderr).strip().splitlines()[-3:]
+        say("saving failed, the data saved last stays: " + " / ".join(said))
+        return
+    say(f"saved in {time.monotonic() - began:.1f}s")
+
+
+def stop_emulators(emulators: subprocess.Popen[bytes]) -> None:
     if emulators.poll() is not None:
         return
-    say(f"saving the emulators' data to {data}")
     os.killpg(emulators.pid, signal.SIGINT)
     try:
         emulators.wait(timeout=EXPORT_SECONDS)
     except subprocess.TimeoutExpired:
-        say(f"the emulators did not stop within {EXPORT_SECONDS}s: killed, nothing saved")
+        say(f"the emulators did not stop within {EXPORT_SECONDS}s: killed")
         os.killpg(emulators.pid, signal.SIGKILL)
         emulators.wait()
 
@@ -385,6 +423,10 @@ def up(data: Path = DATA, fresh: bool = False, place: Place = Place()) -> int:
     settings = Settings.from_env()
     project = settings.project_id
     ports = LocalPorts.from_env()
+    busy = ports_in_use(ports)
+    if busy:
+        say(f"in use already: {', '.join(busy)} — is scripts/run.sh running elsewhere? Stop it.")
+        return 1
     configure(ports, place)
     functions = [
         Function("api", ports.api),
@@ -393,24 +435,25 @@ def up(data: Path = DATA, fresh: bool = False, place: Place = Place()) -> int:
         Function("dead_letter", ports.dead_letter),
         Function("scheduler", ports.scheduler),
     ]
-    stopping = threading.Event()
+    phase = "starting"  # → running → stopping
     tickers: list[Ticker] = []
     supervisor = Supervisor(functions)
 
     def stop(*_: object) -> None:
-        if not stopping.is_set() and not supervisor.is_alive():
-            stopping.set()
-            raise KeyboardInterrupt  # still starting: stop waiting for it
-        stopping.set()
+        nonlocal phase
+        was, phase = phase, "stopping"
+        if was == "starting":
+            raise KeyboardInterrupt  # stop waiting for it to come up
 
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
+    booted = datetime.now(UTC)
     emulators = start_emulators(project, place, data, fresh)
     try:
         shown = {"Firestore": "firestore", "Pub/Sub": "pubsub", "Auth": "auth"}
         shown["Dashboard (Hosting)"] = "hosting"
         for name in shown.values():
-            wait_for_port(getattr(ports, name), timeout=120)
+            wait_for_port(getattr(ports, name), timeout=120, process=emulators)
         local = {"GCLOUD_PROJECT": project, **ports.emulator_env()}
         os.environ.update(local)
         for function in functions:
@@ -418,7 +461,8 @@ def up(data: Path = DATA, fresh: bool = False, place: Place = Place()) -> int:
         set_up_pubsub(functions[1].url, functions[3].url)
         wait_for_http(functions[0].url + "/healthz")
         supervisor.start()
-        resume_interrupted()
+        phase = "running"
+        resume_interrupted(booted)
         print("\nBuddy Missions is up (Ctrl-C stops everything):", flush=True)
         for label, name in shown.items():
             print(f"  {label:<20} {ports.url(name)}")
@@ -435,14 +479,21 @@ def up(data: Path = DATA, fresh: bool = False, place: Place = Place()) -> int:
         ]
         for ticker in tickers:
             ticker.start()
-        while not stopping.is_set() and emulators.poll() is None:
-            stopping.wait(0.5)
-        if not stopping.is_set():
+        while phase == "running" and emulators.poll() is None:
+            time.sleep(0.5)
+        if phase == "running":
             say(f"the emulators stopped ({exit_reason(emulators.returncode or 0)})")
-        return 0 if stopping.is_set() else 1
+            return 1
+        return 0
     except KeyboardInterrupt:
         return 130
+    except (StackFailed, TimeoutError, OSError) as e:
+        say(f"the stack did not come up: {e}")
+        return 1
     finally:
+        # Saved only from a stack that came up whole: one stopped while starting may not have
+        # imported everything yet, and saving that would lose the rest.
+        came_up, phase = supervisor.is_alive(), "stopping"
         say("stopping")
         for ticker in tickers:
             ticker.stop()
@@ -453,7 +504,9 @@ def up(data: Path = DATA, fresh: bool = False, place: Place = Place()) -> int:
         # A worker gets a moment to finish a quick step; a longer one resumes after a restart.
         for function in functions:
             function.stop(grace=STOP_SECONDS)
-        stop_emulators(emulators, data)
+        if came_up and emulators.poll() is None:
+            save_data(project, place, data)
+        stop_emulators(emulators)
         say("stopped")
 
 

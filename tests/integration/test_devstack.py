@@ -65,19 +65,23 @@ class LocalStack:
     def output(self) -> str:
         return self.logs[-1].read_text() if self.logs else ""
 
-    def start(self, *flags: str) -> None:
+    def launch(self, *flags: str, folder: Path | None = None) -> subprocess.Popen[str]:
+        """`devstack up` with this stack's ports and data (config in `folder`), not waited for."""
         log = self.folder / f"run-{len(self.logs)}.log"
         self.logs.append(log)
-        command = [sys.executable, "-m", "buddy.devstack", "up", "--beside", str(self.folder)]
+        folder = folder or self.folder
+        command = [sys.executable, "-m", "buddy.devstack", "up", "--beside", str(folder)]
         with log.open("w") as out:
-            self.process = subprocess.Popen(
+            return subprocess.Popen(
                 [*command, "--data", str(self.data), *flags],
                 env=self.env,
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 text=True,
             )
-        process = self.process
+
+    def start(self, *flags: str) -> None:
+        self.process = process = self.launch(*flags)
         wait_until(lambda: "is up" in self.output or process.poll() is not None, "up", 180)
         assert process.poll() is None, self.output[-3000:]
 
@@ -178,7 +182,7 @@ def test_a_restart_keeps_accounts_missions_and_schedules_and_resumes_an_interrup
     wait_until(lambda: current_step(alice, interrupted) == "tool_execution", "tool execution")
 
     assert local_stack.stop() == 0  # Ctrl-C: functions stopped, then the data saved
-    assert "Export complete" in local_stack.output
+    assert re.search(r"» saved in [\d.]+s", local_stack.output), local_stack.output[-2000:]
     assert local_stack.listening() == []
     local_stack.start()
 
@@ -230,6 +234,45 @@ def test_ctrl_c_while_a_function_restarts_stops_everything(local_stack: LocalSta
     assert time.monotonic() - began < 60, local_stack.output[-2000:]
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
+
+
+def test_a_second_stack_on_the_same_ports_refuses_to_start_and_changes_nothing(
+    local_stack: LocalStack, tmp_path: Path
+) -> None:
+    if local_stack.process is None or local_stack.process.poll() is not None:
+        local_stack.start()
+    erin = local_stack.account(f"erin-{uuid.uuid4().hex[:6]}@example.com", new=True)
+    before = erin.call("GET", "/missions").json()["missions"]
+    second = local_stack.launch(folder=tmp_path)
+    assert second.wait(timeout=30) == 1
+    assert "in use already: firestore" in local_stack.output
+    assert "is scripts/run.sh running elsewhere?" in local_stack.output
+    assert local_stack.process is not None and local_stack.process.poll() is None
+    assert requests.get(local_stack.api_url + "/healthz", timeout=5).status_code == 200
+    assert erin.call("GET", "/missions").json()["missions"] == before
+
+
+def test_ctrl_c_while_starting_keeps_the_saved_data(local_stack: LocalStack) -> None:
+    """Stopped before it came up, the stack saves nothing: a save of half-loaded emulators
+    would replace the data with less of it."""
+    if local_stack.process is None or local_stack.process.poll() is not None:
+        local_stack.start()
+    email = f"frank-{uuid.uuid4().hex[:6]}@example.com"
+    local_stack.account(email, new=True)
+    assert local_stack.stop() == 0
+    saved = local_stack.data / "firebase-export-metadata.json"
+    written = saved.stat().st_mtime_ns
+
+    starting = local_stack.launch()
+    wait_until(lambda: "Starting emulators" in local_stack.output, "firebase-tools starting", 60)
+    starting.send_signal(signal.SIGINT)
+    assert starting.wait(timeout=90) == 130
+    assert "is up" not in local_stack.output and "saving" not in local_stack.output
+    assert saved.stat().st_mtime_ns == written
+    assert local_stack.listening() == []
+
+    local_stack.start()
+    assert local_stack.account(email).uid  # still there
 
 
 def test_fresh_starts_empty_and_keeps_the_saved_data_aside(local_stack: LocalStack) -> None:

@@ -530,7 +530,8 @@ def test_after_a_restart_every_running_and_queued_mission_is_taken_up_at_once(
 ) -> None:
     """The local stack stopped mid-run and started again: a run whose lease has not run out
     yet is resumed now (its lease let go, so a worker takes it without waiting), a fresh
-    queued one is sent again, a cancelled one ends, paused and finished ones stay as they are."""
+    queued one is sent again, a cancelled one ends; one a live run wrote since the stack came
+    up, paused and finished ones stay as they are."""
     running = seed_mission(store, mission_id="m_running", status="running")
     store.put(replace(store.missions[running], lease_expires_at=clock.now + timedelta(seconds=50)))
     queued = seed_mission(store, mission_id="m_queued", status="queued")
@@ -538,16 +539,27 @@ def test_after_a_restart_every_running_and_queued_mission_is_taken_up_at_once(
     cancelled = seed_mission(store, mission_id="m_cancel", status="running")
     lease = clock.now + timedelta(seconds=50)
     store.put(replace(store.missions[cancelled], lease_expires_at=lease, cancel_requested=True))
+    clock.advance(1)
+    booted = clock.now  # the stack came up; a run that wrote since is alive
+    clock.advance(5)
+    live = seed_mission(store, mission_id="m_live", status="running")
+    store.put(replace(store.missions[live], lease_expires_at=clock.now + timedelta(seconds=50)))
     untouched = {
         mid: store.missions[mid]
         for mid in (
+            live,
             seed_mission(store, mission_id="m_paused", status="paused"),
             seed_mission(store, mission_id="m_done", status="completed"),
             seed_mission(store, mission_id="m_proposed", status="proposed"),
         )
     }
 
-    assert recovery.restarted() == {"republished": 2, "failed": 0, "cancelled": 1, "skipped": 0}
+    assert recovery.restarted(booted) == {
+        "republished": 2,
+        "failed": 0,
+        "cancelled": 1,
+        "skipped": 1,
+    }
     assert sorted(publisher.published) == [queued, running]
     resumed = store.missions[running]
     assert (resumed.status, resumed.record.recoveries) == (Status.RUNNING, 1)

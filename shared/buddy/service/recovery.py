@@ -69,15 +69,16 @@ class Recovery:
             log.info("swept a mission", extra={"mission_id": mission.mission_id, "action": action})
         return done
 
-    def restarted(self) -> dict[str, int]:
-        """The local stack started again: no worker outlived the stop and the Pub/Sub emulator
-        forgot its messages, so every running or queued mission is sent again now (a recovery
-        each, or ended as a sweep would) rather than once its lease or queue wait runs out."""
+    def restarted(self, booted: datetime) -> dict[str, int]:
+        """The local stack started again at `booted`: no worker outlived the stop and the
+        Pub/Sub emulator forgot its messages, so every running or queued mission untouched
+        since then is sent again now (a recovery each, or ended as a sweep would) rather than
+        once its lease or queue wait runs out. One written since is in a live run's hands."""
         now = self.clock()
         later = now + timedelta(days=1)  # past every lease and queue wait
         done = {"republished": 0, "failed": 0, "cancelled": 0, "skipped": 0}
         for mission in self.store.stalled(later) + self.store.queued_before(later):
-            action = self._recover(mission.mission_id, now, orphaned=True)
+            action = self._recover(mission.mission_id, now, orphaned_before=booted)
             done[action] += 1
             log.info("resumed after a restart", extra={"mission_id": mission.mission_id})
         return done
@@ -105,14 +106,20 @@ class Recovery:
         deadline = now - timedelta(seconds=self.queue_timeout_seconds)
         return mission.status == Status.QUEUED and (mission.queued_at or now) <= deadline
 
-    def _recover(self, mission_id: str, now: datetime, orphaned: bool = False) -> str:
+    def _recover(
+        self, mission_id: str, now: datetime, orphaned_before: datetime | None = None
+    ) -> str:
+        """Sends a stalled or stuck mission again, or ends it. `orphaned_before`: every run
+        before then is known gone (the local stack restarted), whatever its lease says."""
         outcome = "skipped"
+        orphaned = orphaned_before is not None
 
         def decide(mission: Mission) -> Change:
             nonlocal outcome
-            if orphaned:
-                stalled = mission.status == Status.RUNNING
-                stuck = mission.status == Status.QUEUED
+            if orphaned_before is not None:
+                idle = mission.updated_at < orphaned_before
+                stalled = idle and mission.status == Status.RUNNING
+                stuck = idle and mission.status == Status.QUEUED
             else:
                 stalled, stuck = lifecycle.stalled(mission, now), self._stuck(mission, now)
             if not (stalled or stuck):
