@@ -671,25 +671,28 @@ class BuddyClient:
         response = self._send(method, path, **kwargs)
         if response.status_code == 401 and self._auth is not None:
             # A stored token can be revoked, or outlive the emulator that issued it: renew once.
-            self._token = self._auth.renew()
-            response = self._send(method, path, **kwargs)
+            response = self._send(method, path, self._auth.renew(), **kwargs)
         if not response.is_success:
             raise _error_of(response, mission_id)
         return response.json() if response.content else None
 
-    def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        headers = {"Authorization": f"Bearer {self._current_token()}"}
+    def _send(
+        self, method: str, path: str, token: str | None = None, **kwargs: Any
+    ) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {token or self._current_token()}"}
         try:
             return self._http.request(method, self.api_url + path, headers=headers, **kwargs)
         except httpx.TransportError:
             raise ApiUnreachable(unreachable_message(self.api_url)) from None
 
     def _current_token(self) -> str:
-        if self._token is None:
-            if self._auth is None:
-                raise NotAuthenticated("no ID token: run `buddy login`, or set BUDDY_ID_TOKEN")
-            self._token = self._auth.token()
-        return self._token
+        """The token given, else the token source's, asked each time: it refreshes the token
+        before it ends, so a long watch or a long script outlives an ID token's hour."""
+        if self._token is not None:
+            return self._token
+        if self._auth is None:
+            raise NotAuthenticated("no ID token: run `buddy login`, or set BUDDY_ID_TOKEN")
+        return self._auth.token()
 
     def _listen(self) -> MissionListener:
         """The Firestore listener, made on first use (importing it costs about a second)."""

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -198,6 +198,38 @@ def test_a_rejected_cached_token_is_renewed_once() -> None:
     with pytest.raises(NotAuthenticated, match=r"^not signed in: no$"):
         client_with(handler, token="fixed").list()  # a given token is not renewed
     assert tokens[2:] == ["Bearer fixed"]
+
+
+def test_calls_and_the_listener_send_the_token_their_source_has_then() -> None:
+    """A long watch or script outlives an ID token's hour: every call, and Firestore's listener
+    every few minutes, asks the token source (which refreshes it before it ends)."""
+    from buddy.adapters.firestore_listener import _IdToken
+
+    current = ["first"]
+    sent: list[str] = []
+
+    class Rotating(FakeAuth):
+        def token(self) -> str:
+            return current[0]
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        sent.append(request.headers["Authorization"])
+        return httpx.Response(200, json={"missions": []})
+
+    client = client_with(handler, token=None, auth=Rotating())
+    client.list()
+    current[0] = "second"
+    client.list()
+    assert sent == ["Bearer first", "Bearer second"]
+
+    credentials = _IdToken(client._current_token)
+    headers: dict[str, str] = {}
+    credentials.before_request(None, "POST", "https://firestore.googleapis.com", headers)
+    assert headers["authorization"] == "Bearer second" and credentials.valid
+    current[0] = "third"
+    credentials.expiry -= timedelta(minutes=2)  # its few minutes are up
+    credentials.before_request(None, "POST", "https://firestore.googleapis.com", headers)
+    assert headers["authorization"] == "Bearer third"
 
 
 def test_from_env_reads_the_documented_variables(tmp_path: Path) -> None:

@@ -10,13 +10,18 @@ import contextlib
 import os
 import threading
 from collections.abc import Callable, Iterator, Mapping
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import google.auth.credentials
+from google.auth import _helpers
 from google.cloud import firestore
 
 OnChange = Callable[[Mapping[str, Any] | None], None]
 _EMULATOR_VARIABLE = "FIRESTORE_EMULATOR_HOST"
 _environment_lock = threading.Lock()
+# How often a listener with a user's ID token asks for it again.
+ASK_AGAIN = timedelta(minutes=1)
 
 
 @contextlib.contextmanager
@@ -67,9 +72,23 @@ class FirestoreMissionListener:
                 with _emulator(self._emulator_host):
                     self._client = firestore.Client(project=self._project_id)
             else:
-                from google.oauth2.credentials import Credentials
-
                 # The user's own ID token, so that the security rules decide what they read.
-                credentials = Credentials(self._id_token())
+                credentials = _IdToken(self._id_token)
                 self._client = firestore.Client(project=self._project_id, credentials=credentials)
         return self._client
+
+
+class _IdToken(google.auth.credentials.Credentials):
+    """The user's ID token as Firestore's credentials, asked for again every few minutes: the
+    token source (BuddyClient's) refreshes it before it ends, so a watch longer than the
+    token's hour reconnects with the next one (the watch retries an UNAUTHENTICATED stream)."""
+
+    def __init__(self, id_token: Callable[[], str]) -> None:
+        super().__init__()
+        self._id_token = id_token
+
+    def refresh(self, request: Any) -> None:
+        self.token = self._id_token()
+        # google-auth compares naive UTC times, and refreshes REFRESH_THRESHOLD (3m45s) early.
+        now = datetime.now(UTC).replace(tzinfo=None)
+        self.expiry = now + _helpers.REFRESH_THRESHOLD + ASK_AGAIN
