@@ -19,11 +19,12 @@ from __future__ import annotations
 import base64
 import contextlib
 import dataclasses
+import fcntl
 import json
 import os
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -114,6 +115,9 @@ class Account:
     auth_emulator: str = ""  # "http://127.0.0.1:9099", or "" for Google's services
     firestore_emulator: str = ""  # "127.0.0.1:8080", or ""
     dashboard_url: str = ""
+    # Made by the CLI itself for the local stack's shared user, never by `buddy login` (a
+    # login locally can be a custom-token user too: another uid the dashboard signed in as).
+    local_user: bool = False
 
     @classmethod
     def from_json(cls, data: Any) -> Account | None:
@@ -122,20 +126,23 @@ class Account:
             return None
         text = {name: data.get(name) or "" for name in _TEXT_FIELDS}
         expires_at = data.get("expires_at", 0)
+        local_user = data.get("local_user", False)
         if not all(isinstance(value, str) for value in text.values()):
+            return None
+        if not isinstance(local_user, bool):
             return None
         if isinstance(expires_at, bool) or not isinstance(expires_at, int | float):
             return None
         if not (text["uid"] and text["refresh_token"] and text["id_token"]):
             return None
-        return cls(expires_at=float(expires_at), **text)
+        return cls(expires_at=float(expires_at), local_user=local_user, **text)
 
     @property
     def name(self) -> str:
         """How a person tells this account: its email, its name, or what kind it is."""
         if self.email or self.display_name:
             return self.email or self.display_name
-        if self.provider == CUSTOM:
+        if self.local_user:
             return "the local user"
         if self.provider == "anonymous":
             return "an anonymous user"
@@ -157,30 +164,47 @@ class Credentials:
         return Account.from_json(self._read()["accounts"].get(project))
 
     def save(self, project: str, account: Account, current: bool = False) -> Account:
-        data = self._read()
-        data["accounts"][project] = dataclasses.asdict(account)
-        if current:
-            data["current"] = project
-        self._write(data)
+        with self._changing() as data:
+            data["accounts"][project] = dataclasses.asdict(account)
+            if current:
+                data["current"] = project
         return account
 
     def remove(self, project: str) -> Account | None:
         """Forgets the project's account; the account forgotten, or None if there was none."""
-        data = self._read()
-        if project not in data["accounts"]:
-            return None
-        removed = Account.from_json(data["accounts"].pop(project))
-        if data["current"] == project:
-            data["current"] = None
-        self._write(data)
+        with self._changing() as data:
+            if project not in data["accounts"]:
+                return None
+            removed = Account.from_json(data["accounts"].pop(project))
+            if data["current"] == project:
+                data["current"] = None
         return removed
+
+    @contextlib.contextmanager
+    def _changing(self) -> Iterator[dict[str, Any]]:
+        """The file's contents to change, written back whole; one command at a time, so that
+        two refreshing at once (two projects, or two terminals) lose neither change."""
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        lock = os.open(self.path.with_name(".credentials.lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        with os.fdopen(lock) as held:
+            fcntl.flock(held, fcntl.LOCK_EX)
+            data = self._read()
+            yield data
+            self._write(data)
 
     def _read(self) -> dict[str, Any]:
         empty: dict[str, Any] = {"version": VERSION, "current": None, "accounts": {}}
         try:
-            data = json.loads(self.path.read_text())
-        except (OSError, ValueError):
+            text = self.path.read_text()
+        except OSError:
             return empty
+        try:
+            data = json.loads(text)
+        except ValueError:
+            # Not ours to throw away: it may hold other projects' sign-ins.
+            raise BuddyError(
+                f"{self.path} is not valid JSON: fix it, or delete it and run buddy login again"
+            ) from None
         # The first format (one anonymous emulator user, a top-level idToken) counts as nobody
         # signed in; the next save replaces it.
         if not isinstance(data, dict) or data.get("version") != VERSION:
@@ -289,7 +313,7 @@ class Session:
         return self._refreshed(stored).id_token if stored else self.token()
 
     def _is_local_user(self, account: Account) -> bool:
-        return is_local(self.project) and account.provider == CUSTOM
+        return is_local(self.project) and account.local_user
 
     def _refreshed(self, stored: Account) -> Account:
         try:
@@ -324,6 +348,7 @@ class Session:
                 expires_at=self.clock() + float(body["expiresIn"]),
                 api_key=LOCAL_API_KEY,
                 provider=CUSTOM,
+                local_user=True,
                 auth_emulator=emulator,
                 firestore_emulator=self.env.get("FIRESTORE_EMULATOR_HOST")
                 or ports.address("firestore"),
@@ -427,7 +452,7 @@ def identity(project: str, credentials: Credentials, env: Env = os.environ) -> I
         shown = email or name or f"user {uid or '(unknown)'}"
         return Identity(project, uid, shown, email, name, provider, "BUDDY_ID_TOKEN")
     account = Session(project, credentials, env).account()
-    source = "local user" if is_local(project) and account.provider == CUSTOM else "buddy login"
+    source = "local user" if is_local(project) and account.local_user else "buddy login"
     return Identity(
         project,
         account.uid,

@@ -1706,6 +1706,15 @@ def login(
     signed_in = browser_login.login(credentials, url, _say, timeout, open_browser=not no_browser)
     account = signed_in.account
     _say(f"Signed in as {account.name} (uid {account.uid}) to project {signed_in.project}.")
+    project = accounts.target_project(credentials, os.environ, OPTIONS.project)
+    if signed_in.project != project:
+        # --project or a variable names another one: commands here would not use this sign-in.
+        _say(
+            f"Note: commands here are for project {project} (--project or BUDDY_PROJECT_ID, "
+            f"GOOGLE_CLOUD_PROJECT, GCLOUD_PROJECT); use --project {signed_in.project}.",
+            "yellow",
+            to=errors,
+        )
     return 0
 
 

@@ -58,7 +58,9 @@ def sign_in_url(dashboard: str, port: int, state: str) -> str:
 
 def account_from(form: Mapping[str, str]) -> SignedIn | None:
     """The account the dashboard posted; None when the post lacks what a sign-in needs."""
-    account = Account.from_json({**form, "expires_at": expiry(form.get("id_token", ""))})
+    # Whatever the form says, a login is never the CLI's own local user.
+    posted = {**form, "expires_at": expiry(form.get("id_token", "")), "local_user": False}
+    account = Account.from_json(posted)
     project = form.get("project_id", "")
     if account is None or not account.api_key or not _PROJECT_ID.fullmatch(project):
         return None

@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 
 from buddy import accounts, cli
 from buddy.accounts import Account, Credentials, Session
-from buddy.client import ApiUnreachable, BuddyClient, NotAuthenticated
+from buddy.client import ApiUnreachable, BuddyClient, BuddyError, NotAuthenticated
 
 from ..localserver import LocalServer, Received, Reply
 
@@ -128,9 +128,11 @@ def test_the_credentials_file_is_private_from_its_creation(
     saved = json.loads(credentials.path.read_text())
     assert saved == {"version": 2, "current": "demo-x", "accounts": {"demo-x": asdict(alice())}}
     fields = "uid email display_name provider refresh_token id_token expires_at api_key"
-    fields += " api_url auth_emulator firestore_emulator dashboard_url"
+    fields += " api_url auth_emulator firestore_emulator dashboard_url local_user"
     assert sorted(saved["accounts"]["demo-x"]) == sorted(fields.split(" "))
-    assert [p.name for p in credentials.path.parent.iterdir()] == ["credentials.json"]
+    # No temporary file left behind; the (empty) lock file stays.
+    files = sorted(p.name for p in credentials.path.parent.iterdir())
+    assert files == [".credentials.lock", "credentials.json"]
 
 
 def test_a_file_in_the_old_format_counts_as_nobody_signed_in(credentials: Credentials) -> None:
@@ -164,6 +166,36 @@ def test_an_entry_that_is_not_an_account_counts_as_no_sign_in(
     data = {"version": 2, "current": "acme-prod", "accounts": {"acme-prod": entry}}
     credentials.path.write_text(json.dumps(data))
     assert credentials.account("acme-prod") is None
+
+
+def test_a_file_that_is_not_json_is_refused_not_replaced(credentials: Credentials) -> None:
+    """A damaged credentials file may still hold other projects' sign-ins: a save refuses to
+    overwrite it and says what to do, and the file stays as it was."""
+    credentials.path.parent.mkdir(parents=True)
+    credentials.path.write_text('{"version": 2, "accounts": {"acme-prod": {')
+    with pytest.raises(BuddyError, match=r"is not valid JSON: fix it, or delete it"):
+        credentials.save("demo-x", alice(), current=True)
+    assert credentials.path.read_text() == '{"version": 2, "accounts": {"acme-prod": {'
+
+
+def test_two_commands_saving_at_once_lose_neither_sign_in(credentials: Credentials) -> None:
+    """Two processes refreshing two projects' tokens at the same moment: both are kept."""
+    import multiprocessing
+
+    def save_many(project: str) -> None:
+        for n in range(40):
+            credentials.save(project, replace(alice(), id_token=f"{project}-{n}"))
+
+    workers = [multiprocessing.Process(target=save_many, args=(p,)) for p in ("demo-a", "demo-b")]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=60)
+    kept = [credentials.account(project) for project in ("demo-a", "demo-b")]
+    assert [account.id_token if account else None for account in kept] == [
+        "demo-a-39",
+        "demo-b-39",
+    ]
 
 
 def test_logout_forgets_only_that_project(credentials: Credentials) -> None:
@@ -386,9 +418,14 @@ def test_the_local_user_is_made_again_for_another_uid_or_a_refused_refresh(
 def test_a_signed_in_account_of_a_demo_project_is_kept_whatever_the_local_uid(
     credentials: Credentials, server: LocalServer, env: dict[str, str]
 ) -> None:
-    """Only the local user is replaced: someone who signed in with `buddy login` stays."""
+    """Only the local user is replaced: someone who signed in with `buddy login` stays, also
+    a custom-token user of the dashboard (after `buddy open` signed the page in as a uid)."""
     credentials.save("demo-x", alice(server))
     assert Session("demo-x", credentials, local_env(env, server, "u-9")).token() == alice().id_token
+    bob = replace(alice(server), uid="bob", provider="custom", email="", id_token=jwt(user_id="b"))
+    credentials.save("demo-x", bob)
+    me = accounts.identity("demo-x", credentials, local_env(env, server, "u-9"))
+    assert (me.uid, me.name, me.source) == ("bob", "user bob", "buddy login")
     assert server.requests == []
 
 
