@@ -132,10 +132,13 @@ export function createRecipesPanel({ root, api, onStarted }) {
   let recipes = [];
   let chosen = null; // the recipe the open form runs
 
-  const refresh = oneAtATime(async () => {
+  const refresh = oneAtATime(async (stale) => {
     try {
-      ({ recipes } = await api.recipes());
+      const answer = await api.recipes();
+      if (stale()) return;
+      ({ recipes } = answer);
     } catch (error) {
+      if (stale()) return;
       empty.hidden = false;
       empty.textContent = `Recipes could not be loaded: ${error.message}`;
       return;
@@ -322,6 +325,7 @@ export function createRecipesPanel({ root, api, onStarted }) {
   const nameOf = (id) => recipes.find((r) => r.recipe_id === id)?.name ?? null;
 
   function clear() {
+    refresh.forget();
     closeForm();
     recipes = [];
     errors.clear();

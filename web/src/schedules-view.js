@@ -5,6 +5,7 @@
 // the form with that mission's fields.
 
 import { actionButton, el } from "./missions-view.js";
+import { oneAtATime } from "./refresh.js";
 
 const FIRE_FORMAT = {
   weekday: "short",
@@ -50,30 +51,18 @@ export function createSchedulesPanel({ root, api }) {
   const formError = root.querySelector("#schedule-error");
   const errors = new Map(); // schedule id → its last action's error
   let body = null; // the mission body the open form schedules
-  let refreshing = null;
-  let again = false;
 
-  async function refresh() {
-    // One GET at a time; changes that land meanwhile ask for one more.
-    if (refreshing) {
-      again = true;
-      return refreshing;
+  // One GET at a time; changes that land meanwhile ask for one more.
+  const refresh = oneAtATime(async (stale) => {
+    try {
+      const { schedules } = await api.schedules();
+      if (!stale()) render(schedules);
+    } catch (error) {
+      if (stale()) return;
+      empty.hidden = false;
+      empty.textContent = `Schedules could not be loaded: ${error.message}`;
     }
-    refreshing = (async () => {
-      do {
-        again = false;
-        try {
-          const { schedules } = await api.schedules();
-          render(schedules);
-        } catch (error) {
-          empty.hidden = false;
-          empty.textContent = `Schedules could not be loaded: ${error.message}`;
-        }
-      } while (again);
-      refreshing = null;
-    })();
-    return refreshing;
-  }
+  });
 
   function render(schedules) {
     empty.hidden = schedules.length > 0;
@@ -208,7 +197,12 @@ export function createSchedulesPanel({ root, api }) {
     await refresh();
   });
 
-  return { refresh, openFor, clear: () => list.replaceChildren() };
+  function clear() {
+    refresh.forget();
+    list.replaceChildren();
+  }
+
+  return { refresh, openFor, clear };
 }
 
 // What a schedule's fires run: a mission body, or a recipe (pinned version) with its params.

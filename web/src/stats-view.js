@@ -244,15 +244,17 @@ export function createStatsPanel({ root, api }) {
     list.replaceChildren(...tools.map((entry) => toolSection(entry, scope, now)));
   }
 
-  const refresh = oneAtATime(async () => {
+  const refresh = oneAtATime(async (stale) => {
     refreshButton.disabled = true;
     try {
-      ({ tools } = await api.toolStats());
+      const answer = await api.toolStats();
+      if (stale()) return;
+      ({ tools } = answer);
       error.textContent = "";
       status.textContent = `Updated ${new Date().toLocaleTimeString()}`;
       render();
     } catch (failure) {
-      error.textContent = `The statistics could not be loaded: ${failure.message}`;
+      if (!stale()) error.textContent = `The statistics could not be loaded: ${failure.message}`;
     } finally {
       refreshButton.disabled = false;
     }
@@ -262,6 +264,7 @@ export function createStatsPanel({ root, api }) {
   scopeSelect.addEventListener("change", render);
 
   function clear() {
+    refresh.forget();
     tools = null;
     list.replaceChildren();
     status.textContent = "";
