@@ -192,7 +192,7 @@ def test_five_concurrent_missions_track_independently(
         start_watched(u, watch, f"calculate {n} * 1000 + {n}") for n, u in enumerate(users, start=1)
     ]
     with ThreadPoolExecutor(5) as pool:
-        finals = list(pool.map(lambda run: run[1].wait_terminal(), runs))
+        finals = list(pool.map(lambda run: run[1].wait_terminal(timeout=60), runs))
     for n, ((mission_id, watcher), final, user) in enumerate(
         zip(runs, finals, users, strict=True), start=1
     ):
