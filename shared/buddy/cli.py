@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated, Any, TypeVar
-from urllib.parse import quote, urlencode
+from urllib.parse import quote
 
 import typer
 from rich.console import Console, RenderableType
@@ -1669,8 +1669,8 @@ NO_BROWSER = "No browser could be opened here: open the URL yourself."
 def dashboard_link(dashboard: str, uid: str, mission_id: str | None = None) -> str:
     """`<dashboard>/?as=<uid>#m=<mission>`: the page signs in as (locally) or asks for (in
     production) that account, then shows the mission."""
-    link = dashboard.rstrip("/") + "/" + (f"?{urlencode({'as': uid})}" if uid else "")
-    return link + (f"#m={quote(mission_id, safe='')}" if mission_id else "")
+    fragment = f"m={quote(mission_id, safe='')}" if mission_id else ""
+    return browser_login.dashboard_page(dashboard, {"as": uid} if uid else {}, fragment)
 
 
 def _target() -> tuple[accounts.Credentials, str]:

@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from buddy.accounts import Account, Credentials, expiry
 from buddy.client import BuddyError
@@ -53,7 +53,17 @@ Outcome = SignedIn | BuddyError
 
 
 def sign_in_url(dashboard: str, port: int, state: str) -> str:
-    return f"{dashboard.rstrip('/')}/?{urlencode({'cli_port': port, 'cli_state': state})}"
+    return dashboard_page(dashboard, {"cli_port": str(port), "cli_state": state})
+
+
+def dashboard_page(dashboard: str, query: Mapping[str, str], fragment: str = "") -> str:
+    """The dashboard's page with `query` added to what its URL asks already (an `?api=…`
+    stays; a parameter named in `query` is replaced), and `fragment` when given."""
+    parts = urlsplit(dashboard)
+    kept = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k not in query]
+    path = parts.path.rstrip("/") + "/"
+    pairs = urlencode([*kept, *query.items()])
+    return urlunsplit((parts.scheme, parts.netloc, path, pairs, fragment or parts.fragment))
 
 
 def account_from(form: Mapping[str, str]) -> SignedIn | None:

@@ -527,3 +527,8 @@ def test_open_prints_the_dashboard_link_as_the_account(
     assert shown.exit_code == 0, shown.output
     assert shown.output == "http://dash.alice.test/?as=alice-uid\n"
     assert cli.dashboard_link("http://d.test", "a b", "m_1") == "http://d.test/?as=a+b#m=m_1"
+    with_api = "http://d.test/?api=http://a.test#old"
+    assert cli.dashboard_link(with_api, "u", "m_1") == (
+        "http://d.test/?api=http%3A%2F%2Fa.test&as=u#m=m_1"
+    )
+    assert cli.dashboard_link(with_api, "") == "http://d.test/?api=http%3A%2F%2Fa.test#old"

@@ -201,6 +201,26 @@ def test_the_sign_in_url_carries_the_port_and_the_state() -> None:
     assert login.sign_in_url("http://d.test", 4321, STATE) == expected
 
 
+@pytest.mark.parametrize(
+    ("dashboard", "expected"),
+    [
+        ("http://d.test/?api=http://a.test:5001", "http://d.test/?api=http%3A%2F%2Fa.test%3A5001&"),
+        ("http://d.test/app?as=someone", "http://d.test/app/?as=someone&"),
+        ("http://d.test/app/?cli_state=old&x=", "http://d.test/app/?x=&"),
+        ("https://d.test/#top", "https://d.test/?"),
+    ],
+    ids=["api-kept", "path-and-query-kept", "stale-state-replaced", "fragment-kept"],
+)
+def test_the_sign_in_url_keeps_what_the_dashboard_url_asks_already(
+    dashboard: str, expected: str
+) -> None:
+    """A dashboard URL with a query (?api=… for another API) or a path keeps them: the sign-in
+    parameters are added, replacing any of the same name, never glued on as a second `?`."""
+    url = login.sign_in_url(dashboard, 4321, STATE)
+    fragment = "#top" if "#top" in dashboard else ""
+    assert url == f"{expected}cli_port=4321&cli_state={STATE}{fragment}"
+
+
 def test_cli_login_without_a_sign_in_prints_the_url_and_exits_1(credentials: Credentials) -> None:
     """`buddy login --no-browser --timeout 1` prints where to sign in, then gives up with one
     error line and exit 1, nothing stored."""
