@@ -6,8 +6,10 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
+from google.api_core import exceptions as gexc
 from google.cloud import firestore
 
+from buddy.adapters.firestore_base import LostAnswers
 from buddy.adapters.firestore_store import FirestoreMissionStore
 from buddy.domain import lifecycle
 from buddy.domain.mission import (
@@ -22,7 +24,13 @@ from buddy.domain.mission import (
     StepDetail,
 )
 from buddy.domain.progress import utc_now
-from buddy.errors import InvalidTransition, StorageRejected, TooManyActiveMissions
+from buddy.errors import (
+    DependencyUnavailable,
+    InvalidTransition,
+    StorageRejected,
+    TooManyActiveMissions,
+)
+from buddy.service.missions import new_mission_id
 
 from .conftest import User
 
@@ -183,8 +191,8 @@ class LostAnswer(FirestoreMissionStore):
 
     lost = 1
 
-    def _commit_batch(self, batch: Any) -> list[Any] | None:
-        results = super()._commit_batch(batch)
+    def _commit_batch(self, batch: Any, answers: LostAnswers) -> list[Any] | None:
+        results = super()._commit_batch(batch, answers)
         if self.lost:
             self.lost -= 1
             return None
@@ -207,3 +215,102 @@ def test_a_commit_that_landed_but_answered_a_conflict_is_not_decided_again(
     written = store.apply(mission_id, approve)
     assert written.status == Status.APPROVED and decided == [Status.PROPOSED]
     assert [e.type for e in store.events(mission_id, 0)] == ["mission_created", "mission_approved"]
+
+
+class Unanswered(FirestoreMissionStore):
+    """A store whose next `times` commits raise `error` as a lost answer does: after they
+    were written (`landed`) or before they were sent."""
+
+    def __init__(
+        self, db: firestore.Client, error: type[Exception], landed: bool, times: int = 1
+    ) -> None:
+        super().__init__(db, utc_now)
+        self.error, self.landed, self.times = error, landed, times
+
+    def _commit_batch(self, batch: Any, answers: LostAnswers) -> list[Any] | None:
+        if self.times:
+            self.times -= 1
+            send = batch.commit
+
+            def lose(**options: Any) -> Any:
+                if self.landed:
+                    send(**options)
+                raise self.error("the answer was lost")
+
+            batch.commit = lose
+        return super()._commit_batch(batch, answers)
+
+
+LOST = [gexc.DeadlineExceeded, gexc.ServiceUnavailable]
+
+
+@pytest.mark.parametrize("landed", [True, False], ids=["landed", "not-sent"])
+@pytest.mark.parametrize("error", LOST, ids=["deadline", "unavailable"])
+def test_a_change_whose_answer_was_lost_is_written_once(
+    alice: User, db: firestore.Client, error: type[Exception], landed: bool
+) -> None:
+    """A commit that timed out may have landed: the store reads the mission again and
+    returns its own write when it finds it, or makes it again when not; never a 503 for a
+    change that is there, never the change twice."""
+    store = Unanswered(db, error, landed)
+    mission_id = alice.create()["mission_id"]
+    decided: list[Status] = []
+
+    def approve(mission: Mission) -> Change:
+        decided.append(mission.status)
+        return lifecycle.approve(mission, utc_now())
+
+    assert store.apply(mission_id, approve).status == Status.APPROVED
+    assert decided == [Status.PROPOSED] * (1 if landed else 2)
+    assert [e.type for e in store.events(mission_id, 0)] == ["mission_created", "mission_approved"]
+
+
+@pytest.mark.parametrize("error", LOST, ids=["deadline", "unavailable"])
+def test_a_queueing_whose_answer_was_lost_is_counted_once(
+    alice: User, db: firestore.Client, error: type[Exception]
+) -> None:
+    """An execute whose commit landed unanswered: queued, counted once against the limit,
+    and the next queueing over the limit is still refused."""
+    first, second = (alice.create()["mission_id"] for _ in range(2))
+    plain = FirestoreMissionStore(db, utc_now)
+    for mission_id in (first, second):
+        plain.apply(mission_id, lambda m: lifecycle.approve(m, utc_now()))
+    store = Unanswered(db, error, landed=True)
+    queued = store.apply(first, lambda m: lifecycle.queue(m, utc_now(), max_active=1))
+    assert queued.status == Status.QUEUED
+    counter = db.collection("users").document(alice.uid)
+    assert counter.get().to_dict() == {"active_missions": 1}
+    with pytest.raises(TooManyActiveMissions):
+        plain.apply(second, lambda m: lifecycle.queue(m, utc_now(), max_active=1))
+    assert [e.type for e in store.events(first, 0)][-1] == "mission_queued"
+
+
+def test_firestore_that_never_answers_is_unavailable_and_nothing_changes(
+    alice: User, db: firestore.Client
+) -> None:
+    """After a few lost answers the store gives up (503), having written nothing."""
+    store = Unanswered(db, gexc.DeadlineExceeded, landed=False, times=100)
+    mission_id = alice.create()["mission_id"]
+    with pytest.raises(DependencyUnavailable):
+        store.apply(mission_id, lambda m: lifecycle.approve(m, utc_now()))
+    assert store.times == 100 - 3  # the first try and two more, not APPLY_ATTEMPTS of them
+    stored = FirestoreMissionStore(db, utc_now).get(mission_id)
+    assert stored is not None and stored.status == Status.PROPOSED
+    assert [e.type for e in store.events(mission_id, 0)] == ["mission_created"]
+
+
+@pytest.mark.parametrize("landed", [True, False], ids=["landed", "not-sent"])
+def test_a_new_mission_whose_answer_was_lost_is_stored_once(
+    alice: User, db: firestore.Client, landed: bool
+) -> None:
+    """A create that timed out is looked up rather than refused (its retry would find the
+    mission there already) or lost: one mission, its events once."""
+    template = FirestoreMissionStore(db, utc_now).get(alice.create()["mission_id"])
+    assert template is not None
+    mission = replace(template, mission_id=new_mission_id(), event_seq=0)
+    store = Unanswered(db, gexc.DeadlineExceeded, landed)
+    created = store.create(mission, NewEvent("mission_created", "Mission proposed"))
+    assert created.mission_id == mission.mission_id and created.event_seq == 1
+    stored = FirestoreMissionStore(db, utc_now).get(mission.mission_id)
+    assert stored is not None and stored.owner_uid == alice.uid
+    assert [e.type for e in store.events(mission.mission_id, 0)] == ["mission_created"]

@@ -27,7 +27,13 @@ from google.api_core import exceptions as gexc
 from google.cloud import firestore
 from pydantic import TypeAdapter
 
-from buddy.adapters.firestore_base import APPLY_ATTEMPTS, TIMEOUT_SECONDS, unavailable_is_ours
+from buddy.adapters.firestore_base import (
+    APPLY_ATTEMPTS,
+    LOST_ANSWER_ERRORS,
+    TIMEOUT_SECONDS,
+    LostAnswers,
+    unavailable_is_ours,
+)
 from buddy.adapters.firestore_stats import add_tally
 from buddy.domain import stats
 from buddy.domain.eta import DurationStat, merged, updated
@@ -117,6 +123,7 @@ class FirestoreMissionStore:
         stored = replace(mission, event_seq=len(events))
         document = mission_document(stored)
         tally = stats.delta(None, stored)
+        answers = LostAnswers()
         for attempt in range(APPLY_ATTEMPTS):
             batch = self._db.batch()
             batch.create(ref, document)
@@ -126,14 +133,16 @@ class FirestoreMissionStore:
                     self.event_document(mission.owner_uid, seq, event),
                 )
             add_tally(self._db, batch, tally)
-            try:
-                results = batch.commit(timeout=TIMEOUT_SECONDS)
-            except gexc.Aborted:
-                # Contention on a counter it shares (its recipe's uses): nothing was written.
-                time.sleep(random.uniform(0.005, 0.02) * (attempt + 1))
-                continue
-            self._remember(stored, document, results[0].update_time)
-            return stored
+            if (results := self._commit_batch(batch, answers)) is not None:
+                self._remember(stored, document, results[0].update_time)
+                return stored
+            # Aborted on a counter it shares (its recipe's uses), or an answer lost: it was
+            # written if it is there now (ids are never reused).
+            snapshot = ref.get(timeout=TIMEOUT_SECONDS)
+            if snapshot.exists:
+                self._remember(stored, document, snapshot.update_time)
+                return stored
+            time.sleep(random.uniform(0.005, 0.02) * (attempt + 1))
         raise DependencyUnavailable(f"Mission {mission.mission_id} could not be stored; try again")
 
     @unavailable_is_ours
@@ -154,8 +163,17 @@ class FirestoreMissionStore:
         executes) resolves in a few rounds, where lock-based transactions time out.
         """
         ref = self._missions.document(mission_id)
-        attempted: Mission | None = None  # what the last commit that failed tried to write
-        tried: tuple[Mission, Change] | None = None  # the mission it was decided on, and how
+        # What each commit that failed tried to write, with the mission it was decided on and
+        # how: any of them may turn out to have landed.
+        attempts: list[tuple[Mission, Mission, Change]] = []
+        answers = LostAnswers()
+
+        def commit(
+            mission: Mission, document: Document, change: Change, version: Any
+        ) -> Mission | None:
+            attempts.append((_as_written(mission, change), mission, change))
+            return self._commit(ref, mission, document, change, version, answers)
+
         known = self._recall(mission_id)
         if known is not None:
             mission, document, version = known
@@ -168,8 +186,7 @@ class FirestoreMissionStore:
             if change is not None and change.mission is not None:
                 # What the commit raises holds (an undo over the limit that could not be
                 # made, say): only a verdict on a stale copy is asked again.
-                attempted, tried = _as_written(mission, change), (mission, change)
-                if written := self._commit(ref, mission, document, change, version):
+                if written := commit(mission, document, change, version):
                     return written
         for attempt in range(APPLY_ATTEMPTS):
             snapshot = ref.get(timeout=TIMEOUT_SECONDS)
@@ -178,27 +195,36 @@ class FirestoreMissionStore:
                 raise MissionNotFound(mission_id)
             document = snapshot.to_dict() or {}
             mission = mission_from(document)
-            if attempted is not None and _landed(mission, attempted):
-                # The commit went through although its answer said otherwise (a retried RPC
-                # whose first try had landed): deciding again would refuse our own write.
+            landed = [(b, c) for a, b, c in attempts if _landed(mission, a)]
+            if landed:
+                # A commit went through although its answer said otherwise (a retried RPC
+                # whose first try had landed, a lost answer): deciding again would refuse our
+                # own write.
                 self._remember(mission, document, snapshot.update_time)
-                assert tried is not None
-                self._limit_kept(ref, *tried, mission, document, snapshot.update_time)
+                before, change = landed[0]
+                self._limit_kept(ref, before, change, mission, document, snapshot.update_time)
+                self._announce_end(before, mission)
                 return mission
             change = decide(mission)
             if change.mission is None:
                 self._remember(mission, document, snapshot.update_time)
                 return mission
-            attempted, tried = _as_written(mission, change), (mission, change)
-            if written := self._commit(ref, mission, document, change, snapshot.update_time):
+            if written := commit(mission, document, change, snapshot.update_time):
                 return written
             time.sleep(random.uniform(0.005, 0.02) * (attempt + 1))
         raise DependencyUnavailable(f"Mission {mission_id} is too busy right now; try again")
 
     def _commit(
-        self, ref: Any, before: Mission, document: Document, change: Change, version: Any
+        self,
+        ref: Any,
+        before: Mission,
+        document: Document,
+        change: Change,
+        version: Any,
+        answers: LostAnswers,
     ) -> Mission | None:
-        """Writes the change if the mission is still at `version`; None if it moved on."""
+        """Writes the change if the mission is still at `version`; None if it moved on (or
+        its answer was lost)."""
         assert change.mission is not None
         batch = self._db.batch()
         self._append_events(batch, ref, before, change)
@@ -225,7 +251,7 @@ class FirestoreMissionStore:
         # carries the version to remember.
         updates = {k: v for k, v in after.items() if document.get(k, _MISSING) != v}
         batch.update(ref, updates, option=self._db.write_option(last_update_time=version))
-        results = self._commit_batch(batch)
+        results = self._commit_batch(batch, answers)
         if results is None:
             return None
         self._remember(written, after, results[-1].update_time)
@@ -235,10 +261,13 @@ class FirestoreMissionStore:
             if count > limit:
                 self._undo(ref, before, written, after, results[-1].update_time)
                 raise TooManyActiveMissions(limit)
+        self._announce_end(before, written)
+        return written
+
+    def _announce_end(self, before: Mission, written: Mission) -> None:
         if written.terminal and not before.terminal:
             for listener in self.ended:
                 listener(written)
-        return written
 
     def _limit_kept(
         self,
@@ -260,11 +289,15 @@ class FirestoreMissionStore:
             self._undo(ref, before, written, document, version)
             raise TooManyActiveMissions(limit)
 
-    def _commit_batch(self, batch: Any) -> list[Any] | None:
-        """The batch's write results; None when a precondition failed (someone else wrote)."""
+    def _commit_batch(self, batch: Any, answers: LostAnswers) -> list[Any] | None:
+        """The batch's write results; None when a precondition failed (someone else wrote),
+        or when its answer was lost (then it may have landed: the caller reads to find out)."""
         try:
             return list(batch.commit(timeout=TIMEOUT_SECONDS))
         except (gexc.FailedPrecondition, gexc.Aborted, gexc.AlreadyExists):
+            return None
+        except LOST_ANSWER_ERRORS as e:
+            answers.lost(e)
             return None
         except gexc.BadRequest as e:
             # InvalidArgument and the like (a document over 1 MiB): the same write would be
@@ -285,6 +318,7 @@ class FirestoreMissionStore:
         """
         events = ref.collection("events")
         document = mission_document(before)
+        answers = LostAnswers()
         for attempt in range(APPLY_ATTEMPTS):
             batch = self._db.batch()
             for seq in range(before.event_seq + 1, written.event_seq + 1):
@@ -294,7 +328,7 @@ class FirestoreMissionStore:
             batch.set(counter, {"active_missions": firestore.Increment(-1)}, merge=True)
             restore = {k: v for k, v in document.items() if after.get(k, _MISSING) != v}
             batch.update(ref, restore, option=self._db.write_option(last_update_time=version))
-            if (results := self._commit_batch(batch)) is not None:
+            if (results := self._commit_batch(batch, answers)) is not None:
                 self._remember(before, document, results[-1].update_time)
                 return
             snapshot = ref.get(timeout=TIMEOUT_SECONDS)

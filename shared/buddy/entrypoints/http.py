@@ -604,6 +604,8 @@ def _dispatch(request: flask.Request, app: bootstrap.App) -> flask.Response:
     except ServiceError as e:
         # Answered as its class says: a new subclass is mapped like its parent.
         response = _error(e.status, e.code, str(e))
+        if e.status >= 500:  # ours, not the caller's: worth a look when it keeps happening
+            log.warning("answered %s", e.status, extra={"path": request.path, "error": str(e)})
         if isinstance(e, MethodNotAllowed):
             response.headers["Allow"] = e.allowed
         return response
