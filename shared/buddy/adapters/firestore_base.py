@@ -4,6 +4,8 @@ answered as DependencyUnavailable (HTTP 503)."""
 from __future__ import annotations
 
 import functools
+import random
+import time
 from collections.abc import Callable
 from typing import ParamSpec, TypeVar
 
@@ -15,7 +17,8 @@ P = ParamSpec("P")
 R = TypeVar("R")
 TIMEOUT_SECONDS = 10.0
 APPLY_ATTEMPTS = 12
-LOST_ANSWERS = 2  # commits per write whose answer may be lost before Firestore counts as down
+LOST_ANSWERS = 1  # commits per write whose answer may be lost before Firestore counts as down
+BUSY_SECONDS = 15.0  # how long one write keeps trying on a contended document before a 503
 
 # A commit that raised one of these may have landed all the same: its answer was lost.
 LOST_ANSWER_ERRORS = (gexc.DeadlineExceeded, gexc.ServiceUnavailable)
@@ -46,3 +49,13 @@ def unavailable_is_ours(method: Callable[P, R]) -> Callable[P, R]:
             raise DependencyUnavailable("Firestore is unavailable") from e
 
     return wrapper
+
+
+def wait_a_little(attempt: int, started: float) -> bool:
+    """Sleeps before the next try of a write that lost a race on a shared document (with
+    exponential backoff and jitter, so that racers spread out); False once the write has
+    been at it for BUSY_SECONDS, when an answer (503, try again) beats a longer wait."""
+    if time.monotonic() - started > BUSY_SECONDS:
+        return False
+    time.sleep(random.uniform(0.5, 1.0) * min(0.5, 0.01 * 2**attempt))
+    return True

@@ -33,6 +33,7 @@ from buddy.adapters.firestore_base import (
     TIMEOUT_SECONDS,
     LostAnswers,
     unavailable_is_ours,
+    wait_a_little,
 )
 from buddy.adapters.firestore_stats import add_tally
 from buddy.domain import stats
@@ -123,7 +124,7 @@ class FirestoreMissionStore:
         stored = replace(mission, event_seq=len(events))
         document = mission_document(stored)
         tally = stats.delta(None, stored)
-        answers = LostAnswers()
+        answers, started = LostAnswers(), time.monotonic()
         for attempt in range(APPLY_ATTEMPTS):
             batch = self._db.batch()
             batch.create(ref, document)
@@ -142,7 +143,8 @@ class FirestoreMissionStore:
             if snapshot.exists:
                 self._remember(stored, document, snapshot.update_time)
                 return stored
-            time.sleep(random.uniform(0.005, 0.02) * (attempt + 1))
+            if not wait_a_little(attempt, started):
+                break
         raise DependencyUnavailable(f"Mission {mission.mission_id} could not be stored; try again")
 
     @unavailable_is_ours
@@ -166,7 +168,7 @@ class FirestoreMissionStore:
         # What each commit that failed tried to write, with the mission it was decided on and
         # how: any of them may turn out to have landed.
         attempts: list[tuple[Mission, Mission, Change]] = []
-        answers = LostAnswers()
+        answers, started = LostAnswers(), time.monotonic()
 
         def commit(
             mission: Mission, document: Document, change: Change, version: Any
@@ -211,7 +213,8 @@ class FirestoreMissionStore:
                 return mission
             if written := commit(mission, document, change, snapshot.update_time):
                 return written
-            time.sleep(random.uniform(0.005, 0.02) * (attempt + 1))
+            if not wait_a_little(attempt, started):
+                break
         raise DependencyUnavailable(f"Mission {mission_id} is too busy right now; try again")
 
     def _commit(
@@ -318,7 +321,7 @@ class FirestoreMissionStore:
         """
         events = ref.collection("events")
         document = mission_document(before)
-        answers = LostAnswers()
+        answers, started = LostAnswers(), time.monotonic()
         for attempt in range(APPLY_ATTEMPTS):
             batch = self._db.batch()
             for seq in range(before.event_seq + 1, written.event_seq + 1):
@@ -337,7 +340,8 @@ class FirestoreMissionStore:
                 return  # changed since (the owner cancelled): that change did the counting
             after, version = snapshot.to_dict() or {}, snapshot.update_time
             # Aborted on the owner's busy count (its racers undo too): wait a little.
-            time.sleep(random.uniform(0.01, 0.05) * (attempt + 1))
+            if not wait_a_little(attempt, started):
+                break
         raise DependencyUnavailable(f"Mission {before.mission_id} is too busy right now; try again")
 
     def _append_events(self, batch: Any, ref: Any, before: Mission, change: Change) -> int:
