@@ -80,6 +80,11 @@ class LocalStack:
                 text=True,
             )
 
+    def up(self) -> None:
+        """Starts the stack unless it runs already (an earlier test may have stopped it)."""
+        if self.process is None or self.process.poll() is not None:
+            self.start()
+
     def start(self, *flags: str) -> None:
         self.process = process = self.launch(*flags)
         wait_until(lambda: "is up" in self.output or process.poll() is not None, "up", 180)
@@ -203,8 +208,7 @@ def test_a_restart_keeps_accounts_missions_and_schedules_and_resumes_an_interrup
 def test_a_killed_worker_is_restarted_at_once_and_its_mission_completes_once(
     local_stack: LocalStack, site: LocalServer
 ) -> None:
-    if local_stack.process is None or local_stack.process.poll() is not None:
-        local_stack.start()
+    local_stack.up()
     bob = local_stack.account(f"bob-{uuid.uuid4().hex[:6]}@example.com", new=True)
     mission_id = launch(bob, slow_extract(site, 3))
     wait_until(lambda: current_step(bob, mission_id) == "tool_execution", "tool execution")
@@ -224,8 +228,7 @@ def test_a_killed_worker_is_restarted_at_once_and_its_mission_completes_once(
 
 
 def test_ctrl_c_while_a_function_restarts_stops_everything(local_stack: LocalStack) -> None:
-    if local_stack.process is None or local_stack.process.poll() is not None:
-        local_stack.start()
+    local_stack.up()
     pid = local_stack.worker_pid()
     os.kill(pid, signal.SIGKILL)
     began = time.monotonic()
@@ -239,8 +242,7 @@ def test_ctrl_c_while_a_function_restarts_stops_everything(local_stack: LocalSta
 def test_a_second_stack_on_the_same_ports_refuses_to_start_and_changes_nothing(
     local_stack: LocalStack, tmp_path: Path
 ) -> None:
-    if local_stack.process is None or local_stack.process.poll() is not None:
-        local_stack.start()
+    local_stack.up()
     erin = local_stack.account(f"erin-{uuid.uuid4().hex[:6]}@example.com", new=True)
     before = erin.call("GET", "/missions").json()["missions"]
     second = local_stack.launch(folder=tmp_path)
@@ -255,8 +257,7 @@ def test_a_second_stack_on_the_same_ports_refuses_to_start_and_changes_nothing(
 def test_ctrl_c_while_starting_keeps_the_saved_data(local_stack: LocalStack) -> None:
     """Stopped before it came up, the stack saves nothing: a save of half-loaded emulators
     would replace the data with less of it."""
-    if local_stack.process is None or local_stack.process.poll() is not None:
-        local_stack.start()
+    local_stack.up()
     email = f"frank-{uuid.uuid4().hex[:6]}@example.com"
     local_stack.account(email, new=True)
     assert local_stack.stop() == 0

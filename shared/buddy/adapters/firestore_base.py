@@ -26,7 +26,7 @@ LOST_ANSWER_ERRORS = (gexc.DeadlineExceeded, gexc.ServiceUnavailable)
 
 class LostAnswers:
     """Counts one write's commits that answered a lost-answer error: the caller reads the
-    document again and looks for its own write there, a few times, then gives up (503)."""
+    document again and looks for its own write there, LOST_ANSWERS times, then gives up (503)."""
 
     def __init__(self) -> None:
         self.left = LOST_ANSWERS
