@@ -11,7 +11,7 @@ import pytest
 from buddy.domain.lifecycle import cancel
 from buddy.domain.mission import Cost, Intent, Status, StepError
 from buddy.domain.progress import MissionProgressTracker
-from buddy.errors import InvalidTransition
+from buddy.errors import DependencyUnavailable, InvalidTransition
 from buddy.service.execution import MissionBusy, Outcome
 from buddy.service.progress_writer import MissionCancelled, ProgressWriter
 from buddy.service.recovery import Recovery
@@ -37,13 +37,14 @@ class WorkerDied(BaseException):
     """The process vanished: nothing after this point happens (like SIGKILL)."""
 
 
-def die_at_write(store: FakeMissionStore, n: int) -> None:
+def die_at_write(store: FakeMissionStore, n: int, error: type[BaseException] = WorkerDied) -> None:
+    """The nth write raises `error` before it lands (by default, the worker dies there)."""
     calls = {"count": 0}
 
     def maybe_die() -> None:
         calls["count"] += 1
         if calls["count"] == n:
-            raise WorkerDied
+            raise error("Mission m is too busy right now; try again")
 
     store.before_apply = maybe_die
 
@@ -161,6 +162,55 @@ def test_a_resumed_run_reads_completed_stages_outputs_instead_of_running_them(
     assert final.record.tool_used == "fake"
     started = [e for e in store.event_log[mid] if e.type == "step_started"]
     assert [e.step_name for e in started if e.message.endswith(RESUMED)] == [reruns]
+
+
+class TooBusy(DependencyUnavailable):
+    """Firestore too busy for a write (contention past the store's patience): a 503."""
+
+
+@pytest.mark.parametrize("steps_written", [6, 7], ids=["end-lost", "end-lost-after-last-step"])
+def test_a_run_whose_end_could_not_be_written_is_ended_once_by_the_next_delivery(
+    store: FakeMissionStore,
+    clock: FakeClock,
+    stats: FakeDurationStats,
+    heartbeat: ManualHeartbeat,
+    make_runner,
+    steps_written: int,
+) -> None:
+    """The write of a run's end failing (Firestore too busy) leaves the mission running
+    with its lease: the run's heartbeat writes nothing more, and the redelivery ends it,
+    once — also when every step's completion had been written without the end (what an
+    earlier heartbeat left in missions that then stayed running forever)."""
+    mid = seed_mission(store, objective="calculate 2*(3+4)")
+    die_at_write(store, 8, TooBusy)  # every boundary written: the 8th write is the end
+    with pytest.raises(TooBusy):
+        make_runner(interval=0, lease_seconds=LEASE).run(mid)
+    store.before_apply = lambda: None
+    calls = store.apply_calls
+    clock.advance(LEASE / 2)
+    heartbeat.beat()  # the failed run's heartbeat, before its thread stops
+    assert store.apply_calls == calls  # it wrote neither the end's events nor a lease
+    stuck = store.missions[mid]
+    assert stuck.status == Status.RUNNING and stuck.progress is not None
+    assert len(stuck.progress.done) == 6
+    if steps_written == 7:
+        heartbeat.writers[-1]._ending = False  # as the heartbeat was: it writes what's pending
+        heartbeat.beat()
+        stuck = store.missions[mid]
+        assert stuck.status == Status.RUNNING and stuck.progress is not None
+        assert len(stuck.progress.done) == 7
+    clock.advance(LEASE)
+
+    assert make_runner(interval=0, lease_seconds=LEASE).run(mid) == Outcome.COMPLETED
+    final = store.missions[mid]
+    assert final.status == Status.COMPLETED and final.percent == 100
+    assert final.progress is not None
+    assert [s.step_name for s in final.progress.completed_steps] == list(STAGE_NAMES)
+    types = [e.type for e in store.event_log[mid]]
+    assert types.count("mission_completed") == 1 and types[-1] == "mission_completed"
+    assert list(store.artifacts) == [f"a_{mid}"]
+    assert final.record.result_summary == "2*(3+4) = 14"
+    assert len(stats.recorded) == 1
 
 
 def test_a_second_delivery_during_a_live_run_is_busy_not_lost(

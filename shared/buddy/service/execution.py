@@ -222,6 +222,10 @@ class MissionRunner:
                 if stage.private and mission.progress is not None:
                     context.checkpoint = self.store.checkpoint(mission.mission_id)
                 tracker.complete_step(clip(stage.action(context)))
+            if not writer.ended:
+                # Every step had completed before this run (a run whose write of its end
+                # failed once its last step was recorded): only the end is left to write.
+                writer.complete()
         except StepFailed as e:
             if context is not None and context.saved is not None:
                 writer.keep_checkpoint(context.saved)

@@ -98,6 +98,11 @@ class ProgressWriter:
     # Why Firestore refused this run's pending write; the heartbeat then only renews the lease.
     _rejected: str | None = None
     _effects_of: str | None = None  # the step whose effects the next write carries
+    # The run's end is owed: its last step completed, or a step failed. Only the write of
+    # the end may carry that: the heartbeat writing it alone would leave a mission at its
+    # end but running.
+    _ending: bool = False
+    ended: bool = False  # the run's end (completed, failed, cancelled, paused) is written
     # Where the failing step's tool got to, written with the failure: a retry carries on.
     _checkpoint: Mapping[str, Any] | None = None
     _lock: threading.RLock = field(default_factory=threading.RLock)
@@ -134,10 +139,12 @@ class ProgressWriter:
                 self._pending.merge(self._staged)
                 self._staged = Effects()
             if event == "step_completed" and step.step_index == step.total_steps:
+                self._ending = True
                 self._flush(terminal=Status.COMPLETED)
             elif event == "step_completed":
                 self._boundary = self._snapshot
             elif event == "step_failed":
+                self._ending = True
                 code = "storage_rejected" if self._rejected else "step_failed"
                 self._flush(
                     terminal=Status.FAILED, error=StepError(step.step_name, code, step.message)
@@ -190,6 +197,12 @@ class ProgressWriter:
         with self._lock:
             self._checkpoint = state
 
+    def complete(self) -> None:
+        """Writes the run's completion when every step had completed before it: a run whose
+        write of its end was lost (Firestore too busy), taken over by this one."""
+        with self._lock:
+            self._flush(terminal=Status.COMPLETED)
+
     def cancel_in_step(self) -> None:
         """A tool stopped for a cancel: record where the mission got to, then stop."""
         with self._lock:
@@ -206,6 +219,8 @@ class ProgressWriter:
         """Writes pending progress once the interval has passed; otherwise renews the lease
         when nothing was written for a third of it."""
         with self._lock:
+            if self._ending:
+                return  # the run's own write of its end failed: a redelivery writes it
             if self._events and self._due() and self._rejected is None:
                 try:
                     self._flush(snapshot=self._snapshot)
@@ -281,6 +296,7 @@ class ProgressWriter:
             )
 
         written = self._apply(decide)
+        self.ended = written.terminal
         self._claimed = True
         self._effects_of = None
         self._events.clear()
