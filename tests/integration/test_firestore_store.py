@@ -9,6 +9,7 @@ import pytest
 from google.api_core import exceptions as gexc
 from google.cloud import firestore
 
+from buddy.adapters import firestore_store
 from buddy.adapters.firestore_base import LostAnswers
 from buddy.adapters.firestore_store import FirestoreMissionStore
 from buddy.domain import lifecycle
@@ -283,6 +284,37 @@ def test_a_queueing_whose_answer_was_lost_is_counted_once(
     with pytest.raises(TooManyActiveMissions):
         plain.apply(second, lambda m: lifecycle.queue(m, utc_now(), max_active=1))
     assert [e.type for e in store.events(first, 0)][-1] == "mission_queued"
+
+
+@pytest.mark.parametrize("landed", [True, False], ids=["landed", "not-landed"])
+def test_a_store_out_of_patience_looks_once_more_before_answering_busy(
+    alice: User, db: firestore.Client, monkeypatch: pytest.MonkeyPatch, landed: bool
+) -> None:
+    """The last commit before a write gives up on a contended document (the emulator's
+    lock timeout answers Aborted, sometimes after writing): queued when it landed, counted
+    once, no 503; when it did not, 503 and the mission as it was."""
+    mission_id = alice.create()["mission_id"]
+    FirestoreMissionStore(db, utc_now).apply(mission_id, lambda m: lifecycle.approve(m, utc_now()))
+    monkeypatch.setattr(firestore_store, "wait_a_little", lambda attempt, started: False)
+    store = Unanswered(db, gexc.Aborted, landed, times=1)
+    counter = db.collection("users").document(alice.uid)
+
+    def queue(mission: Mission) -> Change:
+        return lifecycle.queue(mission, utc_now(), max_active=10)
+
+    if landed:
+        assert store.apply(mission_id, queue).status == Status.QUEUED
+        assert counter.get().to_dict() == {"active_missions": 1}
+    else:
+        with pytest.raises(DependencyUnavailable, match="too busy"):
+            store.apply(mission_id, queue)
+        assert (counter.get().to_dict() or {}).get("active_missions", 0) == 0
+    stored = FirestoreMissionStore(db, utc_now).get(mission_id)
+    assert stored is not None
+    assert stored.status == (Status.QUEUED if landed else Status.APPROVED)
+    queued = ["mission_queued"] if landed else []
+    events = [e.type for e in store.events(mission_id, 0)]
+    assert events == ["mission_created", "mission_approved", *queued]
 
 
 def test_firestore_that_never_answers_is_unavailable_and_nothing_changes(

@@ -3,7 +3,9 @@ answered as DependencyUnavailable (HTTP 503)."""
 
 from __future__ import annotations
 
+import collections
 import functools
+import logging
 import random
 import time
 from collections.abc import Callable
@@ -13,6 +15,7 @@ from google.api_core import exceptions as gexc
 
 from buddy.errors import DependencyUnavailable
 
+log = logging.getLogger(__name__)
 P = ParamSpec("P")
 R = TypeVar("R")
 TIMEOUT_SECONDS = 10.0
@@ -25,17 +28,33 @@ LOST_ANSWER_ERRORS = (gexc.DeadlineExceeded, gexc.ServiceUnavailable)
 
 
 class LostAnswers:
-    """Counts one write's commits that answered a lost-answer error: the caller reads the
-    document again and looks for its own write there, LOST_ANSWERS times, then gives up (503)."""
+    """What one write's commits answered. Those whose answer was lost: the caller reads the
+    document again and looks for its own write there, LOST_ANSWERS times, then gives up
+    (503). Those refused (someone else wrote first, a lock timed out): counted, so that the
+    log says why a write that gave up on a busy document did."""
 
     def __init__(self) -> None:
         self.left = LOST_ANSWERS
+        self.started = time.monotonic()
+        self.refusals: collections.Counter[str] = collections.Counter()
 
     def lost(self, error: Exception) -> None:
         """One more lost answer; DependencyUnavailable once there were too many."""
         if not self.left:
             raise DependencyUnavailable("Firestore is unavailable") from error
         self.left -= 1
+
+    def refused(self, error: gexc.GoogleAPICallError) -> None:
+        self.refusals[f"{type(error).__name__}: {error.message}"[:120]] += 1
+
+    def too_busy(self, message: str) -> DependencyUnavailable:
+        """The 503 for a write that gave up, logged with what its commits were told."""
+        seconds = round(time.monotonic() - self.started, 1)
+        log.warning(
+            "gave up on a busy document",
+            extra={"reason": message, "seconds": seconds, "refusals": dict(self.refusals)},
+        )
+        return DependencyUnavailable(message)
 
 
 def unavailable_is_ours(method: Callable[P, R]) -> Callable[P, R]:

@@ -42,7 +42,6 @@ from buddy.domain.lifecycle import active_delta
 from buddy.domain.mission import Artifact, Change, Event, Mission, NewEvent, Status, iso
 from buddy.domain.progress import Clock
 from buddy.errors import (
-    DependencyUnavailable,
     MissionNotFound,
     StorageRejected,
     TooManyActiveMissions,
@@ -124,7 +123,7 @@ class FirestoreMissionStore:
         stored = replace(mission, event_seq=len(events))
         document = mission_document(stored)
         tally = stats.delta(None, stored)
-        answers, started = LostAnswers(), time.monotonic()
+        answers = LostAnswers()
         for attempt in range(APPLY_ATTEMPTS):
             batch = self._db.batch()
             batch.create(ref, document)
@@ -143,9 +142,9 @@ class FirestoreMissionStore:
             if snapshot.exists:
                 self._remember(stored, document, snapshot.update_time)
                 return stored
-            if not wait_a_little(attempt, started):
+            if not wait_a_little(attempt, answers.started):
                 break
-        raise DependencyUnavailable(f"Mission {mission.mission_id} could not be stored; try again")
+        raise answers.too_busy(f"Mission {mission.mission_id} could not be stored; try again")
 
     @unavailable_is_ours
     def get(self, mission_id: str) -> Mission | None:
@@ -168,7 +167,7 @@ class FirestoreMissionStore:
         # What each commit that failed tried to write, with the mission it was decided on and
         # how: any of them may turn out to have landed.
         attempts: list[tuple[Mission, Mission, Change]] = []
-        answers, started = LostAnswers(), time.monotonic()
+        answers = LostAnswers()
 
         def commit(
             mission: Mission, document: Document, change: Change, version: Any
@@ -185,12 +184,16 @@ class FirestoreMissionStore:
                 raise  # counted on a fresh count: the verdict holds
             except Exception:
                 change = None  # perhaps a stale copy's verdict: ask again on a fresh read
-            if change is not None and change.mission is not None:
-                # What the commit raises holds (an undo over the limit that could not be
-                # made, say): only a verdict on a stale copy is asked again.
-                if written := commit(mission, document, change, version):
-                    return written
-        for attempt in range(APPLY_ATTEMPTS):
+            # What the commit raises holds (an undo over the limit that could not be made,
+            # say): only a verdict on a stale copy is asked again.
+            if (
+                change is not None
+                and change.mission is not None
+                and (written := commit(mission, document, change, version))
+            ):
+                return written
+        patient = True
+        for attempt in range(APPLY_ATTEMPTS + 1):
             snapshot = ref.get(timeout=TIMEOUT_SECONDS)
             self.apply_reads += 1
             if not snapshot.exists:
@@ -200,22 +203,23 @@ class FirestoreMissionStore:
             landed = [(b, c) for a, b, c in attempts if _landed(mission, a)]
             if landed:
                 # A commit went through although its answer said otherwise (a retried RPC
-                # whose first try had landed, a lost answer): deciding again would refuse our
-                # own write.
+                # whose first try had landed, a lost answer, the emulator's lock timeout):
+                # deciding again would refuse our own write, and a 503 would be untrue.
                 self._remember(mission, document, snapshot.update_time)
                 before, change = landed[0]
                 self._limit_kept(ref, before, change, mission, document, snapshot.update_time)
                 self._announce_end(before, mission)
                 return mission
+            if not patient or attempt == APPLY_ATTEMPTS:
+                break  # (after a last look: the last commit may have landed)
             change = decide(mission)
             if change.mission is None:
                 self._remember(mission, document, snapshot.update_time)
                 return mission
             if written := commit(mission, document, change, snapshot.update_time):
                 return written
-            if not wait_a_little(attempt, started):
-                break
-        raise DependencyUnavailable(f"Mission {mission_id} is too busy right now; try again")
+            patient = wait_a_little(attempt, answers.started)
+        raise answers.too_busy(f"Mission {mission_id} is too busy right now; try again")
 
     def _commit(
         self,
@@ -297,7 +301,8 @@ class FirestoreMissionStore:
         or when its answer was lost (then it may have landed: the caller reads to find out)."""
         try:
             return list(batch.commit(timeout=TIMEOUT_SECONDS))
-        except (gexc.FailedPrecondition, gexc.Aborted, gexc.AlreadyExists):
+        except (gexc.FailedPrecondition, gexc.Aborted, gexc.AlreadyExists) as e:
+            answers.refused(e)
             return None
         except LOST_ANSWER_ERRORS as e:
             answers.lost(e)
@@ -321,7 +326,7 @@ class FirestoreMissionStore:
         """
         events = ref.collection("events")
         document = mission_document(before)
-        answers, started = LostAnswers(), time.monotonic()
+        answers = LostAnswers()
         for attempt in range(APPLY_ATTEMPTS):
             batch = self._db.batch()
             for seq in range(before.event_seq + 1, written.event_seq + 1):
@@ -340,9 +345,9 @@ class FirestoreMissionStore:
                 return  # changed since (the owner cancelled): that change did the counting
             after, version = snapshot.to_dict() or {}, snapshot.update_time
             # Aborted on the owner's busy count (its racers undo too): wait a little.
-            if not wait_a_little(attempt, started):
+            if not wait_a_little(attempt, answers.started):
                 break
-        raise DependencyUnavailable(f"Mission {before.mission_id} is too busy right now; try again")
+        raise answers.too_busy(f"Mission {before.mission_id} is too busy right now; try again")
 
     def _append_events(self, batch: Any, ref: Any, before: Mission, change: Change) -> int:
         """Adds the change's events to the batch, numbered on; returns the newest seq."""
