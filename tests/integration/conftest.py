@@ -276,8 +276,20 @@ class MissionWatcher:
                 if data["status"] in TERMINAL:
                     self._terminal.set()
 
+    def keep_listening(self) -> None:
+        """Listens again if the listener stopped, as a client app would: its stream can end
+        without recovery (the emulator has sent a ListenResponse the client could not
+        parse, before the first snapshot even). The new listener starts with the document
+        as it is, so states in between may go unseen, never out of order."""
+        if not self._watch.is_active:
+            self._watch.unsubscribe()
+            self._watch = self._ref.on_snapshot(self._on)
+
     def wait_terminal(self, timeout: float = 30) -> dict[str, Any]:
-        if not self._terminal.wait(timeout):
+        deadline = time.monotonic() + timeout
+        while not self._terminal.wait(0.5) and time.monotonic() < deadline:
+            self.keep_listening()
+        if not self._terminal.is_set():
             stored = self.stored().get("status")
             seen = (self.last or {}).get("status")
             pytest.fail(
@@ -349,6 +361,7 @@ def wait_for_step(watcher: MissionWatcher, step: str, timeout: float = 30) -> No
         return (tracker.get("current_step") or {}).get("step_name") == step or step in completed
 
     def seen() -> bool:
+        watcher.keep_listening()
         if any(reached(s) for s in watcher.snapshots):
             return True
         if next(polls) % 5:  # a read every fifth poll (0.25 s apart), lighter on the emulator
