@@ -192,8 +192,8 @@ class LostAnswer(FirestoreMissionStore):
 
     lost = 1
 
-    def _commit_batch(self, batch: Any, answers: LostAnswers) -> list[Any] | None:
-        results = super()._commit_batch(batch, answers)
+    def _commit_batch(self, batch: Any, answers: LostAnswers, turn: Any) -> list[Any] | None:
+        results = super()._commit_batch(batch, answers, turn)
         if self.lost:
             self.lost -= 1
             return None
@@ -228,7 +228,7 @@ class Unanswered(FirestoreMissionStore):
         super().__init__(db, utc_now)
         self.error, self.landed, self.times = error, landed, times
 
-    def _commit_batch(self, batch: Any, answers: LostAnswers) -> list[Any] | None:
+    def _commit_batch(self, batch: Any, answers: LostAnswers, turn: Any) -> list[Any] | None:
         if self.times:
             self.times -= 1
             send = batch.commit
@@ -239,7 +239,7 @@ class Unanswered(FirestoreMissionStore):
                 raise self.error("the answer was lost")
 
             batch.commit = lose
-        return super()._commit_batch(batch, answers)
+        return super()._commit_batch(batch, answers, turn)
 
 
 LOST = [gexc.DeadlineExceeded, gexc.ServiceUnavailable]
