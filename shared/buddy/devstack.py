@@ -405,16 +405,63 @@ def save_data(project: str, place: Place, data: Path) -> None:
     say(f"saved in {time.monotonic() - began:.1f}s")
 
 
+def spawned_by(pid: int) -> dict[int, str]:
+    """Every process under `pid`, each with its start time (so that a pid used again by
+    someone else is not taken for ours), read from /proc; none where there is no /proc."""
+    children: dict[int, list[tuple[int, str]]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()  # after "pid (name)"
+            children.setdefault(int(fields[1]), []).append((int(stat.parent.name), fields[19]))
+    found: dict[int, str] = {}
+    todo = [pid]
+    while todo:
+        for child, started in children.get(todo.pop(), []):
+            if child not in found:
+                found[child] = started
+                todo.append(child)
+    return found
+
+
+def still_running(processes: Mapping[int, str]) -> list[int]:
+    """Those of the processes that are still there (not ended, not a zombie)."""
+    running = []
+    for pid, started in processes.items():
+        with contextlib.suppress(OSError, IndexError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            if fields[0] != "Z" and fields[19] == started:
+                running.append(pid)
+    return running
+
+
 def stop_emulators(emulators: subprocess.Popen[bytes]) -> None:
-    if emulators.poll() is not None:
-        return
-    os.killpg(emulators.pid, signal.SIGINT)
-    try:
-        emulators.wait(timeout=EXPORT_SECONDS)
-    except subprocess.TimeoutExpired:
-        say(f"the emulators did not stop within {EXPORT_SECONDS}s: killed")
-        os.killpg(emulators.pid, signal.SIGKILL)
+    """Ctrl-C to firebase-tools, which stops its emulators; then whatever it started and
+    left behind is stopped too. firebase-tools starts each emulator in a session of its
+    own, and a Ctrl-C before it has set up its handlers ends it at once: those emulators
+    would live on, holding the stack's ports."""
+    spawned = spawned_by(emulators.pid)
+    if emulators.poll() is None:
+        os.killpg(emulators.pid, signal.SIGINT)
+        deadline = time.monotonic() + EXPORT_SECONDS
+        while emulators.poll() is None and time.monotonic() < deadline:
+            spawned |= spawned_by(emulators.pid)
+            time.sleep(0.1)
+        if emulators.poll() is None:
+            say(f"the emulators did not stop within {EXPORT_SECONDS}s: killed")
+            os.killpg(emulators.pid, signal.SIGKILL)
         emulators.wait()
+    for how in (signal.SIGTERM, signal.SIGKILL):
+        left = still_running(spawned)
+        if not left:
+            return
+        if how == signal.SIGTERM:
+            say(f"stopping what the emulators left running (pids {', '.join(map(str, left))})")
+        for pid in left:
+            with contextlib.suppress(OSError):
+                os.kill(pid, how)
+        deadline = time.monotonic() + STOP_SECONDS * 3
+        while still_running(spawned) and time.monotonic() < deadline:
+            time.sleep(0.1)
 
 
 def up(data: Path = DATA, fresh: bool = False, place: Place = Place()) -> int:
