@@ -23,8 +23,11 @@ APPLY_ATTEMPTS = 12
 LOST_ANSWERS = 1  # commits per write whose answer may be lost before Firestore counts as down
 BUSY_SECONDS = 15.0  # how long one write keeps trying on a contended document before a 503
 
-# A commit that raised one of these may have landed all the same: its answer was lost.
-LOST_ANSWER_ERRORS = (gexc.DeadlineExceeded, gexc.ServiceUnavailable)
+# Firestore failing on its side (unavailable, timed out, an internal error), cutting a
+# call short (the emulator under load answers "call already cancelled") or over its
+# quota: never the request's fault, so a 503. A commit that raised one of these may have
+# landed all the same: its answer was lost.
+LOST_ANSWER_ERRORS = (gexc.ServerError, gexc.Cancelled, gexc.TooManyRequests)
 
 
 class LostAnswers:
@@ -64,7 +67,7 @@ def unavailable_is_ours(method: Callable[P, R]) -> Callable[P, R]:
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return method(*args, **kwargs)
-        except (gexc.ServiceUnavailable, gexc.DeadlineExceeded, gexc.RetryError) as e:
+        except (*LOST_ANSWER_ERRORS, gexc.RetryError) as e:
             raise DependencyUnavailable("Firestore is unavailable") from e
 
     return wrapper
