@@ -59,6 +59,7 @@ PAUSED = Status.PAUSED.value
 TIMEOUT = httpx.Timeout(30.0, connect=5.0)
 # How often a waiting watch wakes up to check its listener and its deadline.
 _WAKE_SECONDS = 0.5
+RELISTENS = 3  # listeners a watch starts again in a row, each ended before it heard anything
 
 Mission = dict[str, Any]
 Snapshot = dict[str, Any]
@@ -608,7 +609,8 @@ class BuddyClient:
         and resumes it, or cancels it): by default the watch stops at a paused snapshot too,
         whose `pause_reason` says why. With `until_paused=False` it waits through pauses.
         The listener subscribes at the first `next()`; the first snapshot is the state then.
-        Raises WatchTimeout after `timeout` seconds, ServiceUnavailable if the listener dies.
+        A listener whose stream ends is replaced, RELISTENS times in a row at most. Raises
+        WatchTimeout after `timeout` seconds, ServiceUnavailable if the listeners keep dying.
         """
         # The API says 404 for unknown or foreign missions (the emulator's Firestore client is
         # an admin and would not).
@@ -621,15 +623,24 @@ class BuddyClient:
 
         listener = self._listen().listen(mission_id, on_change)
         deadline = None if timeout is None else time.monotonic() + timeout
+        relistens = 0  # in a row, with nothing heard in between
         try:
             while True:
                 try:
                     snapshot = updates.get(timeout=_WAKE_SECONDS)
                 except queue.Empty:
                     if not listener.is_active:
-                        raise ServiceUnavailable(
-                            f"lost the live connection to Firestore while watching {mission_id}"
-                        ) from None
+                        # Its stream ended without recovery (the emulator has sent what the
+                        # client could not parse): a new listener starts with the document
+                        # as it is now.
+                        if relistens == RELISTENS:
+                            raise ServiceUnavailable(
+                                f"lost the live connection to Firestore while watching {mission_id}"
+                            ) from None
+                        relistens += 1
+                        listener.unsubscribe()
+                        listener = self._listen().listen(mission_id, on_change)
+                        continue
                     if deadline is not None and time.monotonic() > deadline:
                         raise WatchTimeout(
                             f"Mission {mission_id} did not finish within {timeout:g}s"
@@ -637,6 +648,7 @@ class BuddyClient:
                     continue
                 if snapshot is None:
                     raise MissionNotFound(f"Mission {mission_id} not found")
+                relistens = 0
                 yield snapshot
                 if snapshot["status"] in TERMINAL or (
                     until_paused and snapshot["status"] == PAUSED

@@ -20,6 +20,7 @@ import typer
 from typer.testing import CliRunner
 
 from buddy import cli
+from buddy import client as client_module
 from buddy.accounts import Session
 from buddy.client import (
     ApiUnreachable,
@@ -433,6 +434,35 @@ def test_watch_of_a_vanished_mission_raises_and_unsubscribes() -> None:
     with pytest.raises(MissionNotFound):
         list(client_with(mission_api, listener=listener).watch("m_1", timeout=5))
     assert listener.subscriptions[0].unsubscribed.is_set()
+
+
+class EndingListener(FakeListener):
+    """Each subscription's stream ends once it has played its documents, as one does when
+    the client cannot parse what the server sent."""
+
+    def listen(self, mission_id: str, on_change: Callable[..., None]) -> FakeSubscription:
+        subscription = super().listen(mission_id, on_change)
+        subscription._thread.join()
+        subscription.is_active = False
+        return subscription
+
+
+def test_a_watch_whose_listener_ended_listens_again_and_sees_the_mission_through() -> None:
+    listener = EndingListener(CALCULATE_RUN[:2], CALCULATE_RUN[1:])
+    snapshots = list(client_with(mission_api, listener=listener).watch("m_1", timeout=10))
+    # The new listener starts with the document as it is: one state is seen twice.
+    assert [s["progress_percent"] for s in snapshots] == [0, 5, 5, 55, 100]
+    assert snapshots[-1]["status"] == "completed"
+    assert len(listener.subscriptions) == 2
+    assert all(s.unsubscribed.is_set() for s in listener.subscriptions)
+
+
+def test_a_watch_whose_listeners_keep_ending_says_it_lost_the_connection() -> None:
+    listener = EndingListener([])
+    with pytest.raises(ServiceUnavailable, match="lost the live connection"):
+        list(client_with(mission_api, listener=listener).watch("m_1", timeout=30))
+    assert len(listener.subscriptions) == 1 + client_module.RELISTENS
+    assert all(s.unsubscribed.is_set() for s in listener.subscriptions)
 
 
 def test_cli_watch_prints_every_step_and_the_result(monkeypatch: pytest.MonkeyPatch) -> None:
