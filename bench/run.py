@@ -111,7 +111,8 @@ class Recorder:
     def __init__(self, db: firestore.Client, mission_id: str) -> None:
         self.seen: list[tuple[float, dict[str, Any]]] = []
         self.done = threading.Event()
-        self._watch = db.collection("missions").document(mission_id).on_snapshot(self._on)
+        self._ref = db.collection("missions").document(mission_id)
+        self._watch = self._ref.on_snapshot(self._on)
 
     def _on(self, docs: list[Any], *_: Any) -> None:
         now = time.time()
@@ -122,8 +123,15 @@ class Recorder:
                 self.done.set()
 
     def wait(self, timeout: float = 60) -> None:
-        if not self.done.wait(timeout):
-            raise TimeoutError("mission did not finish")
+        deadline = time.monotonic() + timeout
+        while not self.done.wait(0.5):
+            if time.monotonic() > deadline:
+                raise TimeoutError("mission did not finish")
+            if not self._watch.is_active:
+                # Its stream ended (the emulator sent what the client could not parse):
+                # listen again, as a client does; the new one starts with the document now.
+                self._watch.unsubscribe()
+                self._watch = self._ref.on_snapshot(self._on)
         self._watch.unsubscribe()
 
     def writes(self) -> list[tuple[float, dict[str, Any]]]:

@@ -87,13 +87,19 @@ class Listener:
                     if arrived >= after and matches(doc):
                         return arrived, doc
                 left = deadline - time.monotonic()
-                if left <= 0 or not self._arrived.wait(left):
+                if left <= 0:
                     seen = [doc.get("status") for _, doc in self._seen]
                     stored = (self._ref.get().to_dict() or {}).get("status")
                     raise TimeoutError(
                         f"{self._ref.id}: no matching snapshot within {timeout:g}s "
                         f"(statuses seen: {seen}; stored: {stored})"
                     )
+                self._arrived.wait(min(left, 0.5))
+                if not self._watch.is_active:
+                    # Its stream ended (a dead one holds no thread that could wait on this
+                    # lock): listen again, as bench.run.Recorder does.
+                    self._watch.unsubscribe()
+                    self._watch = self._ref.on_snapshot(self._on)
 
     def close(self) -> None:
         self._watch.unsubscribe()
