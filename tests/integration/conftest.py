@@ -286,9 +286,20 @@ class MissionWatcher:
             self._watch = self._ref.on_snapshot(self._on)
 
     def wait_terminal(self, timeout: float = 30) -> dict[str, Any]:
+        """The terminal snapshot. A listener may also stall without ending (seen: 0
+        snapshots in 60 s of a mission long completed): once the document itself has been
+        terminal for 5 s unheard, that read is the answer."""
         deadline = time.monotonic() + timeout
+        unheard_since: float | None = None
         while not self._terminal.wait(0.5) and time.monotonic() < deadline:
             self.keep_listening()
+            if unheard_since is None:
+                if self.stored().get("status") in TERMINAL:
+                    unheard_since = time.monotonic()
+            elif time.monotonic() - unheard_since > 5:
+                self._watch.unsubscribe()
+                self.snapshots.append(self.stored())
+                return self.snapshots[-1]
         if not self._terminal.is_set():
             stored = self.stored().get("status")
             seen = (self.last or {}).get("status")
