@@ -102,7 +102,7 @@ class ProgressWriter:
     # the end may carry that: the heartbeat writing it alone would leave a mission at its
     # end but running.
     _ending: bool = False
-    ended: bool = False  # the run's end (completed, failed, cancelled, paused) is written
+    ended: bool = False  # the run's end (completed, failed or cancelled) is written
     # Where the failing step's tool got to, written with the failure: a retry carries on.
     _checkpoint: Mapping[str, Any] | None = None
     _lock: threading.RLock = field(default_factory=threading.RLock)
